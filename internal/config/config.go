@@ -1,0 +1,423 @@
+// Package config is the domain configuration model: its YAML form, its defaults and its
+// validation. Validation is pure and reports every problem with its path in the document,
+// for example "peers[0].trustDomain: required".
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"regexp"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/strait-mesh/strait/internal/mesh"
+)
+
+// Domain is one business domain's configuration: who it is, which registry it uses, which
+// peer domains it talks to, what it exports to them and what it calls in them.
+type Domain struct {
+	// Domain is the domain's name, a DNS label such as "alpha".
+	Domain string `yaml:"domain"`
+	// TrustDomain is the SPIFFE trust domain of the domain's gateways.
+	TrustDomain string   `yaml:"trustDomain"`
+	Registry    Registry `yaml:"registry"`
+	Peers       []Peer   `yaml:"peers"`
+	// Exports are the local services peers may call through this domain's ingress.
+	Exports []Export `yaml:"exports"`
+	// Routes are the peer services local consumers call through this domain's egress.
+	Routes []Route `yaml:"routes"`
+	Limits Limits  `yaml:"limits"`
+}
+
+// Registry says where the domain's service registry is.
+type Registry struct {
+	// Kind is "etcd" (an external etcd) or "embedded" (an etcd embedded in the process).
+	Kind string `yaml:"kind"`
+	// Endpoints are the etcd client URLs or host:port pairs, for kind etcd.
+	Endpoints []string `yaml:"endpoints"`
+}
+
+// Peer is another domain this one talks to.
+type Peer struct {
+	Domain      string `yaml:"domain"`
+	TrustDomain string `yaml:"trustDomain"`
+	// TrustBundle is the PEM file of the peer trust domain's CA certificates. It is bound to
+	// TrustDomain: certificates it signs are accepted for that trust domain only.
+	TrustBundle string `yaml:"trustBundle"`
+	// Ingress lists host:port of the peer's ingress tunnel listeners.
+	Ingress []string `yaml:"ingress"`
+	// Transport is the tunnel transport: "h2" (HTTP/2 over TLS 1.3, the default).
+	Transport string `yaml:"transport"`
+}
+
+// Export lets peers call one local service.
+type Export struct {
+	Service  string        `yaml:"service"`
+	Protocol mesh.Protocol `yaml:"protocol"`
+	Version  string        `yaml:"version"`
+	Group    string        `yaml:"group"`
+	// To lists the peer domains allowed to call the service.
+	To []string `yaml:"to"`
+	// Methods, if set, is the allow-list of methods; empty allows all.
+	Methods []string `yaml:"methods"`
+}
+
+// Route sends local consumer calls of a service to a peer domain.
+type Route struct {
+	Service  string        `yaml:"service"`
+	Protocol mesh.Protocol `yaml:"protocol"`
+	Version  string        `yaml:"version"`
+	Group    string        `yaml:"group"`
+	Peer     string        `yaml:"peer"`
+	// Host and PathPrefix match plain HTTP requests (protocol http only); at least one is set.
+	Host       string `yaml:"host"`
+	PathPrefix string `yaml:"pathPrefix"`
+}
+
+// Limits bound what one call may cost a gateway.
+type Limits struct {
+	MaxHeaderBytes       int      `yaml:"maxHeaderBytes"`
+	MaxBodyBytes         int64    `yaml:"maxBodyBytes"`
+	MaxConcurrentStreams uint32   `yaml:"maxConcurrentStreams"`
+	ReadHeaderTimeout    Duration `yaml:"readHeaderTimeout"`
+	IdleTimeout          Duration `yaml:"idleTimeout"`
+	DialTimeout          Duration `yaml:"dialTimeout"`
+	// CallTimeout bounds a call that carries no deadline of its own (no grpc-timeout).
+	CallTimeout Duration `yaml:"callTimeout"`
+}
+
+// Default limits.
+const (
+	DefaultMaxHeaderBytes       = 64 << 10
+	DefaultMaxBodyBytes         = 64 << 20
+	DefaultMaxConcurrentStreams = 1000
+	DefaultReadHeaderTimeout    = 10 * time.Second
+	DefaultIdleTimeout          = 5 * time.Minute
+	DefaultDialTimeout          = 2 * time.Second
+	DefaultCallTimeout          = 5 * time.Minute
+)
+
+// WithDefaults returns l with every unset field set to its default.
+func (l Limits) WithDefaults() Limits {
+	if l.MaxHeaderBytes == 0 {
+		l.MaxHeaderBytes = DefaultMaxHeaderBytes
+	}
+	if l.MaxBodyBytes == 0 {
+		l.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	if l.MaxConcurrentStreams == 0 {
+		l.MaxConcurrentStreams = DefaultMaxConcurrentStreams
+	}
+	if l.ReadHeaderTimeout == 0 {
+		l.ReadHeaderTimeout = Duration(DefaultReadHeaderTimeout)
+	}
+	if l.IdleTimeout == 0 {
+		l.IdleTimeout = Duration(DefaultIdleTimeout)
+	}
+	if l.DialTimeout == 0 {
+		l.DialTimeout = Duration(DefaultDialTimeout)
+	}
+	if l.CallTimeout == 0 {
+		l.CallTimeout = Duration(DefaultCallTimeout)
+	}
+	return l
+}
+
+// Duration is a time.Duration written as "1.5s" in YAML.
+type Duration time.Duration
+
+// UnmarshalYAML parses a Go duration string.
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	var s string
+	if err := n.Decode(&s); err != nil {
+		return err
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("line %d: %q is not a duration like 1.5s", n.Line, s)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// MarshalYAML writes d as a Go duration string.
+func (d Duration) MarshalYAML() (any, error) { return time.Duration(d).String(), nil }
+
+// D returns d as a time.Duration.
+func (d Duration) D() time.Duration { return time.Duration(d) }
+
+// Load reads and validates a domain file.
+func Load(path string) (*Domain, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	d, err := Parse(b)
+	if err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	return d, nil
+}
+
+// Parse decodes a domain document (unknown keys are errors) and validates it.
+func Parse(b []byte) (*Domain, error) {
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	var d Domain
+	if err := dec.Decode(&d); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, errors.New("empty document")
+		}
+		return nil, err
+	}
+	if err := d.Validate(); err != nil {
+		return nil, err
+	}
+	return &d, nil
+}
+
+// FieldError is one problem at one path of the document.
+type FieldError struct {
+	Path string
+	Msg  string
+}
+
+func (e *FieldError) Error() string { return e.Path + ": " + e.Msg }
+
+// Errors is every problem found in a document, in document order.
+type Errors []*FieldError
+
+func (es Errors) Error() string {
+	var b strings.Builder
+	for i, e := range es {
+		if i > 0 {
+			b.WriteByte('\n')
+		}
+		b.WriteString(e.Error())
+	}
+	return b.String()
+}
+
+var (
+	labelRE       = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
+	trustDomainRE = regexp.MustCompile(`^[a-z0-9._-]+$`)
+	serviceRE     = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_.$-]*$`)
+	methodRE      = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+)
+
+// Validate checks d and returns Errors listing every problem, or nil.
+func (d *Domain) Validate() error {
+	var es Errors
+	add := func(path, format string, args ...any) {
+		es = append(es, &FieldError{Path: path, Msg: fmt.Sprintf(format, args...)})
+	}
+	checkLabel := func(path, v string) {
+		switch {
+		case v == "":
+			add(path, "required")
+		case !labelRE.MatchString(v):
+			add(path, "%q is not a DNS label (lower-case letters, digits, '-')", v)
+		}
+	}
+	checkTD := func(path, v string) {
+		switch {
+		case v == "":
+			add(path, "required")
+		case !trustDomainRE.MatchString(v):
+			add(path, "%q is not a SPIFFE trust domain name (lower-case letters, digits, '.', '-', '_')", v)
+		}
+	}
+
+	checkLabel("domain", d.Domain)
+	checkTD("trustDomain", d.TrustDomain)
+
+	switch d.Registry.Kind {
+	case "", "embedded":
+		if len(d.Registry.Endpoints) > 0 {
+			add("registry.endpoints", "only for kind etcd")
+		}
+	case "etcd":
+		if len(d.Registry.Endpoints) == 0 {
+			add("registry.endpoints", "required for kind etcd")
+		}
+		for i, ep := range d.Registry.Endpoints {
+			if ep == "" {
+				add(fmt.Sprintf("registry.endpoints[%d]", i), "empty")
+			}
+		}
+	default:
+		add("registry.kind", "%q is not one of embedded, etcd", d.Registry.Kind)
+	}
+
+	peers := map[string]bool{}
+	tds := map[string]string{d.TrustDomain: "domain " + d.Domain}
+	for i, p := range d.Peers {
+		path := fmt.Sprintf("peers[%d]", i)
+		checkLabel(path+".domain", p.Domain)
+		if p.Domain != "" {
+			if p.Domain == d.Domain {
+				add(path+".domain", "%q is this domain itself", p.Domain)
+			}
+			if peers[p.Domain] {
+				add(path+".domain", "%q is listed twice", p.Domain)
+			}
+			peers[p.Domain] = true
+		}
+		checkTD(path+".trustDomain", p.TrustDomain)
+		if p.TrustDomain != "" {
+			if other, dup := tds[p.TrustDomain]; dup {
+				add(path+".trustDomain", "%q is already the trust domain of %s; each trust domain belongs to one domain", p.TrustDomain, other)
+			}
+			tds[p.TrustDomain] = "peer " + p.Domain
+		}
+		if p.TrustBundle == "" {
+			add(path+".trustBundle", "required")
+		}
+		for j, a := range p.Ingress {
+			if err := checkHostPort(a); err != nil {
+				add(fmt.Sprintf("%s.ingress[%d]", path, j), "%v", err)
+			}
+		}
+		switch p.Transport {
+		case "", "h2":
+		default:
+			add(path+".transport", "%q is not a supported transport (h2)", p.Transport)
+		}
+	}
+
+	type skey struct {
+		p mesh.Protocol
+		k mesh.ServiceKey
+	}
+	exported := map[skey]bool{}
+	for i, e := range d.Exports {
+		path := fmt.Sprintf("exports[%d]", i)
+		checkService(add, path, e.Service, e.Protocol)
+		k := skey{e.Protocol, mesh.ServiceKey{Name: e.Service, Version: e.Version, Group: e.Group}}
+		if e.Service != "" && exported[k] {
+			add(path+".service", "%q is exported twice", k.k)
+		}
+		exported[k] = true
+		if len(e.To) == 0 {
+			add(path+".to", "required: name the peer domains allowed to call (nothing crosses by default)")
+		}
+		for j, to := range e.To {
+			if !peers[to] {
+				add(fmt.Sprintf("%s.to[%d]", path, j), "%q is not a configured peer", to)
+			}
+		}
+		for j, m := range e.Methods {
+			if !methodRE.MatchString(m) {
+				add(fmt.Sprintf("%s.methods[%d]", path, j), "%q is not a method name", m)
+			}
+		}
+		if e.Protocol == mesh.ProtocolHTTP && len(e.Methods) > 0 {
+			add(path+".methods", "only for protocols grpc and triple")
+		}
+	}
+
+	routed := map[skey]bool{}
+	httpMatch := map[[2]string]bool{}
+	for i, r := range d.Routes {
+		path := fmt.Sprintf("routes[%d]", i)
+		checkService(add, path, r.Service, r.Protocol)
+		if r.Peer == "" {
+			add(path+".peer", "required")
+		} else if !peers[r.Peer] {
+			add(path+".peer", "%q is not a configured peer", r.Peer)
+		}
+		if r.Protocol == mesh.ProtocolHTTP {
+			if r.Host == "" && r.PathPrefix == "" {
+				add(path, "an http route needs host or pathPrefix")
+			}
+			if r.PathPrefix != "" && !strings.HasPrefix(r.PathPrefix, "/") {
+				add(path+".pathPrefix", "%q does not start with '/'", r.PathPrefix)
+			}
+			m := [2]string{strings.ToLower(r.Host), r.PathPrefix}
+			if httpMatch[m] {
+				add(path, "host %q with pathPrefix %q is routed twice", r.Host, r.PathPrefix)
+			}
+			httpMatch[m] = true
+			if r.Version != "" || r.Group != "" {
+				add(path, "version and group are only for protocols grpc and triple")
+			}
+			continue
+		}
+		if r.Host != "" || r.PathPrefix != "" {
+			add(path, "host and pathPrefix are only for protocol http")
+		}
+		k := skey{r.Protocol, mesh.ServiceKey{Name: r.Service, Version: r.Version, Group: r.Group}}
+		if r.Service != "" && routed[k] {
+			add(path+".service", "%q is routed twice", k.k)
+		}
+		routed[k] = true
+	}
+
+	l := d.Limits
+	if l.MaxHeaderBytes < 0 {
+		add("limits.maxHeaderBytes", "must not be negative")
+	}
+	if l.MaxBodyBytes < 0 {
+		add("limits.maxBodyBytes", "must not be negative")
+	}
+	for _, t := range []struct {
+		path string
+		d    Duration
+	}{
+		{"limits.readHeaderTimeout", l.ReadHeaderTimeout},
+		{"limits.idleTimeout", l.IdleTimeout},
+		{"limits.dialTimeout", l.DialTimeout},
+		{"limits.callTimeout", l.CallTimeout},
+	} {
+		if t.d < 0 {
+			add(t.path, "must not be negative")
+		}
+	}
+
+	if len(es) == 0 {
+		return nil
+	}
+	return es
+}
+
+func checkService(add func(string, string, ...any), path, name string, p mesh.Protocol) {
+	switch {
+	case name == "":
+		add(path+".service", "required")
+	case !serviceRE.MatchString(name):
+		add(path+".service", "%q is not a service name", name)
+	}
+	switch {
+	case p == "":
+		add(path+".protocol", "required (grpc, triple or http)")
+	case !p.Valid():
+		add(path+".protocol", "%q is not one of grpc, triple, http", p)
+	}
+}
+
+func checkHostPort(a string) error {
+	host, port, err := net.SplitHostPort(a)
+	if err != nil {
+		return fmt.Errorf("%q is not host:port", a)
+	}
+	if host == "" || port == "" {
+		return fmt.Errorf("%q is not host:port", a)
+	}
+	return nil
+}
+
+// Peer returns the peer named domain.
+func (d *Domain) Peer(domain string) (Peer, bool) {
+	for _, p := range d.Peers {
+		if p.Domain == domain {
+			return p, true
+		}
+	}
+	return Peer{}, false
+}

@@ -1,0 +1,65 @@
+// Package mesh holds the plain types that every Strait component shares: protocols,
+// service keys, classified calls, routes and instances. It does no I/O.
+package mesh
+
+import (
+	"fmt"
+	"strings"
+)
+
+// Protocol is the application protocol a service speaks to its consumers.
+type Protocol string
+
+// The protocols Strait proxies.
+const (
+	ProtocolGRPC   Protocol = "grpc"
+	ProtocolTriple Protocol = "triple"
+	ProtocolHTTP   Protocol = "http"
+)
+
+// Valid reports whether p is one of the known protocols.
+func (p Protocol) Valid() bool {
+	switch p {
+	case ProtocolGRPC, ProtocolTriple, ProtocolHTTP:
+		return true
+	}
+	return false
+}
+
+// RPC reports whether p frames messages the gRPC way (gRPC and Triple).
+func (p Protocol) RPC() bool { return p == ProtocolGRPC || p == ProtocolTriple }
+
+// ServiceKey names a service the way Dubbo does: interface, version and group.
+// For gRPC the version and group are empty; for HTTP the name is the route's service name.
+type ServiceKey struct {
+	Name    string
+	Version string
+	Group   string
+}
+
+func (k ServiceKey) String() string {
+	var b strings.Builder
+	if k.Group != "" {
+		b.WriteString(k.Group)
+		b.WriteByte('/')
+	}
+	b.WriteString(k.Name)
+	if k.Version != "" {
+		b.WriteByte(':')
+		b.WriteString(k.Version)
+	}
+	return b.String()
+}
+
+// Instance is one provider endpoint of a service as a registry knows it.
+type Instance struct {
+	Service  ServiceKey
+	Protocol Protocol
+	// Address is host:port.
+	Address  string
+	Metadata map[string]string
+}
+
+func (i Instance) String() string {
+	return fmt.Sprintf("%s %s://%s", i.Service, i.Protocol, i.Address)
+}

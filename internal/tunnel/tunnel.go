@@ -1,0 +1,288 @@
+// Package tunnel carries calls between the egress of one domain and the ingress of another:
+// HTTP/2 over TLS 1.3 with mutual SPIFFE authentication and the ALPN value ALPN. One TLS
+// connection per egress→ingress pair carries all concurrent calls as HTTP/2 streams.
+package tunnel
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"golang.org/x/net/http2"
+)
+
+// ALPN names version 1 of the tunnel protocol. A peer that does not offer it is refused.
+const ALPN = "strait/1"
+
+// ClientOptions tune a Client.
+type ClientOptions struct {
+	DialTimeout    time.Duration
+	MaxHeaderBytes uint32
+	// PingInterval is how long a connection may be silent before it is health-checked
+	// with a PING; PingTimeout how long the PING may take before the connection is closed.
+	PingInterval time.Duration
+	PingTimeout  time.Duration
+}
+
+// Client dials the tunnel listeners of one peer domain. It keeps one multiplexed
+// connection per listener address and is safe for concurrent use.
+type Client struct {
+	t *http2.Transport
+}
+
+// NewClient returns a client that authenticates with tlsConf (see identity.ClientConfig).
+func NewClient(tlsConf *tls.Config, o ClientOptions) *Client {
+	if o.DialTimeout == 0 {
+		o.DialTimeout = 2 * time.Second
+	}
+	if o.PingInterval == 0 {
+		o.PingInterval = 15 * time.Second
+	}
+	if o.PingTimeout == 0 {
+		o.PingTimeout = 5 * time.Second
+	}
+	conf := tlsConf.Clone()
+	conf.NextProtos = []string{ALPN}
+	t := &http2.Transport{
+		DialTLSContext: func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
+			return dial(ctx, network, addr, conf, o.DialTimeout)
+		},
+		MaxHeaderListSize:          o.MaxHeaderBytes,
+		ReadIdleTimeout:            o.PingInterval,
+		PingTimeout:                o.PingTimeout,
+		StrictMaxConcurrentStreams: false,
+		// Payloads pass through untouched; never ask the peer to compress.
+		DisableCompression: true,
+	}
+	return &Client{t: t}
+}
+
+func dial(ctx context.Context, network, addr string, conf *tls.Config, timeout time.Duration) (net.Conn, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	d := net.Dialer{KeepAlive: 30 * time.Second}
+	raw, err := d.DialContext(ctx, network, addr)
+	if err != nil {
+		return nil, &DialError{Addr: addr, Err: err}
+	}
+	tc := tls.Client(raw, conf)
+	if err := tc.HandshakeContext(ctx); err != nil {
+		raw.Close()
+		return nil, &DialError{Addr: addr, Err: fmt.Errorf("handshake: %w", err)}
+	}
+	if p := tc.ConnectionState().NegotiatedProtocol; p != ALPN {
+		tc.Close()
+		return nil, &DialError{Addr: addr, Err: fmt.Errorf("negotiated protocol %q, want %q", p, ALPN)}
+	}
+	return tc, nil
+}
+
+// DialError is a failure to open a connection: the call it was for was never sent, so it
+// may be retried on another instance.
+type DialError struct {
+	Addr string
+	Err  error
+}
+
+func (e *DialError) Error() string { return "dial " + e.Addr + ": " + e.Err.Error() }
+func (e *DialError) Unwrap() error { return e.Err }
+
+// Dialer opens plain TCP connections as a DialError on failure; providers use it.
+func Dialer(timeout time.Duration) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		d := net.Dialer{Timeout: timeout, KeepAlive: 30 * time.Second}
+		c, err := d.DialContext(ctx, network, addr)
+		if err != nil {
+			return nil, &DialError{Addr: addr, Err: err}
+		}
+		return c, nil
+	}
+}
+
+// RoundTrip sends req over the tunnel to req.URL.Host. The URL's scheme must be https.
+func (c *Client) RoundTrip(req *http.Request) (*http.Response, error) {
+	return c.t.RoundTrip(req)
+}
+
+// Close closes idle connections. Connections with calls in flight close when those end.
+func (c *Client) Close() { c.t.CloseIdleConnections() }
+
+var _ http.RoundTripper = (*Client)(nil)
+
+// ServerOptions tune a Server.
+type ServerOptions struct {
+	HandshakeTimeout     time.Duration
+	IdleTimeout          time.Duration
+	MaxHeaderBytes       int
+	MaxConcurrentStreams uint32
+	Logger               *slog.Logger
+}
+
+// Server serves tunnel connections: it completes the TLS handshake (with a deadline),
+// insists on ALPN, and serves HTTP/2 streams to the handler. The peer's connection state
+// is available to the handler as Request.TLS.
+type Server struct {
+	conf    *tls.Config
+	handler http.Handler
+	o       ServerOptions
+	log     *slog.Logger
+	h1      *http.Server // carries the graceful-shutdown hook of h2
+	h2      *http2.Server
+
+	mu     sync.Mutex
+	ln     net.Listener
+	conns  map[net.Conn]struct{}
+	closed bool
+	wg     sync.WaitGroup
+}
+
+// NewServer returns a server using tlsConf (see identity.ServerConfig).
+func NewServer(tlsConf *tls.Config, h http.Handler, o ServerOptions) *Server {
+	if o.HandshakeTimeout == 0 {
+		o.HandshakeTimeout = 5 * time.Second
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	conf := tlsConf.Clone()
+	conf.NextProtos = []string{ALPN}
+	s := &Server{
+		conf:    conf,
+		handler: h,
+		o:       o,
+		log:     o.Logger,
+		h1:      &http.Server{MaxHeaderBytes: o.MaxHeaderBytes},
+		h2: &http2.Server{
+			MaxConcurrentStreams: o.MaxConcurrentStreams,
+			IdleTimeout:          o.IdleTimeout,
+			MaxReadFrameSize:     1 << 20,
+		},
+		conns: map[net.Conn]struct{}{},
+	}
+	if err := http2.ConfigureServer(s.h1, s.h2); err != nil {
+		// ConfigureServer fails only on a TLS config that requires old ciphers; ours does not.
+		s.log.Error("tunnel: configure http2", "err", err)
+	}
+	return s
+}
+
+// Serve accepts connections on ln until Close or Shutdown. It returns nil after those.
+func (s *Server) Serve(ln net.Listener) error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return errors.New("tunnel: server closed")
+	}
+	s.ln = ln
+	s.mu.Unlock()
+	var delay time.Duration
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			s.mu.Lock()
+			closed := s.closed
+			s.mu.Unlock()
+			if closed {
+				return nil
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+				time.Sleep(delay)
+				continue
+			}
+			return fmt.Errorf("tunnel: accept: %w", err)
+		}
+		delay = 0
+		if !s.track(c, true) {
+			c.Close()
+			return nil
+		}
+		s.wg.Add(1)
+		go s.serveConn(c)
+	}
+}
+
+func (s *Server) track(c net.Conn, add bool) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if add {
+		if s.closed {
+			return false
+		}
+		s.conns[c] = struct{}{}
+	} else {
+		delete(s.conns, c)
+	}
+	return true
+}
+
+func (s *Server) serveConn(raw net.Conn) {
+	defer s.wg.Done()
+	defer s.track(raw, false)
+	defer raw.Close()
+	tc := tls.Server(raw, s.conf)
+	ctx, cancel := context.WithTimeout(context.Background(), s.o.HandshakeTimeout)
+	err := tc.HandshakeContext(ctx)
+	cancel()
+	if err != nil {
+		s.log.Warn("tunnel handshake refused", "remote", raw.RemoteAddr().String(), "err", err)
+		return
+	}
+	if p := tc.ConnectionState().NegotiatedProtocol; p != ALPN {
+		s.log.Warn("tunnel handshake refused", "remote", raw.RemoteAddr().String(), "err", fmt.Sprintf("protocol %q is not %q", p, ALPN))
+		return
+	}
+	s.h2.ServeConn(tc, &http2.ServeConnOpts{BaseConfig: s.h1, Handler: s.handler})
+}
+
+// Shutdown stops accepting, sends GOAWAY on every connection and waits for their calls to
+// end, or for ctx; then it closes whatever is left.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.stopAccepting()
+	_ = s.h1.Shutdown(ctx) // runs the GOAWAY hook; it has no listeners of its own
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		s.closeConns()
+		<-done
+		return ctx.Err()
+	}
+}
+
+// Close stops at once: listener and connections are closed, calls in flight fail.
+func (s *Server) Close() error {
+	s.stopAccepting()
+	s.closeConns()
+	s.wg.Wait()
+	return nil
+}
+
+func (s *Server) stopAccepting() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return
+	}
+	s.closed = true
+	if s.ln != nil {
+		s.ln.Close()
+	}
+}
+
+func (s *Server) closeConns() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for c := range s.conns {
+		c.Close()
+	}
+}

@@ -1,0 +1,289 @@
+// Package etcd is the etcd registry adapter. It uses dubbo-go's etcdv3 layout: one key
+// per provider, /dubbo/<interface>/providers/<url-encoded provider URL>, attached to a
+// lease that the registering process keeps alive, so a dead process's providers expire.
+package etcd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+
+	"github.com/strait-mesh/strait/internal/mesh"
+	registrysync "github.com/strait-mesh/strait/registry-sync"
+)
+
+const root = "/dubbo/"
+
+// Options tune a Registry.
+type Options struct {
+	// LeaseTTL is how long providers outlive their process. Default 10s.
+	LeaseTTL    time.Duration
+	DialTimeout time.Duration
+	Logger      *slog.Logger
+}
+
+// Registry is a registry in etcd.
+type Registry struct {
+	cli *clientv3.Client
+	o   Options
+	log *slog.Logger
+
+	mu        sync.Mutex
+	lease     clientv3.LeaseID
+	stopAlive context.CancelFunc
+	mine      map[string]bool
+}
+
+// New connects to etcd at endpoints.
+func New(endpoints []string, o Options) (*Registry, error) {
+	if o.LeaseTTL == 0 {
+		o.LeaseTTL = 10 * time.Second
+	}
+	if o.DialTimeout == 0 {
+		o.DialTimeout = 3 * time.Second
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	cli, err := clientv3.New(clientv3.Config{
+		Endpoints:   endpoints,
+		DialTimeout: o.DialTimeout,
+		Logger:      zap.NewNop(),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("etcd registry: %w", err)
+	}
+	return &Registry{cli: cli, o: o, log: o.Logger, mine: map[string]bool{}}, nil
+}
+
+// Key returns the etcd key of an instance.
+func Key(i mesh.Instance) string {
+	return root + i.Service.Name + "/providers/" + url.QueryEscape(URL(i))
+}
+
+// URL renders an instance as a Dubbo provider URL, e.g.
+// tri://127.0.0.1:20000/org.Greeter?interface=org.Greeter&side=provider&version=1.0.0
+func URL(i mesh.Instance) string {
+	q := url.Values{}
+	for k, v := range i.Metadata {
+		q.Set(k, v)
+	}
+	q.Set("interface", i.Service.Name)
+	q.Set("side", "provider")
+	if i.Service.Version != "" {
+		q.Set("version", i.Service.Version)
+	}
+	if i.Service.Group != "" {
+		q.Set("group", i.Service.Group)
+	}
+	u := url.URL{Scheme: scheme(i.Protocol), Host: i.Address, Path: "/" + i.Service.Name, RawQuery: q.Encode()}
+	return u.String()
+}
+
+func scheme(p mesh.Protocol) string {
+	if p == mesh.ProtocolTriple {
+		return "tri"
+	}
+	return string(p)
+}
+
+// ParseURL reads a Dubbo provider URL back into an instance.
+func ParseURL(s string) (mesh.Instance, error) {
+	u, err := url.Parse(s)
+	if err != nil {
+		return mesh.Instance{}, fmt.Errorf("provider url %q: %w", s, err)
+	}
+	var p mesh.Protocol
+	switch u.Scheme {
+	case "tri":
+		p = mesh.ProtocolTriple
+	case "grpc":
+		p = mesh.ProtocolGRPC
+	case "http":
+		p = mesh.ProtocolHTTP
+	default:
+		return mesh.Instance{}, fmt.Errorf("provider url %q: protocol %q is not tri, grpc or http", s, u.Scheme)
+	}
+	if _, _, err := net.SplitHostPort(u.Host); err != nil {
+		return mesh.Instance{}, fmt.Errorf("provider url %q: address: %w", s, err)
+	}
+	q := u.Query()
+	name := q.Get("interface")
+	if name == "" {
+		name = strings.TrimPrefix(u.Path, "/")
+	}
+	if name == "" {
+		return mesh.Instance{}, fmt.Errorf("provider url %q: no interface", s)
+	}
+	i := mesh.Instance{
+		Service:  mesh.ServiceKey{Name: name, Version: q.Get("version"), Group: q.Get("group")},
+		Protocol: p,
+		Address:  u.Host,
+		Metadata: map[string]string{},
+	}
+	for k := range q {
+		switch k {
+		case "interface", "version", "group", "side":
+		default:
+			i.Metadata[k] = q.Get(k)
+		}
+	}
+	return i, nil
+}
+
+// Register puts the instance under this process's lease.
+func (r *Registry) Register(ctx context.Context, inst mesh.Instance) error {
+	lease, err := r.ensureLease(ctx)
+	if err != nil {
+		return err
+	}
+	k := Key(inst)
+	if _, err := r.cli.Put(ctx, k, URL(inst), clientv3.WithLease(lease)); err != nil {
+		return fmt.Errorf("etcd registry: register %s: %w", inst, err)
+	}
+	r.mu.Lock()
+	r.mine[k] = true
+	r.mu.Unlock()
+	return nil
+}
+
+func (r *Registry) ensureLease(ctx context.Context) (clientv3.LeaseID, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.lease != 0 {
+		return r.lease, nil
+	}
+	g, err := r.cli.Grant(ctx, int64(r.o.LeaseTTL/time.Second))
+	if err != nil {
+		return 0, fmt.Errorf("etcd registry: lease: %w", err)
+	}
+	kctx, cancel := context.WithCancel(context.Background())
+	ch, err := r.cli.KeepAlive(kctx, g.ID)
+	if err != nil {
+		cancel()
+		return 0, fmt.Errorf("etcd registry: keepalive: %w", err)
+	}
+	go func() {
+		for range ch { // drained until kctx ends or the lease is lost
+		}
+	}()
+	r.lease, r.stopAlive = g.ID, cancel
+	return g.ID, nil
+}
+
+// Deregister deletes the instance's key.
+func (r *Registry) Deregister(ctx context.Context, inst mesh.Instance) error {
+	k := Key(inst)
+	if _, err := r.cli.Delete(ctx, k); err != nil {
+		return fmt.Errorf("etcd registry: deregister %s: %w", inst, err)
+	}
+	r.mu.Lock()
+	delete(r.mine, k)
+	r.mu.Unlock()
+	return nil
+}
+
+// List returns every provider under /dubbo/.
+func (r *Registry) List(ctx context.Context) ([]mesh.Instance, error) {
+	all, _, err := r.load(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return values(all), nil
+}
+
+func (r *Registry) load(ctx context.Context) (map[string]mesh.Instance, int64, error) {
+	resp, err := r.cli.Get(ctx, root, clientv3.WithPrefix())
+	if err != nil {
+		return nil, 0, fmt.Errorf("etcd registry: list: %w", err)
+	}
+	all := make(map[string]mesh.Instance, len(resp.Kvs))
+	for _, kv := range resp.Kvs {
+		r.add(all, string(kv.Key))
+	}
+	return all, resp.Header.Revision, nil
+}
+
+// add parses a provider key into all; keys of other shapes (consumers, configurators) are skipped.
+func (r *Registry) add(all map[string]mesh.Instance, key string) {
+	i := strings.Index(key, "/providers/")
+	if i < 0 {
+		return
+	}
+	raw, err := url.QueryUnescape(key[i+len("/providers/"):])
+	if err != nil {
+		r.log.Warn("skipping provider key", "key", key, "err", err)
+		return
+	}
+	inst, err := ParseURL(raw)
+	if err != nil {
+		r.log.Warn("skipping provider key", "key", key, "err", err)
+		return
+	}
+	all[key] = inst
+}
+
+func values(m map[string]mesh.Instance) []mesh.Instance {
+	out := make([]mesh.Instance, 0, len(m))
+	for _, v := range m {
+		out = append(out, v)
+	}
+	sort.Slice(out, func(a, b int) bool { return Key(out[a]) < Key(out[b]) })
+	return out
+}
+
+// Watch subscribes to /dubbo/ and reports the full provider set after every change.
+func (r *Registry) Watch(ctx context.Context, fn func([]mesh.Instance)) error {
+	all, rev, err := r.load(ctx)
+	if err != nil {
+		return err
+	}
+	fn(values(all))
+	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+	defer cancel()
+	for resp := range r.cli.Watch(wctx, root, clientv3.WithPrefix(), clientv3.WithRev(rev+1)) {
+		if err := resp.Err(); err != nil {
+			return fmt.Errorf("etcd registry: watch: %w", err)
+		}
+		for _, ev := range resp.Events {
+			k := string(ev.Kv.Key)
+			if ev.Type == clientv3.EventTypeDelete {
+				delete(all, k)
+			} else {
+				r.add(all, k)
+			}
+		}
+		fn(values(all))
+	}
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	return errors.New("etcd registry: watch closed")
+}
+
+// Close revokes the lease (removing this process's providers at once) and disconnects.
+func (r *Registry) Close() error {
+	r.mu.Lock()
+	lease, stop := r.lease, r.stopAlive
+	r.lease, r.stopAlive = 0, nil
+	r.mu.Unlock()
+	if stop != nil {
+		stop()
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		_, _ = r.cli.Revoke(ctx, lease)
+		cancel()
+	}
+	return r.cli.Close()
+}
+
+var _ registrysync.Registry = (*Registry)(nil)

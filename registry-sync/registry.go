@@ -1,0 +1,116 @@
+// Package registrysync connects Strait to service registries: the Registry interface that
+// every adapter (etcd, embedded, and later Nacos, ZooKeeper, static) implements, and the
+// Catalog that keeps a live view of a registry's providers for the gateways.
+package registrysync
+
+import (
+	"context"
+	"log/slog"
+	"sort"
+	"sync/atomic"
+	"time"
+
+	"github.com/strait-mesh/strait/internal/mesh"
+)
+
+// Registry is one service registry. Implementations are safe for concurrent use.
+type Registry interface {
+	// Register publishes a provider instance. Its liveness is tied to the registering
+	// process (a lease, an ephemeral node): it disappears when the process does.
+	Register(ctx context.Context, inst mesh.Instance) error
+	// Deregister withdraws an instance this process registered.
+	Deregister(ctx context.Context, inst mesh.Instance) error
+	// List returns every provider instance.
+	List(ctx context.Context) ([]mesh.Instance, error)
+	// Watch calls fn with every provider instance, once at the start and again after each
+	// change, until ctx ends. It is a subscription, never a polling timer. It returns
+	// ctx.Err() when ctx ends, or another error if the subscription broke.
+	Watch(ctx context.Context, fn func([]mesh.Instance)) error
+	// Close withdraws what this process registered and releases the connection.
+	Close() error
+}
+
+// Catalog is a live view of a registry's providers, grouped by service name. Lookups are
+// lock-free and safe for concurrent use; Run keeps the view current.
+type Catalog struct {
+	reg  Registry
+	log  *slog.Logger
+	snap atomic.Pointer[map[string][]mesh.Instance]
+	gen  atomic.Uint64
+}
+
+// NewCatalog returns a catalog of reg. Call Run to fill it.
+func NewCatalog(reg Registry, log *slog.Logger) *Catalog {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	c := &Catalog{reg: reg, log: log}
+	empty := map[string][]mesh.Instance{}
+	c.snap.Store(&empty)
+	return c
+}
+
+// Run watches the registry until ctx ends, re-subscribing with backoff when the watch
+// breaks. The last known providers stay in the view while the registry is unreachable.
+func (c *Catalog) Run(ctx context.Context) {
+	backoff := 100 * time.Millisecond
+	for {
+		err := c.reg.Watch(ctx, c.set)
+		if ctx.Err() != nil {
+			return
+		}
+		c.log.Warn("registry watch broke; keeping the last known providers", "err", err, "retry_in", backoff)
+		t := time.NewTimer(backoff)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		backoff = min(2*backoff, 5*time.Second)
+	}
+}
+
+func (c *Catalog) set(all []mesh.Instance) {
+	m := make(map[string][]mesh.Instance)
+	for _, i := range all {
+		m[i.Service.Name] = append(m[i.Service.Name], i)
+	}
+	for _, is := range m {
+		sort.Slice(is, func(a, b int) bool { return is[a].Address < is[b].Address })
+	}
+	c.snap.Store(&m)
+	c.gen.Add(1)
+}
+
+// Generation counts the updates the catalog has received; 0 means none yet.
+func (c *Catalog) Generation() uint64 { return c.gen.Load() }
+
+// Endpoints returns the instances of service k whose protocol is in the family of p (gRPC
+// and Triple providers serve each other's callers). An empty version or group in k
+// matches any. The slice must not be modified.
+func (c *Catalog) Endpoints(k mesh.ServiceKey, p mesh.Protocol) []mesh.Instance {
+	all := (*c.snap.Load())[k.Name]
+	n := 0
+	for _, i := range all {
+		if ok(i, k, p) {
+			n++
+		}
+	}
+	if n == len(all) {
+		return all
+	}
+	out := make([]mesh.Instance, 0, n)
+	for _, i := range all {
+		if ok(i, k, p) {
+			out = append(out, i)
+		}
+	}
+	return out
+}
+
+func ok(i mesh.Instance, k mesh.ServiceKey, p mesh.Protocol) bool {
+	return i.Protocol.RPC() == p.RPC() &&
+		(k.Version == "" || i.Service.Version == k.Version) &&
+		(k.Group == "" || i.Service.Group == k.Group)
+}

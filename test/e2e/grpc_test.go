@@ -1,0 +1,134 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/interop"
+	testgrpc "google.golang.org/grpc/interop/grpc_testing"
+	"google.golang.org/grpc/status"
+
+	testpb "google.golang.org/grpc/interop/grpc_testing"
+)
+
+func dialEgress(t *testing.T, i int) *grpc.ClientConn {
+	t.Helper()
+	cc, err := grpc.NewClient(topo.Egress[i%len(topo.Egress)],
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(32<<20), grpc.MaxCallSendMsgSize(32<<20)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cc.Close() })
+	return cc
+}
+
+// TestInterop runs grpc-go's interop client cases through egress → tunnel → ingress.
+func TestInterop(t *testing.T) {
+	for i := range topo.Egress {
+		cc := dialEgress(t, i)
+		tc := testgrpc.NewTestServiceClient(cc)
+		cases := []struct {
+			name string
+			run  func(ctx context.Context)
+		}{
+			{"empty_unary", func(ctx context.Context) { interop.DoEmptyUnaryCall(ctx, tc) }},
+			{"large_unary", func(ctx context.Context) { interop.DoLargeUnaryCall(ctx, tc) }},
+			{"client_streaming", func(ctx context.Context) { interop.DoClientStreaming(ctx, tc) }},
+			{"server_streaming", func(ctx context.Context) { interop.DoServerStreaming(ctx, tc) }},
+			{"ping_pong", func(ctx context.Context) { interop.DoPingPong(ctx, tc) }},
+			{"empty_stream", func(ctx context.Context) { interop.DoEmptyStream(ctx, tc) }},
+			{"timeout_on_sleeping_server", func(ctx context.Context) { interop.DoTimeoutOnSleepingServer(ctx, tc) }},
+			{"cancel_after_begin", func(ctx context.Context) { interop.DoCancelAfterBegin(ctx, tc) }},
+			{"cancel_after_first_response", func(ctx context.Context) { interop.DoCancelAfterFirstResponse(ctx, tc) }},
+			{"custom_metadata", func(ctx context.Context) { interop.DoCustomMetadata(ctx, tc) }},
+			{"status_code_and_message", func(ctx context.Context) { interop.DoStatusCodeAndMessage(ctx, tc) }},
+			{"special_status_message", func(ctx context.Context) { interop.DoSpecialStatusMessage(ctx, tc) }},
+			{"unimplemented_method", func(ctx context.Context) { interop.DoUnimplementedMethod(ctx, cc) }},
+			{"unimplemented_service", func(ctx context.Context) {
+				interop.DoUnimplementedService(ctx, testgrpc.NewUnimplementedServiceClient(cc))
+			}},
+		}
+		for _, c := range cases {
+			t.Run(fmt.Sprintf("egress%d/%s", i+1, c.name), func(t *testing.T) {
+				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+				defer cancel()
+				c.run(ctx) // the interop cases end the process on failure
+			})
+		}
+	}
+}
+
+// TestLargeMessages sends and receives 8 MiB messages.
+func TestLargeMessages(t *testing.T) {
+	tc := testgrpc.NewTestServiceClient(dialEgress(t, 0))
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	const size = 8 << 20
+	body := bytes.Repeat([]byte{0xab}, size)
+	resp, err := tc.UnaryCall(ctx, &testpb.SimpleRequest{
+		ResponseType: testpb.PayloadType_COMPRESSABLE,
+		ResponseSize: size,
+		Payload:      &testpb.Payload{Body: body},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := len(resp.GetPayload().GetBody()); got != size {
+		t.Fatalf("response payload is %d bytes, want %d", got, size)
+	}
+}
+
+// TestConcurrentStreams keeps hundreds of streams open at once on one client connection.
+func TestConcurrentStreams(t *testing.T) {
+	tc := testgrpc.NewTestServiceClient(dialEgress(t, 1))
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	const n = 300
+	streams := make([]testgrpc.TestService_FullDuplexCallClient, n)
+	for i := range streams {
+		s, err := tc.FullDuplexCall(ctx)
+		if err != nil {
+			t.Fatalf("stream %d: %v", i, err)
+		}
+		streams[i] = s
+	}
+	// Every stream is open; now each does one round trip and closes.
+	errs := make(chan error, n)
+	for _, s := range streams {
+		go func(s testgrpc.TestService_FullDuplexCallClient) {
+			if err := s.Send(&testpb.StreamingOutputCallRequest{
+				ResponseParameters: []*testpb.ResponseParameters{{Size: 100}},
+				Payload:            &testpb.Payload{Body: make([]byte, 100)},
+			}); err != nil {
+				errs <- err
+				return
+			}
+			if _, err := s.Recv(); err != nil {
+				errs <- err
+				return
+			}
+			if err := s.CloseSend(); err != nil {
+				errs <- err
+				return
+			}
+			_, err := s.Recv()
+			if status.Code(err) != codes.OK && err.Error() != "EOF" {
+				errs <- err
+				return
+			}
+			errs <- nil
+		}(s)
+	}
+	for range n {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+}

@@ -1,0 +1,41 @@
+// Package e2e runs the cross-domain scenarios against a real in-process topology: embedded
+// etcd registries, real providers, egress and ingress gateways with mutual TLS between
+// them, and real clients (grpc-go's interop client, dubbo-go, net/http).
+package e2e
+
+import (
+	"context"
+	"os"
+	"testing"
+
+	"go.uber.org/goleak"
+
+	"github.com/strait-mesh/strait/internal/samples"
+	"github.com/strait-mesh/strait/internal/topology"
+)
+
+var topo *topology.Topology
+
+func TestMain(m *testing.M) {
+	ctx := context.Background()
+	t, err := topology.Start(ctx, topology.Options{})
+	if err != nil {
+		println("e2e: start topology:", err.Error())
+		os.Exit(1)
+	}
+	topo = t
+	code := m.Run()
+	topo.Close()
+	if code == 0 {
+		opts := []goleak.Option{}
+		for _, f := range samples.TripleClientGoroutines {
+			opts = append(opts, goleak.IgnoreTopFunction(f))
+		}
+		opts = append(opts, leakAllowed()...)
+		if err := goleak.Find(opts...); err != nil {
+			println("e2e: goroutine leak:", err.Error())
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
