@@ -131,7 +131,10 @@ func Start(ctx context.Context, o Options) (t *Topology, err error) {
 	var aerr, berr error
 	var swg sync.WaitGroup
 	swg.Add(2)
-	go func() { defer swg.Done(); alphaReg, aerr = embedded.Start("alpha", filepath.Join(t.Dir, "alpha", "etcd")) }()
+	go func() {
+		defer swg.Done()
+		alphaReg, aerr = embedded.Start("alpha", filepath.Join(t.Dir, "alpha", "etcd"))
+	}()
 	go func() { defer swg.Done(); betaReg, berr = embedded.Start("beta", filepath.Join(t.Dir, "beta", "etcd")) }()
 	swg.Wait()
 	if alphaReg != nil {

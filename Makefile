@@ -1,0 +1,31 @@
+# Strait — build, test, lint. `make test` installs what it needs and is safe to re-run.
+GO        ?= go
+PKGS      := ./...
+TEST_TIMEOUT ?= 15m
+
+.PHONY: all build test lint deps proto clean
+
+all: build
+
+build:
+	$(GO) build -o bin/strait ./cmd/strait
+
+# deps: everything the tests need on a fresh machine (idempotent). The tests of this
+# release need only Go modules; later ones add system packages here.
+deps:
+	$(GO) mod download
+
+test: deps lint
+	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) $(PKGS)
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+	$(GO) vet $(PKGS)
+
+# proto regenerates the Go code of proto/ (needs protoc and protoc-gen-go).
+proto:
+	$(GO) generate ./proto/...
+
+clean:
+	rm -rf bin

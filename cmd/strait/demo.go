@@ -1,0 +1,273 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	testgrpc "google.golang.org/grpc/interop/grpc_testing"
+
+	testpb "google.golang.org/grpc/interop/grpc_testing"
+
+	"github.com/strait-mesh/strait/internal/samples"
+	"github.com/strait-mesh/strait/internal/topology"
+)
+
+func runDemo(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	asJSON := fs.Bool("json", false, "print one JSON object per line")
+	duration := fs.Duration("duration", 0, "keep calling for this long (default: one round of calls)")
+	hold := fs.Bool("hold", false, "after the calls, keep the topology running until SIGINT or SIGTERM")
+	verbose := fs.Bool("v", false, "log the gateways' warnings to stderr")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if *duration < 0 || *duration > 24*time.Hour {
+		fmt.Fprintln(stderr, "strait demo: --duration must be between 0 and 24h")
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	log := slog.New(slog.DiscardHandler)
+	if *verbose {
+		log = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	}
+	out := &printer{w: stdout, json: *asJSON}
+
+	startCtx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	topo, err := topology.Start(startCtx, topology.Options{Logger: log})
+	cancel()
+	if err != nil {
+		fmt.Fprintf(stderr, "strait demo: %v\n", err)
+		return 1
+	}
+	defer topo.Close()
+	out.ready(topo)
+
+	c, err := newConsumers(topo)
+	if err != nil {
+		fmt.Fprintf(stderr, "strait demo: %v\n", err)
+		return 1
+	}
+	defer c.close()
+
+	var calls, failed int
+	end := time.Now().Add(*duration)
+	for round := 0; ; round++ {
+		for _, r := range c.round(ctx, round) {
+			calls++
+			if r.Err != nil {
+				failed++
+			}
+			out.call(r)
+		}
+		if ctx.Err() != nil || !time.Now().Before(end) {
+			break
+		}
+	}
+	out.summary(calls, failed)
+
+	if *hold && ctx.Err() == nil {
+		if !*asJSON {
+			fmt.Fprintln(stdout, "holding; press Ctrl-C to stop")
+		}
+		<-ctx.Done()
+	}
+	if failed > 0 || calls == 0 {
+		return 1
+	}
+	return 0
+}
+
+// result is one call the demo made.
+type result struct {
+	Protocol, Service, Method string
+	Via                       string
+	Latency                   time.Duration
+	Err                       error
+}
+
+// consumers are alpha's clients; each call goes through one of alpha's egress instances.
+type consumers struct {
+	topo  *topology.Topology
+	conns []*grpc.ClientConn
+	http  *http.Client
+}
+
+func newConsumers(t *topology.Topology) (*consumers, error) {
+	c := &consumers{topo: t, http: &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{}}}
+	for _, e := range t.Egress {
+		cc, err := grpc.NewClient(e, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			c.close()
+			return nil, fmt.Errorf("grpc client: %w", err)
+		}
+		c.conns = append(c.conns, cc)
+	}
+	return c, nil
+}
+
+func (c *consumers) close() {
+	for _, cc := range c.conns {
+		cc.Close()
+	}
+	c.http.CloseIdleConnections()
+}
+
+// round makes one call of each kind, through egress instance round%N.
+func (c *consumers) round(ctx context.Context, round int) []result {
+	i := round % len(c.topo.Egress)
+	egress := c.topo.Egress[i]
+	tc := testgrpc.NewTestServiceClient(c.conns[i])
+	var rs []result
+	do := func(proto, svc, method string, f func(ctx context.Context) error) {
+		if ctx.Err() != nil {
+			return
+		}
+		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		start := time.Now()
+		err := f(cctx)
+		rs = append(rs, result{Protocol: proto, Service: svc, Method: method, Via: egress, Latency: time.Since(start), Err: err})
+	}
+	do("grpc", topology.GRPCService, "EmptyCall", func(ctx context.Context) error {
+		_, err := tc.EmptyCall(ctx, &testpb.Empty{})
+		return err
+	})
+	do("grpc", topology.GRPCService, "UnaryCall", func(ctx context.Context) error {
+		resp, err := tc.UnaryCall(ctx, &testpb.SimpleRequest{ResponseSize: 1024, Payload: &testpb.Payload{Body: make([]byte, 1024)}})
+		if err == nil && len(resp.GetPayload().GetBody()) != 1024 {
+			err = fmt.Errorf("got %d bytes, want 1024", len(resp.GetPayload().GetBody()))
+		}
+		return err
+	})
+	do("grpc", topology.GRPCService, "FullDuplexCall", func(ctx context.Context) error {
+		s, err := tc.FullDuplexCall(ctx)
+		if err != nil {
+			return err
+		}
+		for range 3 {
+			if err := s.Send(&testpb.StreamingOutputCallRequest{ResponseParameters: []*testpb.ResponseParameters{{Size: 64}}}); err != nil {
+				return err
+			}
+			if _, err := s.Recv(); err != nil {
+				return err
+			}
+		}
+		if err := s.CloseSend(); err != nil {
+			return err
+		}
+		if _, err := s.Recv(); !errors.Is(err, io.EOF) {
+			return fmt.Errorf("stream end: %v", err)
+		}
+		return nil
+	})
+	do("triple", topology.TripleService, topology.TripleMethod, func(ctx context.Context) error {
+		g, err := samples.TripleGreet(ctx, egress, "alpha")
+		if err == nil && g != "hello alpha" {
+			err = fmt.Errorf("greeting %q", g)
+		}
+		return err
+	})
+	do("triple", topology.TripleService, topology.TripleMethod+" (HTTP/1.1 JSON)", func(ctx context.Context) error {
+		g, err := samples.TripleGreetJSON(ctx, "http://"+egress, "alpha")
+		if err == nil && g != "hello alpha" {
+			err = fmt.Errorf("greeting %q", g)
+		}
+		return err
+	})
+	do("http", topology.HTTPService, "POST "+topology.HTTPPrefix+"/hello", func(ctx context.Context) error {
+		body := []byte(`{"hello":"from alpha"}`)
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+egress+topology.HTTPPrefix+"/hello", bytes.NewReader(body))
+		if err != nil {
+			return err
+		}
+		req.Header.Set("X-Demo", "strait")
+		resp, err := c.http.Do(req)
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		got, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+		if err != nil {
+			return err
+		}
+		if resp.StatusCode != http.StatusOK || !bytes.Equal(got, body) || resp.Header.Get("X-Demo") != "strait" {
+			return fmt.Errorf("status %d, body %q, X-Demo %q", resp.StatusCode, got, resp.Header.Get("X-Demo"))
+		}
+		return nil
+	})
+	return rs
+}
+
+// printer writes the demo's events for people or, with --json, one object per line.
+type printer struct {
+	w    io.Writer
+	json bool
+}
+
+func (p *printer) emit(v any) {
+	b, _ := json.Marshal(v)
+	fmt.Fprintf(p.w, "%s\n", b)
+}
+
+func (p *printer) ready(t *topology.Topology) {
+	egress := t.Egress[0]
+	if p.json {
+		p.emit(map[string]any{
+			"event":   "ready",
+			"egress":  egress,
+			"ingress": t.Ingress,
+			"services": map[string]any{
+				"grpc":   map[string]any{"service": topology.GRPCService},
+				"triple": map[string]any{"service": topology.TripleService, "method": topology.TripleMethod, "body": map[string]string{"name": "alpha"}},
+				"http":   map[string]any{"url": "http://" + egress + topology.HTTPPrefix + "/", "host": ""},
+			},
+		})
+		return
+	}
+	fmt.Fprintf(p.w, "Strait demo: domain alpha (consumers) → domain beta (providers)\n")
+	fmt.Fprintf(p.w, "  alpha egress (consumers dial): %v\n", t.Egress)
+	fmt.Fprintf(p.w, "  beta ingress (mTLS tunnel):    %v\n", t.Ingress)
+	fmt.Fprintf(p.w, "  services: grpc %s, triple %s/%s, http http://%s%s/\n\n", topology.GRPCService, topology.TripleService, topology.TripleMethod, egress, topology.HTTPPrefix)
+}
+
+func (p *printer) call(r result) {
+	ms := float64(r.Latency.Microseconds()) / 1000
+	if p.json {
+		ev := map[string]any{"event": "call", "protocol": r.Protocol, "service": r.Service, "method": r.Method, "ok": r.Err == nil, "latency_ms": ms}
+		if r.Err != nil {
+			ev["error"] = r.Err.Error()
+		}
+		p.emit(ev)
+		return
+	}
+	status := "ok"
+	if r.Err != nil {
+		status = "FAILED: " + r.Err.Error()
+	}
+	fmt.Fprintf(p.w, "  %-6s %-36s %-30s %7.2f ms  %s\n", r.Protocol, r.Service, r.Method, ms, status)
+}
+
+func (p *printer) summary(calls, failed int) {
+	if p.json {
+		p.emit(map[string]any{"event": "summary", "calls": calls, "failed": failed})
+		return
+	}
+	fmt.Fprintf(p.w, "\nsummary: %d calls, %d failed\n", calls, failed)
+}
+

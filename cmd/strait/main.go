@@ -1,0 +1,50 @@
+// Command strait is the one binary of Strait, the sidecar-free east-west RPC interconnect.
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+)
+
+// version is set at build time with -ldflags "-X main.version=…".
+var version = "dev"
+
+const usage = `strait links business domains whose networks cannot reach each other.
+
+Usage:
+  strait demo [--json] [--duration D] [--hold] [-v]
+        run two domains (alpha calls beta) on loopback and call across them
+  strait validate -c FILE
+        check a domain file; every error is printed with its path
+  strait version
+        print the version
+
+Run "strait COMMAND -h" for the flags of a command.
+`
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	switch args[0] {
+	case "demo":
+		return runDemo(args[1:], stdout, stderr)
+	case "validate":
+		return runValidate(args[1:], stdout, stderr)
+	case "version", "--version":
+		fmt.Fprintln(stdout, "strait", version)
+		return 0
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	default:
+		fmt.Fprintf(stderr, "strait: unknown command %q\n\n%s", args[0], usage)
+		return 2
+	}
+}
