@@ -74,6 +74,10 @@ type Upstream struct {
 // WriteError. Once the response has started, failures are reported in-band: a gRPC call
 // ends with grpc-status UNAVAILABLE, any other response is aborted.
 func Forward(ctx context.Context, w http.ResponseWriter, r *http.Request, c Call, u Upstream, dropMeta bool, meta func(http.Header)) error {
+	if r.ProtoMajor == 1 {
+		// Stream the response while the request body is still arriving, as HTTP/2 does.
+		_ = http.NewResponseController(w).EnableFullDuplex()
+	}
 	out := &http.Request{
 		Method:        r.Method,
 		URL:           &url.URL{Scheme: u.Scheme, Host: u.Addr, Path: r.URL.Path, RawPath: r.URL.RawPath, RawQuery: r.URL.RawQuery},

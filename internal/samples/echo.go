@@ -42,6 +42,7 @@ func StartEcho(addr string) (*EchoProvider, error) {
 }
 
 func echo(w http.ResponseWriter, r *http.Request) {
+	_ = http.NewResponseController(w).EnableFullDuplex()
 	h := w.Header()
 	for k, vv := range r.Header {
 		switch k {

@@ -1,0 +1,117 @@
+package e2e
+
+import (
+	"context"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	testgrpc "google.golang.org/grpc/interop/grpc_testing"
+	"google.golang.org/grpc/status"
+
+	testpb "google.golang.org/grpc/interop/grpc_testing"
+
+	"github.com/strait-mesh/strait/controlplane"
+	"github.com/strait-mesh/strait/internal/config"
+	"github.com/strait-mesh/strait/internal/mesh"
+)
+
+// withRoutes installs changed copies of both domains' configs for the test's duration.
+func withRoutes(t *testing.T, alpha func(*config.Domain), beta func(*config.Domain)) {
+	t.Helper()
+	a, b := *topo.Alpha, *topo.Beta
+	a.Routes = append([]config.Route(nil), a.Routes...)
+	b.Exports = append([]config.Export(nil), b.Exports...)
+	alpha(&a)
+	beta(&b)
+	for _, d := range []*config.Domain{&a, &b} {
+		if err := d.Validate(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	oldA, oldB := topo.AlphaRoutes.Table(), topo.BetaRoutes.Table()
+	topo.AlphaRoutes.Set(controlplane.RouteTable(&a))
+	topo.BetaRoutes.Set(controlplane.RouteTable(&b))
+	t.Cleanup(func() { topo.AlphaRoutes.Set(oldA); topo.BetaRoutes.Set(oldB) })
+}
+
+// TestProviderDown: the registry lists a provider that is not there; the caller gets
+// UNAVAILABLE quickly, not a hang.
+func TestProviderDown(t *testing.T) {
+	const svc = "grpc.testing.ReconnectService"
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := ln.Addr().String()
+	ln.Close()
+	inst := mesh.Instance{Service: mesh.ServiceKey{Name: svc}, Protocol: mesh.ProtocolGRPC, Address: dead}
+	ctx := context.Background()
+	if err := topo.BetaRegistry.Register(ctx, inst); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { topo.BetaRegistry.Deregister(ctx, inst) })
+	withRoutes(t,
+		func(a *config.Domain) {
+			a.Routes = append(a.Routes, config.Route{Service: svc, Protocol: mesh.ProtocolGRPC, Peer: "beta"})
+		},
+		func(b *config.Domain) {
+			b.Exports = append(b.Exports, config.Export{Service: svc, Protocol: mesh.ProtocolGRPC, To: []string{"alpha"}})
+		})
+	waitEndpoints(t, svc)
+
+	rc := testgrpc.NewReconnectServiceClient(dialEgress(t, 0))
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	start := time.Now()
+	_, err = rc.Start(cctx, &testpb.ReconnectParams{})
+	took := time.Since(start)
+	if status.Code(err) != codes.Unavailable {
+		t.Fatalf("got %v, want UNAVAILABLE", err)
+	}
+	if took > 3*time.Second {
+		t.Fatalf("took %v to fail", took)
+	}
+	t.Logf("provider down → %v in %v", err, took)
+}
+
+func waitEndpoints(t *testing.T, svc string) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if len(topo.BetaCatalog.Endpoints(mesh.ServiceKey{Name: svc}, mesh.ProtocolGRPC)) > 0 {
+			return
+		}
+	}
+	t.Fatalf("%s never appeared in beta's catalog", svc)
+}
+
+// TestNotExportedToPeer: alpha routes a service beta does not export: UNIMPLEMENTED from the
+// ingress, naming the service; a service exported to someone else: PERMISSION_DENIED.
+func TestNotExported(t *testing.T) {
+	withRoutes(t,
+		func(a *config.Domain) {
+			a.Routes = append(a.Routes,
+				config.Route{Service: "grpc.testing.ReconnectService", Protocol: mesh.ProtocolGRPC, Peer: "beta"},
+				config.Route{Service: "grpc.testing.LoadBalancerStatsService", Protocol: mesh.ProtocolGRPC, Peer: "beta"})
+		},
+		func(b *config.Domain) {
+			b.Exports = append(b.Exports, config.Export{Service: "grpc.testing.LoadBalancerStatsService", Protocol: mesh.ProtocolGRPC, To: []string{"alpha"}, Methods: []string{"Other"}})
+		})
+	cc := dialEgress(t, 0)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err := testgrpc.NewReconnectServiceClient(cc).Start(ctx, &testpb.ReconnectParams{})
+	if status.Code(err) != codes.Unimplemented || !contains(err, "grpc.testing.ReconnectService") {
+		t.Fatalf("not exported: got %v", err)
+	}
+	_, err = testgrpc.NewLoadBalancerStatsServiceClient(cc).GetClientStats(ctx, &testpb.LoadBalancerStatsRequest{})
+	if status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("method not allowed: got %v", err)
+	}
+}
+
+func contains(err error, s string) bool {
+	return err != nil && strings.Contains(status.Convert(err).Message(), s)
+}
