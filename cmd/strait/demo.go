@@ -67,6 +67,7 @@ func runDemo(args []string, stdout, stderr io.Writer) int {
 
 	var calls, failed int
 	end := time.Now().Add(*duration)
+	// Without --duration: one round through each egress instance.
 	for round := 0; ; round++ {
 		for _, r := range c.round(ctx, round) {
 			calls++
@@ -75,7 +76,7 @@ func runDemo(args []string, stdout, stderr io.Writer) int {
 			}
 			out.call(r)
 		}
-		if ctx.Err() != nil || !time.Now().Before(end) {
+		if ctx.Err() != nil || (round+1 >= len(topo.Egress) && !time.Now().Before(end)) {
 			break
 		}
 	}
@@ -93,12 +94,54 @@ func runDemo(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
+// The events of --json, one per line, fields in this order.
+type readyEvent struct {
+	Event           string   `json:"event"`
+	Egress          string   `json:"egress"`
+	EgressInstances []string `json:"egress_instances"`
+	Ingress         []string `json:"ingress"`
+	Services        struct {
+		GRPC struct {
+			Service string `json:"service"`
+		} `json:"grpc"`
+		Triple struct {
+			Service string `json:"service"`
+			Method  string `json:"method"`
+			Body    any    `json:"body"`
+		} `json:"triple"`
+		HTTP struct {
+			URL  string `json:"url"`
+			Host string `json:"host"`
+		} `json:"http"`
+	} `json:"services"`
+}
+
+type callEvent struct {
+	Event     string  `json:"event"`
+	Protocol  string  `json:"protocol"`
+	Service   string  `json:"service"`
+	Method    string  `json:"method"`
+	Mode      string  `json:"mode,omitempty"`
+	Via       string  `json:"via"`
+	OK        bool    `json:"ok"`
+	LatencyMS float64 `json:"latency_ms"`
+	Error     string  `json:"error,omitempty"`
+}
+
+type summaryEvent struct {
+	Event  string `json:"event"`
+	Calls  int    `json:"calls"`
+	Failed int    `json:"failed"`
+}
+
 // result is one call the demo made.
 type result struct {
 	Protocol, Service, Method string
-	Via                       string
-	Latency                   time.Duration
-	Err                       error
+	// Mode tells calls of one method apart: "h2 grpc", "http1 json", a path.
+	Mode    string
+	Via     string
+	Latency time.Duration
+	Err     error
 }
 
 // consumers are alpha's clients; each call goes through one of alpha's egress instances.
@@ -134,7 +177,7 @@ func (c *consumers) round(ctx context.Context, round int) []result {
 	egress := c.topo.Egress[i]
 	tc := testgrpc.NewTestServiceClient(c.conns[i])
 	var rs []result
-	do := func(proto, svc, method string, f func(ctx context.Context) error) {
+	do := func(proto, svc, method, mode string, f func(ctx context.Context) error) {
 		if ctx.Err() != nil {
 			return
 		}
@@ -142,20 +185,20 @@ func (c *consumers) round(ctx context.Context, round int) []result {
 		defer cancel()
 		start := time.Now()
 		err := f(cctx)
-		rs = append(rs, result{Protocol: proto, Service: svc, Method: method, Via: egress, Latency: time.Since(start), Err: err})
+		rs = append(rs, result{Protocol: proto, Service: svc, Method: method, Mode: mode, Via: egress, Latency: time.Since(start), Err: err})
 	}
-	do("grpc", topology.GRPCService, "EmptyCall", func(ctx context.Context) error {
+	do("grpc", topology.GRPCService, "EmptyCall", "", func(ctx context.Context) error {
 		_, err := tc.EmptyCall(ctx, &testpb.Empty{})
 		return err
 	})
-	do("grpc", topology.GRPCService, "UnaryCall", func(ctx context.Context) error {
+	do("grpc", topology.GRPCService, "UnaryCall", "", func(ctx context.Context) error {
 		resp, err := tc.UnaryCall(ctx, &testpb.SimpleRequest{ResponseSize: 1024, Payload: &testpb.Payload{Body: make([]byte, 1024)}})
 		if err == nil && len(resp.GetPayload().GetBody()) != 1024 {
 			err = fmt.Errorf("got %d bytes, want 1024", len(resp.GetPayload().GetBody()))
 		}
 		return err
 	})
-	do("grpc", topology.GRPCService, "FullDuplexCall", func(ctx context.Context) error {
+	do("grpc", topology.GRPCService, "FullDuplexCall", "bidi", func(ctx context.Context) error {
 		s, err := tc.FullDuplexCall(ctx)
 		if err != nil {
 			return err
@@ -176,21 +219,21 @@ func (c *consumers) round(ctx context.Context, round int) []result {
 		}
 		return nil
 	})
-	do("triple", topology.TripleService, topology.TripleMethod, func(ctx context.Context) error {
+	do("triple", topology.TripleService, topology.TripleMethod, "dubbo-go, h2", func(ctx context.Context) error {
 		g, err := samples.TripleGreet(ctx, egress, "alpha")
 		if err == nil && g != "hello alpha" {
 			err = fmt.Errorf("greeting %q", g)
 		}
 		return err
 	})
-	do("triple", topology.TripleService, topology.TripleMethod+" (HTTP/1.1 JSON)", func(ctx context.Context) error {
+	do("triple", topology.TripleService, topology.TripleMethod, "HTTP/1.1 JSON", func(ctx context.Context) error {
 		g, err := samples.TripleGreetJSON(ctx, "http://"+egress, "alpha")
 		if err == nil && g != "hello alpha" {
 			err = fmt.Errorf("greeting %q", g)
 		}
 		return err
 	})
-	do("http", topology.HTTPService, "POST "+topology.HTTPPrefix+"/hello", func(ctx context.Context) error {
+	do("http", topology.HTTPService, "POST", topology.HTTPPrefix+"/hello", func(ctx context.Context) error {
 		body := []byte(`{"hello":"from alpha"}`)
 		req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+egress+topology.HTTPPrefix+"/hello", bytes.NewReader(body))
 		if err != nil {
@@ -228,16 +271,13 @@ func (p *printer) emit(v any) {
 func (p *printer) ready(t *topology.Topology) {
 	egress := t.Egress[0]
 	if p.json {
-		p.emit(map[string]any{
-			"event":   "ready",
-			"egress":  egress,
-			"ingress": t.Ingress,
-			"services": map[string]any{
-				"grpc":   map[string]any{"service": topology.GRPCService},
-				"triple": map[string]any{"service": topology.TripleService, "method": topology.TripleMethod, "body": map[string]string{"name": "alpha"}},
-				"http":   map[string]any{"url": "http://" + egress + topology.HTTPPrefix + "/", "host": ""},
-			},
-		})
+		var ev readyEvent
+		ev.Event, ev.Egress, ev.EgressInstances, ev.Ingress = "ready", egress, t.Egress, t.Ingress
+		ev.Services.GRPC.Service = topology.GRPCService
+		ev.Services.Triple.Service, ev.Services.Triple.Method = topology.TripleService, topology.TripleMethod
+		ev.Services.Triple.Body = map[string]string{"name": "alpha"}
+		ev.Services.HTTP.URL = "http://" + egress + topology.HTTPPrefix + "/"
+		p.emit(ev)
 		return
 	}
 	fmt.Fprintf(p.w, "Strait demo: domain alpha (consumers) → domain beta (providers)\n")
@@ -249,9 +289,9 @@ func (p *printer) ready(t *topology.Topology) {
 func (p *printer) call(r result) {
 	ms := float64(r.Latency.Microseconds()) / 1000
 	if p.json {
-		ev := map[string]any{"event": "call", "protocol": r.Protocol, "service": r.Service, "method": r.Method, "ok": r.Err == nil, "latency_ms": ms}
+		ev := callEvent{Event: "call", Protocol: r.Protocol, Service: r.Service, Method: r.Method, Mode: r.Mode, Via: r.Via, OK: r.Err == nil, LatencyMS: ms}
 		if r.Err != nil {
-			ev["error"] = r.Err.Error()
+			ev.Error = r.Err.Error()
 		}
 		p.emit(ev)
 		return
@@ -260,14 +300,17 @@ func (p *printer) call(r result) {
 	if r.Err != nil {
 		status = "FAILED: " + r.Err.Error()
 	}
-	fmt.Fprintf(p.w, "  %-6s %-36s %-30s %7.2f ms  %s\n", r.Protocol, r.Service, r.Method, ms, status)
+	method := r.Method
+	if r.Mode != "" {
+		method += " (" + r.Mode + ")"
+	}
+	fmt.Fprintf(p.w, "  %-6s %-36s %-28s via %-15s %7.2f ms  %s\n", r.Protocol, r.Service, method, r.Via, ms, status)
 }
 
 func (p *printer) summary(calls, failed int) {
 	if p.json {
-		p.emit(map[string]any{"event": "summary", "calls": calls, "failed": failed})
+		p.emit(summaryEvent{Event: "summary", Calls: calls, Failed: failed})
 		return
 	}
 	fmt.Fprintf(p.w, "\nsummary: %d calls, %d failed\n", calls, failed)
 }
-

@@ -29,7 +29,7 @@ func TestMain(m *testing.M) {
 	if code == 0 {
 		opts := []goleak.Option{}
 		for _, f := range samples.TripleClientGoroutines {
-			opts = append(opts, goleak.IgnoreTopFunction(f))
+			opts = append(opts, goleak.IgnoreAnyFunction(f))
 		}
 		opts = append(opts, leakAllowed()...)
 		if err := goleak.Find(opts...); err != nil {
