@@ -4,10 +4,14 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"io"
+	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"go.uber.org/goleak"
 
@@ -91,5 +95,69 @@ func TestValidate(t *testing.T) {
 	}
 	if code := run([]string{"frobnicate"}, &out, &errb); code != 2 {
 		t.Fatalf("unknown command: exit %d", code)
+	}
+}
+
+// TestDemoHoldStopsCleanly runs the real binary with --hold, calls through its egress from
+// outside, sends SIGINT, and checks that it exits 0 leaving no temporary file behind.
+func TestDemoHoldStopsCleanly(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "strait")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	tmp := filepath.Join(dir, "tmp")
+	os.Mkdir(tmp, 0o755)
+	cmd := exec.Command(bin, "demo", "--json", "--hold")
+	cmd.Env = append(os.Environ(), "TMPDIR="+tmp)
+	stdout, _ := cmd.StdoutPipe()
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	sc := bufio.NewScanner(stdout)
+	var egress string
+	for sc.Scan() {
+		var ev map[string]any
+		if err := json.Unmarshal(sc.Bytes(), &ev); err != nil {
+			t.Fatalf("%q: %v", sc.Text(), err)
+		}
+		if ev["event"] == "ready" {
+			egress = ev["egress"].(string)
+		}
+		if ev["event"] == "summary" {
+			break
+		}
+	}
+	go func() { io.Copy(io.Discard, stdout); done <- cmd.Wait() }()
+	if entries, _ := os.ReadDir(tmp); len(entries) == 0 {
+		t.Fatal("the demo keeps no files in TMPDIR while running")
+	}
+	resp, err := http.Post("http://"+egress+"/echo/x", "text/plain", strings.NewReader("outside"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(b) != "outside" {
+		t.Fatalf("echo through held topology: %q", b)
+	}
+	cmd.Process.Signal(os.Interrupt)
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("exit: %v\n%s", err, stderr.String())
+		}
+	case <-time.After(20 * time.Second):
+		cmd.Process.Kill()
+		t.Fatal("demo did not stop within 20s of SIGINT")
+	}
+	if entries, _ := os.ReadDir(tmp); len(entries) != 0 {
+		t.Fatalf("left behind: %v", entries)
 	}
 }

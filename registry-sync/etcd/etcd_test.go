@@ -1,0 +1,98 @@
+package etcd_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/strait-mesh/strait/internal/mesh"
+	registrysync "github.com/strait-mesh/strait/registry-sync"
+	"github.com/strait-mesh/strait/registry-sync/embedded"
+	"github.com/strait-mesh/strait/registry-sync/etcd"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func TestURLRoundTrip(t *testing.T) {
+	in := mesh.Instance{
+		Service:  mesh.ServiceKey{Name: "org.apache.Greeter", Version: "1.0.0", Group: "g1"},
+		Protocol: mesh.ProtocolTriple, Address: "10.0.0.1:20000",
+		Metadata: map[string]string{"application": "demo", "strait.origin": "beta"},
+	}
+	out, err := etcd.ParseURL(etcd.URL(in))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out.Service != in.Service || out.Protocol != in.Protocol || out.Address != in.Address || out.Metadata["strait.origin"] != "beta" {
+		t.Fatalf("round trip: %+v → %s → %+v", in, etcd.URL(in), out)
+	}
+	for _, bad := range []string{"dubbo://1.2.3.4:1/x", "tri://nohost/x", "tri://1.2.3.4:5/", "%zz"} {
+		if _, err := etcd.ParseURL(bad); err == nil {
+			t.Errorf("%q parsed", bad)
+		}
+	}
+}
+
+// TestRegisterWatchExpire runs against a real (embedded) etcd: a registration appears in a
+// watcher's catalog, a deregistration disappears, and closing the registering process
+// removes what it registered.
+func TestRegisterWatchExpire(t *testing.T) {
+	srv, err := embedded.Start("t", t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+
+	watcher, err := etcd.New([]string{srv.Endpoint()}, etcd.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer watcher.Close()
+	cat := registrysync.NewCatalog(watcher, nil)
+	wctx, wcancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); cat.Run(wctx) }()
+	defer func() { wcancel(); <-done }()
+
+	owner, err := etcd.New([]string{srv.Endpoint()}, etcd.Options{LeaseTTL: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := mesh.Instance{Service: mesh.ServiceKey{Name: "x.S", Version: "1"}, Protocol: mesh.ProtocolGRPC, Address: "127.0.0.1:1"}
+	b := mesh.Instance{Service: mesh.ServiceKey{Name: "x.S", Version: "2"}, Protocol: mesh.ProtocolGRPC, Address: "127.0.0.1:2"}
+	for _, i := range []mesh.Instance{a, b} {
+		if err := owner.Register(ctx, i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	key := mesh.ServiceKey{Name: "x.S"}
+	waitFor(t, func() bool { return len(cat.Endpoints(key, mesh.ProtocolGRPC)) == 2 })
+	if got := cat.Endpoints(mesh.ServiceKey{Name: "x.S", Version: "2"}, mesh.ProtocolTriple); len(got) != 1 || got[0].Address != b.Address {
+		t.Fatalf("version filter: %v", got)
+	}
+	if got := cat.Endpoints(key, mesh.ProtocolHTTP); len(got) != 0 {
+		t.Fatalf("protocol filter: %v", got)
+	}
+	if err := owner.Deregister(ctx, a); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { return len(cat.Endpoints(key, mesh.ProtocolGRPC)) == 1 })
+	if err := owner.Close(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { return len(cat.Endpoints(key, mesh.ProtocolGRPC)) == 0 })
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		if cond() {
+			return
+		}
+	}
+	t.Fatal("condition not met within 10s")
+}
