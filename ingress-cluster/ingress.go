@@ -99,6 +99,9 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 	return err
 }
 
+// TunnelsEstablished counts the tunnel connections peers have opened to this instance.
+func (g *Gateway) TunnelsEstablished() uint64 { return g.srv.Established() }
+
 // Close stops at once.
 func (g *Gateway) Close() error {
 	err := g.srv.Close()

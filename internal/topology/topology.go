@@ -60,6 +60,8 @@ type Topology struct {
 	Egress []string
 	// Ingress lists host:port of beta's ingress tunnel listeners.
 	Ingress []string
+	// IngressGateways are beta's ingress instances, in the order of Ingress.
+	IngressGateways []*ingress.Gateway
 	// Providers in beta.
 	GRPCAddr, TripleAddr, HTTPAddr string
 	// Alpha and Beta are the domain configurations in force.
@@ -204,6 +206,7 @@ func Start(ctx context.Context, o Options) (t *Topology, err error) {
 		}
 		t.serve(func() error { return g.Serve(addr) }, func(ctx context.Context) { _ = g.Shutdown(ctx) })
 		t.Ingress = append(t.Ingress, addr.Addr().String())
+		t.IngressGateways = append(t.IngressGateways, g)
 	}
 
 	// Alpha: egress instances.

@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/net/http2"
@@ -135,6 +136,8 @@ type Server struct {
 	h1      *http.Server // carries the graceful-shutdown hook of h2
 	h2      *http2.Server
 
+	established atomic.Uint64
+
 	mu     sync.Mutex
 	ln     net.Listener
 	conns  map[net.Conn]struct{}
@@ -239,8 +242,12 @@ func (s *Server) serveConn(raw net.Conn) {
 		s.log.Warn("tunnel handshake refused", "remote", raw.RemoteAddr().String(), "err", fmt.Sprintf("protocol %q is not %q", p, ALPN))
 		return
 	}
+	s.established.Add(1)
 	s.h2.ServeConn(tc, &http2.ServeConnOpts{BaseConfig: s.h1, Handler: s.handler})
 }
+
+// Established counts the tunnel connections that completed their handshake since start.
+func (s *Server) Established() uint64 { return s.established.Load() }
 
 // Shutdown stops accepting, sends GOAWAY on every connection and waits for their calls to
 // end, or for ctx; then it closes whatever is left.

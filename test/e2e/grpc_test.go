@@ -90,6 +90,13 @@ func TestConcurrentStreams(t *testing.T) {
 	tc := testgrpc.NewTestServiceClient(dialEgress(t, 1))
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
+	tunnels := func() (n uint64) {
+		for _, g := range topo.IngressGateways {
+			n += g.TunnelsEstablished()
+		}
+		return n
+	}
+	before := tunnels()
 	const n = 300
 	streams := make([]testgrpc.TestService_FullDuplexCallClient, n)
 	for i := range streams {
@@ -130,5 +137,10 @@ func TestConcurrentStreams(t *testing.T) {
 		if err := <-errs; err != nil {
 			t.Fatal(err)
 		}
+	}
+	// One connection per egress→ingress pair carries all of them: at most one new
+	// connection to each ingress instance, however many streams.
+	if opened := tunnels() - before; opened > uint64(len(topo.Ingress)) {
+		t.Fatalf("%d streams opened %d tunnel connections", n, opened)
 	}
 }
