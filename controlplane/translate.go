@@ -1,0 +1,376 @@
+package controlplane
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"sort"
+	"strconv"
+	"strings"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/structpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/strait-mesh/strait/internal/config"
+	"github.com/strait-mesh/strait/internal/mesh"
+	"github.com/strait-mesh/strait/internal/tunnel"
+	"github.com/strait-mesh/strait/internal/xdsres"
+)
+
+// Inputs is everything the translation depends on.
+type Inputs struct {
+	Domain *config.Domain
+	// Bundles holds each peer trust domain's CA bundle (PEM).
+	Bundles map[string][]byte
+	// Providers are the live providers of the local registry.
+	Providers []mesh.Instance
+}
+
+// Resources are the xDS resources of one domain, per gateway role.
+type Resources struct {
+	Egress  map[resource.Type][]types.Resource
+	Ingress map[resource.Type][]types.Resource
+}
+
+// Translate turns a validated domain and its live inputs into Envoy resources. It is a pure
+// function. A provider that cannot be translated is reported in the returned error and
+// skipped; the resources are still complete and consistent.
+func Translate(in Inputs) (*Resources, error) {
+	d := in.Domain
+	l := d.Limits.WithDefaults()
+	var errs []error
+	r := &Resources{
+		Egress:  map[resource.Type][]types.Resource{},
+		Ingress: map[resource.Type][]types.Resource{},
+	}
+
+	// Secrets: every peer's bundle, bound to its trust domain.
+	for _, p := range d.Peers {
+		pem, ok := in.Bundles[p.TrustDomain]
+		if !ok {
+			errs = append(errs, fmt.Errorf("peer %s: no trust bundle for %s", p.Domain, p.TrustDomain))
+			continue
+		}
+		s := bundleSecret(p.TrustDomain, pem)
+		r.Egress[resource.SecretType] = append(r.Egress[resource.SecretType], s)
+		r.Ingress[resource.SecretType] = append(r.Ingress[resource.SecretType], s)
+	}
+
+	// Egress: a cluster per peer with its ingress instances, routes for what consumers call.
+	for _, p := range d.Peers {
+		name := xdsres.PeerCluster(p.Domain)
+		r.Egress[resource.ClusterType] = append(r.Egress[resource.ClusterType], peerCluster(p, l))
+		r.Egress[resource.EndpointType] = append(r.Egress[resource.EndpointType], assignment(name, peerEndpoints(p)))
+	}
+	r.Egress[resource.RouteType] = []types.Resource{egressRoutes(d)}
+	r.Egress[resource.ListenerType] = []types.Resource{listener(xdsres.RoleEgress, d, l)}
+
+	// Ingress: a cluster per exported service with its providers, routes for the exports.
+	clusters := map[string]mesh.Protocol{}
+	for _, e := range d.Exports {
+		clusters[xdsres.ServiceCluster(e.Protocol, e.Service)] = e.Protocol
+	}
+	eps := map[string][]*endpointv3.LbEndpoint{}
+	for _, p := range in.Providers {
+		name := xdsres.ServiceCluster(p.Protocol, p.Service.Name)
+		if _, exported := clusters[name]; !exported {
+			continue
+		}
+		ep, err := providerEndpoint(p)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		eps[name] = append(eps[name], ep)
+	}
+	for _, name := range sortedKeys(clusters) {
+		r.Ingress[resource.ClusterType] = append(r.Ingress[resource.ClusterType], serviceCluster(name, clusters[name], l))
+		r.Ingress[resource.EndpointType] = append(r.Ingress[resource.EndpointType], assignment(name, eps[name]))
+	}
+	r.Ingress[resource.RouteType] = []types.Resource{ingressRoutes(d)}
+	r.Ingress[resource.ListenerType] = []types.Resource{listener(xdsres.RoleIngress, d, l)}
+	return r, errors.Join(errs...)
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	ks := make([]string, 0, len(m))
+	for k := range m {
+		ks = append(ks, k)
+	}
+	sort.Strings(ks)
+	return ks
+}
+
+func md(fields map[string]any) *corev3.Metadata {
+	s, err := structpb.NewStruct(fields)
+	if err != nil {
+		// Only strings, lists of strings and numbers go in; NewStruct cannot fail on them.
+		panic(fmt.Sprintf("controlplane: metadata: %v", err))
+	}
+	return &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{xdsres.MetadataKey: s}}
+}
+
+func strs(ss []string) []any {
+	out := make([]any, len(ss))
+	for i, s := range ss {
+		out[i] = s
+	}
+	return out
+}
+
+func bundleSecret(td string, pem []byte) *tlsv3.Secret {
+	return &tlsv3.Secret{
+		Name: xdsres.BundleSecret(td),
+		Type: &tlsv3.Secret_ValidationContext{ValidationContext: &tlsv3.CertificateValidationContext{
+			TrustedCa: &corev3.DataSource{Specifier: &corev3.DataSource_InlineBytes{InlineBytes: pem}},
+			MatchTypedSubjectAltNames: []*tlsv3.SubjectAltNameMatcher{{
+				SanType: tlsv3.SubjectAltNameMatcher_URI,
+				Matcher: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Prefix{Prefix: "spiffe://" + td + "/"}},
+			}},
+		}},
+	}
+}
+
+func peerCluster(p config.Peer, l config.Limits) *clusterv3.Cluster {
+	transport := p.Transport
+	if transport == "" {
+		transport = "h2"
+	}
+	tlsCtx := &tlsv3.UpstreamTlsContext{
+		CommonTlsContext: &tlsv3.CommonTlsContext{
+			AlpnProtocols: []string{tunnel.ALPN},
+			TlsParams:     &tlsv3.TlsParameters{TlsMinimumProtocolVersion: tlsv3.TlsParameters_TLSv1_3},
+			ValidationContextType: &tlsv3.CommonTlsContext_ValidationContextSdsSecretConfig{
+				ValidationContextSdsSecretConfig: &tlsv3.SdsSecretConfig{Name: xdsres.BundleSecret(p.TrustDomain)},
+			},
+		},
+	}
+	return &clusterv3.Cluster{
+		Name:                 xdsres.PeerCluster(p.Domain),
+		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_EDS},
+		EdsClusterConfig:     &clusterv3.Cluster_EdsClusterConfig{EdsConfig: adsSource()},
+		ConnectTimeout:       durationpb.New(l.DialTimeout.D()),
+		LbPolicy:             clusterv3.Cluster_LEAST_REQUEST,
+		TransportSocket: &corev3.TransportSocket{
+			Name:       "envoy.transport_sockets.tls",
+			ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: mustAny(tlsCtx)},
+		},
+		Metadata: md(map[string]any{"domain": p.Domain, "trustDomain": p.TrustDomain, "transport": transport}),
+	}
+}
+
+func serviceCluster(name string, p mesh.Protocol, l config.Limits) *clusterv3.Cluster {
+	family := "http"
+	if p.RPC() {
+		family = "rpc"
+	}
+	return &clusterv3.Cluster{
+		Name:                 name,
+		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_EDS},
+		EdsClusterConfig:     &clusterv3.Cluster_EdsClusterConfig{EdsConfig: adsSource()},
+		ConnectTimeout:       durationpb.New(l.DialTimeout.D()),
+		LbPolicy:             clusterv3.Cluster_ROUND_ROBIN,
+		Metadata:             md(map[string]any{"family": family}),
+	}
+}
+
+func adsSource() *corev3.ConfigSource {
+	return &corev3.ConfigSource{
+		ResourceApiVersion:    corev3.ApiVersion_V3,
+		ConfigSourceSpecifier: &corev3.ConfigSource_Ads{Ads: &corev3.AggregatedConfigSource{}},
+	}
+}
+
+func peerEndpoints(p config.Peer) []*endpointv3.LbEndpoint {
+	var out []*endpointv3.LbEndpoint
+	for _, a := range p.Ingress {
+		ep, err := lbEndpoint(a, nil)
+		if err == nil { // validated already
+			out = append(out, ep)
+		}
+	}
+	return out
+}
+
+func providerEndpoint(i mesh.Instance) (*endpointv3.LbEndpoint, error) {
+	ep, err := lbEndpoint(i.Address, md(map[string]any{
+		"protocol": string(i.Protocol), "version": i.Service.Version, "group": i.Service.Group,
+	}))
+	if err != nil {
+		return nil, fmt.Errorf("provider %s: %w", i, err)
+	}
+	return ep, nil
+}
+
+func lbEndpoint(addr string, meta *corev3.Metadata) (*endpointv3.LbEndpoint, error) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, err
+	}
+	pn, err := strconv.ParseUint(port, 10, 16)
+	if err != nil {
+		return nil, fmt.Errorf("port %q: %w", port, err)
+	}
+	return &endpointv3.LbEndpoint{
+		HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{
+			Address: &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
+				Address: host, PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: uint32(pn)},
+			}}},
+		}},
+		HealthStatus: corev3.HealthStatus_HEALTHY,
+		Metadata:     meta,
+	}, nil
+}
+
+func assignment(cluster string, eps []*endpointv3.LbEndpoint) *endpointv3.ClusterLoadAssignment {
+	sort.SliceStable(eps, func(i, j int) bool { return addrOf(eps[i]) < addrOf(eps[j]) })
+	return &endpointv3.ClusterLoadAssignment{
+		ClusterName: cluster,
+		Endpoints:   []*endpointv3.LocalityLbEndpoints{{LbEndpoints: eps}},
+	}
+}
+
+func addrOf(e *endpointv3.LbEndpoint) string {
+	sa := e.GetEndpoint().GetAddress().GetSocketAddress()
+	return net.JoinHostPort(sa.GetAddress(), strconv.Itoa(int(sa.GetPortValue())))
+}
+
+// rpcMatch matches /<service>/ (or one method) and the Triple version and group headers.
+func rpcMatch(service, version, group string, method string) *routev3.RouteMatch {
+	m := &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/" + service + "/"}}
+	if method != "" {
+		m.PathSpecifier = &routev3.RouteMatch_Path{Path: "/" + service + "/" + method}
+	}
+	for h, v := range map[string]string{"tri-service-version": version, "tri-service-group": group} {
+		if v == "" {
+			continue
+		}
+		m.Headers = append(m.Headers, &routev3.HeaderMatcher{Name: h, HeaderMatchSpecifier: &routev3.HeaderMatcher_StringMatch{
+			StringMatch: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: v}},
+		}})
+	}
+	sort.Slice(m.Headers, func(i, j int) bool { return m.Headers[i].Name < m.Headers[j].Name })
+	return m
+}
+
+func toCluster(name string) *routev3.Route_Route {
+	return &routev3.Route_Route{Route: &routev3.RouteAction{ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: name}}}
+}
+
+func egressRoutes(d *config.Domain) *routev3.RouteConfiguration {
+	def := &routev3.VirtualHost{Name: "default", Domains: []string{"*"}}
+	hosts := map[string]*routev3.VirtualHost{}
+	for _, r := range d.Routes {
+		meta := md(map[string]any{
+			"protocol": string(r.Protocol), "service": r.Service, "version": r.Version, "group": r.Group,
+			"peer": r.Peer, "host": r.Host, "pathPrefix": r.PathPrefix,
+		})
+		rt := &routev3.Route{Name: fmt.Sprintf("%s/%s", r.Protocol, r.Service), Action: toCluster(xdsres.PeerCluster(r.Peer)), Metadata: meta}
+		if r.Protocol.RPC() {
+			rt.Match = rpcMatch(r.Service, r.Version, r.Group, "")
+			def.Routes = append(def.Routes, rt)
+			continue
+		}
+		prefix := r.PathPrefix
+		if prefix == "" {
+			prefix = "/"
+		}
+		rt.Match = &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_PathSeparatedPrefix{PathSeparatedPrefix: prefix}}
+		if prefix == "/" {
+			rt.Match.PathSpecifier = &routev3.RouteMatch_Prefix{Prefix: "/"}
+		}
+		if r.Host == "" {
+			def.Routes = append(def.Routes, rt)
+			continue
+		}
+		h := strings.ToLower(r.Host)
+		vh := hosts[h]
+		if vh == nil {
+			vh = &routev3.VirtualHost{Name: "http/" + h, Domains: []string{h, h + ":*"}}
+			hosts[h] = vh
+		}
+		vh.Routes = append(vh.Routes, rt)
+	}
+	rc := &routev3.RouteConfiguration{Name: xdsres.RoleEgress}
+	for _, h := range sortedKeys(hosts) {
+		rc.VirtualHosts = append(rc.VirtualHosts, hosts[h])
+	}
+	rc.VirtualHosts = append(rc.VirtualHosts, def)
+	return rc
+}
+
+func ingressRoutes(d *config.Domain) *routev3.RouteConfiguration {
+	vh := &routev3.VirtualHost{Name: "exports", Domains: []string{"*"}}
+	for _, e := range d.Exports {
+		meta := md(map[string]any{
+			"protocol": string(e.Protocol), "service": e.Service, "version": e.Version, "group": e.Group,
+			"allow": strs(e.To), "methods": strs(e.Methods),
+		})
+		rt := &routev3.Route{Name: fmt.Sprintf("%s/%s", e.Protocol, e.Service), Action: toCluster(xdsres.ServiceCluster(e.Protocol, e.Service)), Metadata: meta}
+		if e.Protocol.RPC() {
+			rt.Match = rpcMatch(e.Service, e.Version, e.Group, "")
+		} else {
+			rt.Match = &routev3.RouteMatch{
+				PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"},
+				Headers: []*routev3.HeaderMatcher{{Name: "strait-service", HeaderMatchSpecifier: &routev3.HeaderMatcher_StringMatch{
+					StringMatch: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: e.Service}},
+				}}},
+			}
+		}
+		vh.Routes = append(vh.Routes, rt)
+	}
+	return &routev3.RouteConfiguration{Name: xdsres.RoleIngress, VirtualHosts: []*routev3.VirtualHost{vh}}
+}
+
+func listener(role string, d *config.Domain, l config.Limits) *listenerv3.Listener {
+	hcm := &hcmv3.HttpConnectionManager{
+		StatPrefix: role,
+		RouteSpecifier: &hcmv3.HttpConnectionManager_Rds{Rds: &hcmv3.Rds{
+			RouteConfigName: role, ConfigSource: adsSource(),
+		}},
+		MaxRequestHeadersKb:   wrapperspb.UInt32(uint32((l.MaxHeaderBytes + 1023) / 1024)),
+		RequestHeadersTimeout: durationpb.New(l.ReadHeaderTimeout.D()),
+		CommonHttpProtocolOptions: &corev3.HttpProtocolOptions{
+			IdleTimeout: durationpb.New(l.IdleTimeout.D()),
+		},
+		Http2ProtocolOptions: &corev3.Http2ProtocolOptions{MaxConcurrentStreams: wrapperspb.UInt32(l.MaxConcurrentStreams)},
+		HttpFilters:          []*hcmv3.HttpFilter{{Name: "strait." + role}},
+	}
+	peers := map[string]any{}
+	for _, p := range d.Peers {
+		peers[p.Domain] = p.TrustDomain
+	}
+	return &listenerv3.Listener{
+		Name: role,
+		FilterChains: []*listenerv3.FilterChain{{Filters: []*listenerv3.Filter{{
+			Name:       "envoy.filters.network.http_connection_manager",
+			ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: mustAny(hcm)},
+		}}}},
+		Metadata: md(map[string]any{
+			"domain": d.Domain, "trustDomain": d.TrustDomain, "peers": peers,
+			"maxBodyBytes": float64(l.MaxBodyBytes), "dialTimeout": l.DialTimeout.D().String(),
+			"callTimeout": l.CallTimeout.D().String(),
+		}),
+	}
+}
+
+func mustAny(m proto.Message) *anypb.Any {
+	a, err := anypb.New(m)
+	if err != nil {
+		panic(fmt.Sprintf("controlplane: %v", err))
+	}
+	return a
+}

@@ -1,0 +1,225 @@
+package controlplane
+
+import (
+	"bytes"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+	"gopkg.in/yaml.v3"
+
+	"github.com/strait-mesh/strait/internal/config"
+	"github.com/strait-mesh/strait/internal/mesh"
+	"github.com/strait-mesh/strait/internal/xdsres"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files in testdata/out")
+
+type goldenInput struct {
+	Domain    config.Domain `yaml:"domain"`
+	Providers []struct {
+		Service  string        `yaml:"service"`
+		Protocol mesh.Protocol `yaml:"protocol"`
+		Version  string        `yaml:"version"`
+		Group    string        `yaml:"group"`
+		Address  string        `yaml:"address"`
+	} `yaml:"providers"`
+}
+
+func loadInput(t *testing.T, path string) Inputs {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var gi goldenInput
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(&gi); err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	if err := gi.Domain.Validate(); err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	in := Inputs{Domain: &gi.Domain, Bundles: map[string][]byte{}}
+	for _, p := range gi.Domain.Peers {
+		pem, err := os.ReadFile(filepath.Join("testdata", p.TrustBundle))
+		if err != nil {
+			t.Fatal(err)
+		}
+		in.Bundles[p.TrustDomain] = pem
+	}
+	for _, p := range gi.Providers {
+		in.Providers = append(in.Providers, mesh.Instance{
+			Service: mesh.ServiceKey{Name: p.Service, Version: p.Version, Group: p.Group}, Protocol: p.Protocol, Address: p.Address,
+		})
+	}
+	return in
+}
+
+// render writes resources as stable, indented JSON: type → name → resource.
+func render(t *testing.T, res map[resource.Type][]types.Resource) []byte {
+	t.Helper()
+	out := map[string]map[string]any{}
+	for typ, rs := range res {
+		short := typ[strings.LastIndexByte(typ, '.')+1:]
+		out[short] = map[string]any{}
+		for _, r := range rs {
+			b, err := protojson.Marshal(r)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var v any
+			if err := json.Unmarshal(b, &v); err != nil {
+				t.Fatal(err)
+			}
+			out[short][resourceName(r)] = v
+		}
+	}
+	b, err := json.MarshalIndent(out, "", "  ")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return append(b, '\n')
+}
+
+func resourceName(r types.Resource) string {
+	type named interface{ GetName() string }
+	type cla interface{ GetClusterName() string }
+	if n, ok := r.(named); ok {
+		return n.GetName()
+	}
+	if c, ok := r.(cla); ok {
+		return c.GetClusterName()
+	}
+	return fmt.Sprintf("%T", r)
+}
+
+// TestTranslateGolden: testdata/in/*.yaml → testdata/out/<name>.{egress,ingress}.json.
+// Run with -update to rewrite the outputs; stale outputs are removed.
+func TestTranslateGolden(t *testing.T) {
+	ins, _ := filepath.Glob("testdata/in/*.yaml")
+	if len(ins) == 0 {
+		t.Fatal("no golden inputs")
+	}
+	want := map[string]bool{}
+	for _, path := range ins {
+		name := strings.TrimSuffix(filepath.Base(path), ".yaml")
+		t.Run(name, func(t *testing.T) {
+			in := loadInput(t, path)
+			res, err := Translate(in)
+			if err != nil {
+				t.Logf("reported and skipped: %v", err)
+			}
+			for role, rs := range map[string]map[resource.Type][]types.Resource{"egress": res.Egress, "ingress": res.Ingress} {
+				out := filepath.Join("testdata", "out", name+"."+role+".json")
+				want[out] = true
+				got := render(t, rs)
+				if *update {
+					if err := os.WriteFile(out, got, 0o644); err != nil {
+						t.Fatal(err)
+					}
+					continue
+				}
+				exp, err := os.ReadFile(out)
+				if err != nil {
+					t.Fatalf("%v (run go test ./controlplane -update)", err)
+				}
+				if !bytes.Equal(got, exp) {
+					t.Errorf("%s differs from the translation; run go test ./controlplane -update and review the diff", out)
+				}
+			}
+		})
+	}
+	if *update {
+		outs, _ := filepath.Glob("testdata/out/*.json")
+		for _, o := range outs {
+			if !want[o] {
+				os.Remove(o)
+			}
+		}
+	}
+}
+
+func toResources(rs map[resource.Type][]types.Resource) xdsres.Resources {
+	out := xdsres.Resources{}
+	for typ, list := range rs {
+		out[typ] = map[string]proto.Message{}
+		for _, r := range list {
+			out[typ][resourceName(r)] = r
+		}
+	}
+	return out
+}
+
+// TestTranslateDecodeRoundTrip: what the gateways decode routes and authorizes exactly as
+// the domain file says.
+func TestTranslateDecodeRoundTrip(t *testing.T) {
+	for _, path := range []string{"testdata/in/two-domains-alpha.yaml", "testdata/in/two-domains-beta.yaml"} {
+		in := loadInput(t, path)
+		res, _ := Translate(in)
+		static := RouteTable(in.Domain)
+		eg, err := xdsres.Decode(xdsres.RoleEgress, toResources(res.Egress))
+		if err != nil {
+			t.Fatalf("%s egress: %v", path, err)
+		}
+		ig, err := xdsres.Decode(xdsres.RoleIngress, toResources(res.Ingress))
+		if err != nil {
+			t.Fatalf("%s ingress: %v", path, err)
+		}
+		for _, r := range in.Domain.Routes {
+			k := mesh.ServiceKey{Name: r.Service, Version: r.Version, Group: r.Group}
+			if r.Protocol == mesh.ProtocolHTTP {
+				path := r.PathPrefix + "/x"
+				a, _ := static.LookupHTTP(r.Host, path)
+				b, ok := eg.Table.LookupHTTP(r.Host, path)
+				if !ok || a != b {
+					t.Errorf("http %s%s: static %+v, xds %+v", r.Host, path, a, b)
+				}
+				continue
+			}
+			a, _ := static.LookupRPC(k)
+			b, ok := eg.Table.LookupRPC(k)
+			if !ok || a != b {
+				t.Errorf("rpc %v: static %+v, xds %+v", k, a, b)
+			}
+		}
+		for _, e := range in.Domain.Exports {
+			k := mesh.ServiceKey{Name: e.Service, Version: e.Version, Group: e.Group}
+			for _, src := range []string{"alpha", "gamma", "delta"} {
+				for _, m := range []string{"Greet", "Other"} {
+					_, a := static.Authorize(src, e.Protocol, k, m)
+					_, b := ig.Table.Authorize(src, e.Protocol, k, m)
+					if a != b {
+						t.Errorf("authorize %s %v %s: static %v, xds %v", src, k, m, a, b)
+					}
+				}
+			}
+		}
+		for d, p := range eg.Peers {
+			if len(p.Bundle) == 0 {
+				t.Errorf("peer %s: no bundle", d)
+			}
+		}
+		if len(in.Providers) > 0 {
+			got := ig.Endpoints(mesh.ServiceKey{Name: "grpc.testing.TestService"}, mesh.ProtocolGRPC)
+			addrs := []string{}
+			for _, i := range got {
+				addrs = append(addrs, i.Address)
+			}
+			sort.Strings(addrs)
+			if strings.Join(addrs, ",") != "10.0.0.1:50051,10.0.0.2:50051" {
+				t.Errorf("providers: %v", addrs)
+			}
+		}
+	}
+}
