@@ -6,83 +6,94 @@ package egress
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"sync/atomic"
 
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"google.golang.org/grpc/codes"
 
 	"github.com/strait-mesh/strait/internal/balance"
 	"github.com/strait-mesh/strait/internal/config"
+	"github.com/strait-mesh/strait/internal/identity"
 	"github.com/strait-mesh/strait/internal/mesh"
 	"github.com/strait-mesh/strait/internal/proxy"
 	"github.com/strait-mesh/strait/internal/routing"
+	"github.com/strait-mesh/strait/internal/tunnel"
+	"github.com/strait-mesh/strait/internal/xdsres"
 )
 
-// Peer is a peer domain as the egress reaches it.
-type Peer struct {
-	Domain string
-	// Tunnel carries calls to the peer's ingress listeners (see tunnel.Client).
-	Tunnel http.RoundTripper
-	// Ingress lists host:port of the peer's ingress tunnel listeners.
-	Ingress []string
-}
-
-// Config configures a Gateway.
+// Config configures a Gateway. Routes and peers arrive later, through Apply.
 type Config struct {
 	Domain   string
 	Instance string
-	Routes   routing.Source
-	Peers    []Peer
-	Limits   config.Limits
-	Logger   *slog.Logger
+	// SVID is the egress' identity, presented to peer ingress instances.
+	SVID x509svid.Source
+	// Limits of the consumer listener (header size, timeouts, streams) are fixed at start;
+	// body size and call timeout follow each Apply.
+	Limits config.Limits
+	Logger *slog.Logger
 }
 
 type peer struct {
 	domain string
+	key    string // what the tunnel client was built from
+	tc     *tunnel.Client
 	rt     http.RoundTripper
+	addrs  string
 	set    *balance.Set
 }
 
 // Gateway is one egress instance.
 type Gateway struct {
 	domain string
-	routes routing.Source
-	limits config.Limits
+	svid   x509svid.Source
+	routes *routing.Store
+	limits atomic.Pointer[config.Limits]
 	log    *slog.Logger
 	peers  atomic.Pointer[map[string]*peer]
+	ready  atomic.Bool
 	srv    *http.Server
 }
 
-// New returns an egress gateway. Serve starts it.
+// New returns an egress gateway. Serve starts it; it answers UNAVAILABLE until the first
+// Apply.
 func New(c Config) (*Gateway, error) {
-	if c.Routes == nil {
-		return nil, errors.New("egress: no route source")
+	if c.SVID == nil {
+		return nil, errors.New("egress: no SVID")
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
+	l := c.Limits.WithDefaults()
 	g := &Gateway{
 		domain: c.Domain,
-		routes: c.Routes,
-		limits: c.Limits.WithDefaults(),
+		svid:   c.SVID,
+		routes: routing.NewStore(routing.NewTable(nil, nil)),
 		log:    c.Logger.With("domain", c.Domain, "instance", c.Instance),
 	}
-	g.SetPeers(c.Peers)
+	g.limits.Store(&l)
+	empty := map[string]*peer{}
+	g.peers.Store(&empty)
 	var protos http.Protocols
 	protos.SetHTTP1(true)
 	protos.SetUnencryptedHTTP2(true)
 	g.srv = &http.Server{
 		Handler:           g,
 		Protocols:         &protos,
-		ReadHeaderTimeout: g.limits.ReadHeaderTimeout.D(),
-		IdleTimeout:       g.limits.IdleTimeout.D(),
-		MaxHeaderBytes:    g.limits.MaxHeaderBytes,
+		ReadHeaderTimeout: l.ReadHeaderTimeout.D(),
+		IdleTimeout:       l.IdleTimeout.D(),
+		MaxHeaderBytes:    l.MaxHeaderBytes,
 		HTTP2: &http.HTTP2Config{
-			MaxConcurrentStreams: int(g.limits.MaxConcurrentStreams),
+			MaxConcurrentStreams: int(l.MaxConcurrentStreams),
 			MaxReadFrameSize:     1 << 20,
 		},
 		ErrorLog: slog.NewLogLogger(g.log.Handler(), slog.LevelDebug),
@@ -90,14 +101,71 @@ func New(c Config) (*Gateway, error) {
 	return g, nil
 }
 
-// SetPeers replaces the peer domains. Calls in flight keep the peer they started with.
-func (g *Gateway) SetPeers(ps []Peer) {
-	m := make(map[string]*peer, len(ps))
-	for _, p := range ps {
-		m[p.Domain] = &peer{domain: p.Domain, rt: p.Tunnel, set: balance.NewSet(p.Ingress)}
+// Apply installs a configuration atomically: routes, peers, limits. Calls in flight keep
+// what they started with; tunnel connections to peers whose identity settings did not
+// change are kept.
+func (g *Gateway) Apply(cfg *xdsres.GatewayConfig) error {
+	if cfg.Role != xdsres.RoleEgress || cfg.Table == nil {
+		return fmt.Errorf("egress: not an egress configuration (role %q)", cfg.Role)
 	}
-	g.peers.Store(&m)
+	old := *g.peers.Load()
+	next := make(map[string]*peer, len(cfg.Peers))
+	l := cfg.Limits.WithDefaults()
+	for d, p := range cfg.Peers {
+		if len(p.Bundle) == 0 {
+			continue // its trust bundle has not arrived: not reachable yet
+		}
+		sum := sha256.Sum256(p.Bundle)
+		key := p.TrustDomain + "|" + p.Transport + "|" + hex.EncodeToString(sum[:]) + "|" + l.DialTimeout.D().String()
+		addrs := strings.Join(p.Ingress, ",")
+		np := &peer{domain: d, key: key, addrs: addrs}
+		if o := old[d]; o != nil && o.key == key {
+			np.tc, np.rt = o.tc, o.rt
+		} else {
+			tc, err := g.tunnelClient(p, l)
+			if err != nil {
+				return err
+			}
+			np.tc, np.rt = tc, tc
+		}
+		if o := old[d]; o != nil && o.addrs == addrs {
+			np.set = o.set
+		} else {
+			np.set = balance.NewSet(p.Ingress)
+		}
+		next[d] = np
+	}
+	g.limits.Store(&l)
+	g.routes.Set(cfg.Table)
+	g.peers.Store(&next)
+	g.ready.Store(true)
+	for d, o := range old {
+		if n := next[d]; n == nil || n.tc != o.tc {
+			o.tc.Close() // idle connections now; busy ones when their calls end
+		}
+	}
+	return nil
 }
+
+func (g *Gateway) tunnelClient(p xdsres.Peer, l config.Limits) (*tunnel.Client, error) {
+	td, err := spiffeid.TrustDomainFromString(p.TrustDomain)
+	if err != nil {
+		return nil, fmt.Errorf("egress: peer %s: %w", p.Domain, err)
+	}
+	b, err := x509bundle.Parse(td, p.Bundle)
+	if err != nil {
+		return nil, fmt.Errorf("egress: peer %s bundle: %w", p.Domain, err)
+	}
+	return tunnel.NewClient(identity.ClientConfig(g.svid, b, td, tunnel.ALPN), tunnel.ClientOptions{
+		DialTimeout: l.DialTimeout.D(), MaxHeaderBytes: uint32(l.MaxHeaderBytes),
+	}), nil
+}
+
+// Ready reports whether the gateway has a configuration.
+func (g *Gateway) Ready() bool { return g.ready.Load() }
+
+// Routes is the route table in force.
+func (g *Gateway) Routes() *routing.Table { return g.routes.Table() }
 
 // Serve accepts consumer connections on ln until Shutdown.
 func (g *Gateway) Serve(ln net.Listener) error {
@@ -114,12 +182,20 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 	if err != nil {
 		g.srv.Close()
 	}
+	for _, p := range *g.peers.Load() {
+		p.tc.Close()
+	}
 	return err
 }
 
 // ServeHTTP routes and forwards one consumer call.
 func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	call, rpc := proxy.Classify(r)
+	if !g.ready.Load() {
+		proxy.WriteError(w, call.Style, codes.Unavailable, "strait: egress has no configuration yet")
+		return
+	}
+	lim := g.limits.Load()
 	t := g.routes.Table()
 	var (
 		route routing.Route
@@ -142,7 +218,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		return
 	}
-	if !proxy.LimitBody(w, r, call, g.limits.MaxBodyBytes) {
+	if !proxy.LimitBody(w, r, call, lim.MaxBodyBytes) {
 		return
 	}
 	p := (*g.peers.Load())[route.Peer]
@@ -150,7 +226,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		proxy.WriteError(w, call.Style, codes.Unavailable, fmt.Sprintf("strait: peer domain %q has no reachable ingress", route.Peer))
 		return
 	}
-	ctx, cancel := proxy.CallContext(r, call, g.limits.CallTimeout.D())
+	ctx, cancel := proxy.CallContext(r, call, lim.CallTimeout.D())
 	defer cancel()
 	meta := func(h http.Header) {
 		h.Set(proxy.HeaderProtocol, string(call.Protocol))

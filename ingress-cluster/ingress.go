@@ -6,7 +6,7 @@ package ingress
 
 import (
 	"context"
-	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -14,7 +14,10 @@ import (
 	"net/http"
 	"sync/atomic"
 
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"google.golang.org/grpc/codes"
 
 	"github.com/strait-mesh/strait/internal/config"
@@ -23,63 +26,68 @@ import (
 	"github.com/strait-mesh/strait/internal/proxy"
 	"github.com/strait-mesh/strait/internal/routing"
 	"github.com/strait-mesh/strait/internal/tunnel"
+	"github.com/strait-mesh/strait/internal/xdsres"
 )
 
-// Endpoints gives the live provider instances of a service. Implementations are safe for
-// concurrent use (registrysync.Catalog is one).
-type Endpoints interface {
-	Endpoints(k mesh.ServiceKey, p mesh.Protocol) []mesh.Instance
-}
-
-// Config configures a Gateway.
+// Config configures a Gateway. Exports, providers and peers arrive later, through Apply.
 type Config struct {
 	Domain   string
 	Instance string
-	// TLS is the tunnel listener's configuration (identity.ServerConfig): it admits only
-	// SVIDs of peer trust domains.
-	TLS       *tls.Config
-	Routes    routing.Source
-	Endpoints Endpoints
-	// PeerDomains maps each peer trust domain to the peer's domain name.
-	PeerDomains map[spiffeid.TrustDomain]string
-	Limits      config.Limits
-	Logger      *slog.Logger
+	// SVID is the ingress' identity, presented to peer egress instances.
+	SVID x509svid.Source
+	// Limits of the tunnel listener (header size, timeouts, streams) are fixed at start;
+	// body size and call timeout follow each Apply.
+	Limits config.Limits
+	Logger *slog.Logger
+}
+
+// state is what one Apply installs; calls read it without locks.
+type state struct {
+	cfg    *xdsres.GatewayConfig
+	peers  map[spiffeid.TrustDomain]string
+	limits config.Limits
 }
 
 // Gateway is one ingress instance.
 type Gateway struct {
-	domain string
-	routes routing.Source
-	eps    Endpoints
-	peers  map[spiffeid.TrustDomain]string
-	limits config.Limits
-	log    *slog.Logger
-	srv    *tunnel.Server
-	h2c    http.RoundTripper
-	h1     http.RoundTripper
-	rr     atomic.Uint64
+	domain  string
+	state   atomic.Pointer[state]
+	bundles *x509bundle.Set
+	log     *slog.Logger
+	srv     *tunnel.Server
+	h2c     http.RoundTripper
+	h1      http.RoundTripper
+	rr      atomic.Uint64
 }
 
-// New returns an ingress gateway. Serve starts it.
+// New returns an ingress gateway. Serve starts it; until the first Apply it admits no
+// peer, since it trusts no peer bundle.
 func New(c Config) (*Gateway, error) {
-	if c.TLS == nil || c.Routes == nil || c.Endpoints == nil {
-		return nil, errors.New("ingress: TLS, Routes and Endpoints are required")
+	if c.SVID == nil {
+		return nil, errors.New("ingress: no SVID")
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
 	l := c.Limits.WithDefaults()
 	g := &Gateway{
-		domain: c.Domain,
-		routes: c.Routes,
-		eps:    c.Endpoints,
-		peers:  c.PeerDomains,
-		limits: l,
-		log:    c.Logger.With("domain", c.Domain, "instance", c.Instance),
-		h2c:    proxy.NewH2CTransport(l.DialTimeout.D(), uint32(l.MaxHeaderBytes)),
-		h1:     proxy.NewHTTP1Transport(l.DialTimeout.D(), int64(l.MaxHeaderBytes)),
+		domain:  c.Domain,
+		bundles: x509bundle.NewSet(),
+		log:     c.Logger.With("domain", c.Domain, "instance", c.Instance),
+		h2c:     proxy.NewH2CTransport(l.DialTimeout.D(), uint32(l.MaxHeaderBytes)),
+		h1:      proxy.NewHTTP1Transport(l.DialTimeout.D(), int64(l.MaxHeaderBytes)),
 	}
-	g.srv = tunnel.NewServer(c.TLS, g, tunnel.ServerOptions{
+	g.state.Store(&state{limits: l, peers: map[spiffeid.TrustDomain]string{}})
+	// The handshake admits a peer only if its trust domain is a configured peer and its
+	// certificate chains to that trust domain's own bundle; both follow Apply.
+	tlsConf := identity.ServerConfig(c.SVID, g.bundles, nil, tunnel.ALPN)
+	tlsConf.VerifyPeerCertificate = tlsconfig.VerifyPeerCertificate(g.bundles, func(id spiffeid.ID, _ [][]*x509.Certificate) error {
+		if _, ok := g.state.Load().peers[id.TrustDomain()]; !ok {
+			return fmt.Errorf("ingress: %s: trust domain %q is not a peer", id, id.TrustDomain())
+		}
+		return nil
+	})
+	g.srv = tunnel.NewServer(tlsConf, g, tunnel.ServerOptions{
 		HandshakeTimeout:     l.ReadHeaderTimeout.D(),
 		IdleTimeout:          l.IdleTimeout.D(),
 		MaxHeaderBytes:       l.MaxHeaderBytes,
@@ -88,6 +96,44 @@ func New(c Config) (*Gateway, error) {
 	})
 	return g, nil
 }
+
+// Apply installs a configuration atomically: exports, providers, peers and their bundles.
+// Calls in flight keep what they started with; established tunnels stay open.
+func (g *Gateway) Apply(cfg *xdsres.GatewayConfig) error {
+	if cfg.Role != xdsres.RoleIngress || cfg.Table == nil {
+		return fmt.Errorf("ingress: not an ingress configuration (role %q)", cfg.Role)
+	}
+	peers := map[spiffeid.TrustDomain]string{}
+	var bundles []*x509bundle.Bundle
+	for d, p := range cfg.Peers {
+		if len(p.Bundle) == 0 {
+			continue // not admitted until its bundle arrives
+		}
+		td, err := spiffeid.TrustDomainFromString(p.TrustDomain)
+		if err != nil {
+			return fmt.Errorf("ingress: peer %s: %w", d, err)
+		}
+		b, err := x509bundle.Parse(td, p.Bundle)
+		if err != nil {
+			return fmt.Errorf("ingress: peer %s bundle: %w", d, err)
+		}
+		peers[td] = d
+		bundles = append(bundles, b)
+	}
+	for _, b := range bundles {
+		g.bundles.Add(b)
+	}
+	g.state.Store(&state{cfg: cfg, peers: peers, limits: cfg.Limits.WithDefaults()})
+	for _, b := range g.bundles.Bundles() {
+		if _, ok := peers[b.TrustDomain()]; !ok {
+			g.bundles.Remove(b.TrustDomain())
+		}
+	}
+	return nil
+}
+
+// Ready reports whether the gateway has a configuration.
+func (g *Gateway) Ready() bool { return g.state.Load().cfg != nil }
 
 // Serve accepts tunnel connections on ln until Shutdown or Close.
 func (g *Gateway) Serve(ln net.Listener) error { return g.srv.Serve(ln) }
@@ -121,8 +167,13 @@ func (g *Gateway) closeIdle() {
 // ServeHTTP authorizes and forwards one call that arrived over a tunnel.
 func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	call := classify(r)
+	st := g.state.Load()
+	if st.cfg == nil {
+		proxy.WriteError(w, call.Style, codes.Unavailable, "strait: ingress has no configuration yet")
+		return
+	}
 	id, err := identity.PeerID(r.TLS)
-	src, known := g.peers[id.TrustDomain()]
+	src, known := st.peers[id.TrustDomain()]
 	if err != nil || !known {
 		// The handshake admits only peer trust domains; this is a second line.
 		proxy.WriteError(w, call.Style, codes.PermissionDenied, "strait: caller is not a peer domain")
@@ -132,7 +183,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		proxy.WriteError(w, call.Style, codes.InvalidArgument, "strait: call names no service")
 		return
 	}
-	_, decision := g.routes.Table().Authorize(src, call.Protocol, call.Service, call.Method)
+	_, decision := st.cfg.Table.Authorize(src, call.Protocol, call.Service, call.Method)
 	switch decision {
 	case routing.UnknownService:
 		proxy.WriteError(w, call.Style, codes.Unimplemented, fmt.Sprintf("strait: unknown service %q in domain %s", call.Service.String(), g.domain))
@@ -142,10 +193,10 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		proxy.WriteError(w, call.Style, codes.PermissionDenied, fmt.Sprintf("strait: domain %s may not call %s/%s", src, call.Service.String(), call.Method))
 		return
 	}
-	if !proxy.LimitBody(w, r, call, g.limits.MaxBodyBytes) {
+	if !proxy.LimitBody(w, r, call, st.limits.MaxBodyBytes) {
 		return
 	}
-	eps := g.eps.Endpoints(call.Service, call.Protocol)
+	eps := st.cfg.Endpoints(call.Service, call.Protocol)
 	if len(eps) == 0 {
 		proxy.WriteError(w, call.Style, codes.Unavailable, fmt.Sprintf("strait: no live provider of %s in domain %s", call.Service.String(), g.domain))
 		return
@@ -154,7 +205,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if call.Protocol == mesh.ProtocolHTTP {
 		rt = g.h1
 	}
-	ctx, cancel := proxy.CallContext(r, call, g.limits.CallTimeout.D())
+	ctx, cancel := proxy.CallContext(r, call, st.limits.CallTimeout.D())
 	defer cancel()
 	start := int(g.rr.Add(1))
 	attempts := min(len(eps), 2)
@@ -189,3 +240,13 @@ func classify(r *http.Request) proxy.Call {
 }
 
 var _ http.Handler = (*Gateway)(nil)
+
+// Endpoints returns the providers this instance knows for a service (empty before the
+// first Apply).
+func (g *Gateway) Endpoints(k mesh.ServiceKey, p mesh.Protocol) []mesh.Instance {
+	st := g.state.Load()
+	if st.cfg == nil {
+		return nil
+	}
+	return st.cfg.Endpoints(k, p)
+}

@@ -37,6 +37,21 @@ type Catalog struct {
 	log  *slog.Logger
 	snap atomic.Pointer[map[string][]mesh.Instance]
 	gen  atomic.Uint64
+	// notify, if set before Run, is called after every change, from Run's goroutine.
+	notify func()
+}
+
+// OnChange sets a function called (from Run's goroutine) after every change of the view.
+// Call it before Run.
+func (c *Catalog) OnChange(f func()) { c.notify = f }
+
+// All returns every instance in the view.
+func (c *Catalog) All() []mesh.Instance {
+	var out []mesh.Instance
+	for _, is := range *c.snap.Load() {
+		out = append(out, is...)
+	}
+	return out
 }
 
 // NewCatalog returns a catalog of reg. Call Run to fill it.
@@ -81,6 +96,9 @@ func (c *Catalog) set(all []mesh.Instance) {
 	}
 	c.snap.Store(&m)
 	c.gen.Add(1)
+	if c.notify != nil {
+		c.notify()
+	}
 }
 
 // Generation counts the updates the catalog has received; 0 means none yet.

@@ -22,7 +22,7 @@ import (
 	testpb "google.golang.org/grpc/interop/grpc_testing"
 
 	"github.com/strait-mesh/strait/internal/samples"
-	"github.com/strait-mesh/strait/internal/topology"
+	"github.com/strait-mesh/strait/launch"
 )
 
 func runDemo(args []string, stdout, stderr io.Writer) int {
@@ -49,7 +49,7 @@ func runDemo(args []string, stdout, stderr io.Writer) int {
 	out := &printer{w: stdout, json: *asJSON}
 
 	startCtx, cancel := context.WithTimeout(ctx, 60*time.Second)
-	topo, err := topology.Start(startCtx, topology.Options{Logger: log})
+	topo, err := launch.StartTopology(startCtx, launch.TopologyOptions{Logger: log})
 	cancel()
 	if err != nil {
 		fmt.Fprintf(stderr, "strait demo: %v\n", err)
@@ -146,12 +146,12 @@ type result struct {
 
 // consumers are alpha's clients; each call goes through one of alpha's egress instances.
 type consumers struct {
-	topo  *topology.Topology
+	topo  *launch.Topology
 	conns []*grpc.ClientConn
 	http  *http.Client
 }
 
-func newConsumers(t *topology.Topology) (*consumers, error) {
+func newConsumers(t *launch.Topology) (*consumers, error) {
 	c := &consumers{topo: t, http: &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{}}}
 	for _, e := range t.Egress {
 		cc, err := grpc.NewClient(e, grpc.WithTransportCredentials(insecure.NewCredentials()))
@@ -187,18 +187,18 @@ func (c *consumers) round(ctx context.Context, round int) []result {
 		err := f(cctx)
 		rs = append(rs, result{Protocol: proto, Service: svc, Method: method, Mode: mode, Via: egress, Latency: time.Since(start), Err: err})
 	}
-	do("grpc", topology.GRPCService, "EmptyCall", "", func(ctx context.Context) error {
+	do("grpc", launch.GRPCService, "EmptyCall", "", func(ctx context.Context) error {
 		_, err := tc.EmptyCall(ctx, &testpb.Empty{})
 		return err
 	})
-	do("grpc", topology.GRPCService, "UnaryCall", "", func(ctx context.Context) error {
+	do("grpc", launch.GRPCService, "UnaryCall", "", func(ctx context.Context) error {
 		resp, err := tc.UnaryCall(ctx, &testpb.SimpleRequest{ResponseSize: 1024, Payload: &testpb.Payload{Body: make([]byte, 1024)}})
 		if err == nil && len(resp.GetPayload().GetBody()) != 1024 {
 			err = fmt.Errorf("got %d bytes, want 1024", len(resp.GetPayload().GetBody()))
 		}
 		return err
 	})
-	do("grpc", topology.GRPCService, "FullDuplexCall", "bidi", func(ctx context.Context) error {
+	do("grpc", launch.GRPCService, "FullDuplexCall", "bidi", func(ctx context.Context) error {
 		s, err := tc.FullDuplexCall(ctx)
 		if err != nil {
 			return err
@@ -219,23 +219,23 @@ func (c *consumers) round(ctx context.Context, round int) []result {
 		}
 		return nil
 	})
-	do("triple", topology.TripleService, topology.TripleMethod, "dubbo-go, h2", func(ctx context.Context) error {
+	do("triple", launch.TripleService, launch.TripleMethod, "dubbo-go, h2", func(ctx context.Context) error {
 		g, err := samples.TripleGreet(ctx, egress, "alpha")
 		if err == nil && g != "hello alpha" {
 			err = fmt.Errorf("greeting %q", g)
 		}
 		return err
 	})
-	do("triple", topology.TripleService, topology.TripleMethod, "HTTP/1.1 JSON", func(ctx context.Context) error {
+	do("triple", launch.TripleService, launch.TripleMethod, "HTTP/1.1 JSON", func(ctx context.Context) error {
 		g, err := samples.TripleGreetJSON(ctx, "http://"+egress, "alpha")
 		if err == nil && g != "hello alpha" {
 			err = fmt.Errorf("greeting %q", g)
 		}
 		return err
 	})
-	do("http", topology.HTTPService, "POST", topology.HTTPPrefix+"/hello", func(ctx context.Context) error {
+	do("http", launch.HTTPService, "POST", launch.HTTPPrefix+"/hello", func(ctx context.Context) error {
 		body := []byte(`{"hello":"from alpha"}`)
-		req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+egress+topology.HTTPPrefix+"/hello", bytes.NewReader(body))
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+egress+launch.HTTPPrefix+"/hello", bytes.NewReader(body))
 		if err != nil {
 			return err
 		}
@@ -268,22 +268,22 @@ func (p *printer) emit(v any) {
 	fmt.Fprintf(p.w, "%s\n", b)
 }
 
-func (p *printer) ready(t *topology.Topology) {
+func (p *printer) ready(t *launch.Topology) {
 	egress := t.Egress[0]
 	if p.json {
 		var ev readyEvent
 		ev.Event, ev.Egress, ev.EgressInstances, ev.Ingress = "ready", egress, t.Egress, t.Ingress
-		ev.Services.GRPC.Service = topology.GRPCService
-		ev.Services.Triple.Service, ev.Services.Triple.Method = topology.TripleService, topology.TripleMethod
+		ev.Services.GRPC.Service = launch.GRPCService
+		ev.Services.Triple.Service, ev.Services.Triple.Method = launch.TripleService, launch.TripleMethod
 		ev.Services.Triple.Body = map[string]string{"name": "alpha"}
-		ev.Services.HTTP.URL = "http://" + egress + topology.HTTPPrefix + "/"
+		ev.Services.HTTP.URL = "http://" + egress + launch.HTTPPrefix + "/"
 		p.emit(ev)
 		return
 	}
 	fmt.Fprintf(p.w, "Strait demo: domain alpha (consumers) → domain beta (providers)\n")
 	fmt.Fprintf(p.w, "  alpha egress (consumers dial): %v\n", t.Egress)
 	fmt.Fprintf(p.w, "  beta ingress (mTLS tunnel):    %v\n", t.Ingress)
-	fmt.Fprintf(p.w, "  services: grpc %s, triple %s/%s, http http://%s%s/\n\n", topology.GRPCService, topology.TripleService, topology.TripleMethod, egress, topology.HTTPPrefix)
+	fmt.Fprintf(p.w, "  services: grpc %s, triple %s/%s, http http://%s%s/\n\n", launch.GRPCService, launch.TripleService, launch.TripleMethod, egress, launch.HTTPPrefix)
 }
 
 func (p *printer) call(r result) {

@@ -33,6 +33,100 @@ type Domain struct {
 	// Routes are the peer services local consumers call through this domain's egress.
 	Routes []Route `yaml:"routes"`
 	Limits Limits  `yaml:"limits"`
+	// Controlplane says where `strait controlplane` listens.
+	Controlplane Listeners `yaml:"controlplane"`
+}
+
+// Listeners are a process' listen addresses.
+type Listeners struct {
+	// XDS is the address gateways fetch their configuration from.
+	XDS string `yaml:"xds"`
+	// Admin serves /healthz, /readyz, /metrics, /debug/config (and the controlplane's
+	// /v1/config). Default 127.0.0.1:0.
+	Admin string `yaml:"admin"`
+}
+
+// Gateway is one gateway instance's own file: who it is and where it listens. Everything
+// else reaches it from the controlplane.
+type Gateway struct {
+	Domain   string `yaml:"domain"`
+	Role     string `yaml:"role"`
+	Instance string `yaml:"instance"`
+	// Listen is the consumer listener (egress) or the tunnel listener (ingress).
+	Listen string `yaml:"listen"`
+	Admin  string `yaml:"admin"`
+	// Controlplane is the controlplane's xDS address.
+	Controlplane string `yaml:"controlplane"`
+	Identity     struct {
+		Cert string `yaml:"cert"`
+		Key  string `yaml:"key"`
+	} `yaml:"identity"`
+	// Limits of the listener, fixed at start.
+	Limits Limits `yaml:"limits"`
+	// DrainTimeout bounds how long SIGTERM waits for calls in flight. Default 15s.
+	DrainTimeout Duration `yaml:"drainTimeout"`
+}
+
+// LoadGateway reads and validates a gateway file.
+func LoadGateway(path string) (*Gateway, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	var g Gateway
+	if err := dec.Decode(&g); err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	if err := g.Validate(); err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	return &g, nil
+}
+
+// Validate checks a gateway file.
+func (g *Gateway) Validate() error {
+	var es Errors
+	add := func(path, format string, args ...any) {
+		es = append(es, &FieldError{Path: path, Msg: fmt.Sprintf(format, args...)})
+	}
+	if g.Domain == "" {
+		add("domain", "required")
+	} else if !labelRE.MatchString(g.Domain) {
+		add("domain", "%q is not a DNS label", g.Domain)
+	}
+	if g.Role != "egress" && g.Role != "ingress" {
+		add("role", "%q is not egress or ingress", g.Role)
+	}
+	if g.Instance == "" {
+		add("instance", "required")
+	} else if !labelRE.MatchString(g.Instance) {
+		add("instance", "%q is not a DNS label", g.Instance)
+	}
+	for _, f := range []struct{ path, v string }{{"listen", g.Listen}, {"controlplane", g.Controlplane}} {
+		if err := checkHostPort(f.v); err != nil {
+			add(f.path, "%v", err)
+		}
+	}
+	if g.Admin != "" {
+		if err := checkHostPort(g.Admin); err != nil {
+			add("admin", "%v", err)
+		}
+	}
+	if g.Identity.Cert == "" {
+		add("identity.cert", "required")
+	}
+	if g.Identity.Key == "" {
+		add("identity.key", "required")
+	}
+	if g.DrainTimeout < 0 {
+		add("drainTimeout", "must not be negative")
+	}
+	if len(es) == 0 {
+		return nil
+	}
+	return es
 }
 
 // Registry says where the domain's service registry is.
@@ -357,6 +451,17 @@ func (d *Domain) Validate() error {
 			add(path+".service", "%q is routed twice", k.k)
 		}
 		routed[k] = true
+	}
+
+	if a := d.Controlplane.XDS; a != "" {
+		if err := checkHostPort(a); err != nil {
+			add("controlplane.xds", "%v", err)
+		}
+	}
+	if a := d.Controlplane.Admin; a != "" {
+		if err := checkHostPort(a); err != nil {
+			add("controlplane.admin", "%v", err)
+		}
 	}
 
 	l := d.Limits

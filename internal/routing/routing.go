@@ -181,3 +181,23 @@ func (s *Store) Table() *Table { return s.p.Load() }
 func (s *Store) Set(t *Table) { s.p.Store(t) }
 
 var _ Source = (*Store)(nil)
+
+// Routes returns the table's routes, most specific first (for inspection).
+func (t *Table) Routes() []Route {
+	var out []Route
+	for _, rs := range t.rpc {
+		out = append(out, rs...)
+	}
+	sort.SliceStable(out, func(i, j int) bool { return out[i].Service.String() < out[j].Service.String() })
+	return append(out, t.http...)
+}
+
+// Exports returns the table's exports (for inspection).
+func (t *Table) Exports() []Export {
+	var out []Export
+	for _, es := range t.exports {
+		out = append(out, es...)
+	}
+	sort.SliceStable(out, func(i, j int) bool { return out[i].Service.String() < out[j].Service.String() })
+	return out
+}

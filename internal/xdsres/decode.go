@@ -40,6 +40,8 @@ type Peer struct {
 
 // GatewayConfig is the configuration a gateway runs on, decoded from its xDS resources.
 type GatewayConfig struct {
+	// Version is the controlplane's version of this configuration.
+	Version     string
 	Role        string
 	Domain      string
 	TrustDomain string
@@ -48,6 +50,17 @@ type GatewayConfig struct {
 	// Providers holds each local service cluster's providers (ingress only).
 	Providers map[string][]mesh.Instance
 	Limits    config.Limits
+}
+
+// DanglingError is an inconsistency that more resources can mend: a reference to a
+// resource that has not arrived. A gateway refuses the update but keeps its resources,
+// since what is missing may be on its way.
+type DanglingError struct{ msg string }
+
+func (e *DanglingError) Error() string { return e.msg }
+
+func dangling(format string, args ...any) error {
+	return &DanglingError{msg: fmt.Sprintf(format, args...)}
 }
 
 // Resources are the resources a gateway holds, by type URL and name.
@@ -62,7 +75,7 @@ func Decode(role string, res Resources) (*GatewayConfig, error) {
 	}
 	lis, ok := res[resource.ListenerType][role].(*listenerv3.Listener)
 	if !ok {
-		return nil, fmt.Errorf("xds: no listener %q", role)
+		return nil, dangling("xds: no listener %q", role)
 	}
 	c := &GatewayConfig{Role: role, Peers: map[string]Peer{}, Providers: map[string][]mesh.Instance{}}
 	if err := decodeListener(c, lis); err != nil {
@@ -70,7 +83,7 @@ func Decode(role string, res Resources) (*GatewayConfig, error) {
 	}
 	rc, ok := res[resource.RouteType][role].(*routev3.RouteConfiguration)
 	if !ok {
-		return nil, fmt.Errorf("xds: listener %q: no route configuration %q", role, role)
+		return nil, dangling("xds: listener %q: no route configuration %q", role, role)
 	}
 
 	// Secrets: every bundle must be a PEM list of CA certificates.
@@ -133,7 +146,8 @@ func Decode(role string, res Resources) (*GatewayConfig, error) {
 			}
 			p, known := c.Peers[domain]
 			if !known {
-				return nil, fmt.Errorf("xds: cluster %q: %q is not a peer of the listener", name, domain)
+				// A peer being added (its listener entry follows) or removed: not used.
+				continue
 			}
 			if t := str(cl.GetMetadata(), "transport"); t != "" {
 				p.Transport = t
@@ -207,10 +221,9 @@ func Decode(role string, res Resources) (*GatewayConfig, error) {
 				}
 				e := routing.Export{Service: rt.key, Protocol: rt.protocol, Peers: map[string]bool{}}
 				for _, a := range list(r.GetMetadata(), "allow") {
-					if _, ok := c.Peers[a]; !ok {
-						return nil, fmt.Errorf("xds: route %q: allows %q, which is not a peer", r.GetName(), a)
+					if _, ok := c.Peers[a]; ok { // a peer not (or no longer) configured is never admitted
+						e.Peers[a] = true
 					}
-					e.Peers[a] = true
 				}
 				if ms := list(r.GetMetadata(), "methods"); len(ms) > 0 {
 					e.Methods = map[string]bool{}
@@ -238,7 +251,7 @@ func decodeRoute(r *routev3.Route, clusters map[string]*clusterv3.Cluster) (deco
 		return decodedRoute{}, fmt.Errorf("xds: route %q: no cluster", r.GetName())
 	}
 	if clusters[cl] == nil {
-		return decodedRoute{}, fmt.Errorf("xds: route %q: unknown cluster %q", r.GetName(), cl)
+		return decodedRoute{}, dangling("xds: route %q: unknown cluster %q", r.GetName(), cl)
 	}
 	m := r.GetMetadata()
 	d := decodedRoute{
@@ -257,7 +270,7 @@ func decodeRoute(r *routev3.Route, clusters map[string]*clusterv3.Cluster) (deco
 
 func decodeListener(c *GatewayConfig, lis *listenerv3.Listener) error {
 	m := lis.GetMetadata()
-	c.Domain, c.TrustDomain = str(m, "domain"), str(m, "trustDomain")
+	c.Domain, c.TrustDomain, c.Version = str(m, "domain"), str(m, "trustDomain"), str(m, "version")
 	if c.Domain == "" || c.TrustDomain == "" {
 		return fmt.Errorf("xds: listener %q: no domain or trust domain", lis.GetName())
 	}

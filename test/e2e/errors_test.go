@@ -13,28 +13,34 @@ import (
 
 	testpb "google.golang.org/grpc/interop/grpc_testing"
 
-	"github.com/strait-mesh/strait/controlplane"
 	"github.com/strait-mesh/strait/internal/config"
 	"github.com/strait-mesh/strait/internal/mesh"
 )
 
-// withRoutes installs changed copies of both domains' configs for the test's duration.
+// withRoutes applies changed copies of both domains' configurations through their
+// controlplanes for the test's duration, and restores them after.
 func withRoutes(t *testing.T, alpha func(*config.Domain), beta func(*config.Domain)) {
 	t.Helper()
-	a, b := *topo.Alpha, *topo.Beta
+	oldA, oldB := topo.AlphaCP.Core().Domain(), topo.BetaCP.Core().Domain()
+	a, b := *oldA, *oldB
 	a.Routes = append([]config.Route(nil), a.Routes...)
 	b.Exports = append([]config.Export(nil), b.Exports...)
 	alpha(&a)
 	beta(&b)
-	for _, d := range []*config.Domain{&a, &b} {
-		if err := d.Validate(); err != nil {
+	ctx := context.Background()
+	// Exports first, then routes: a route never points at a service the peer refuses.
+	for _, d := range []*config.Domain{&b, &a} {
+		if _, err := topo.SetDomain(ctx, d); err != nil {
 			t.Fatal(err)
 		}
 	}
-	oldA, oldB := topo.AlphaRoutes.Table(), topo.BetaRoutes.Table()
-	topo.AlphaRoutes.Set(controlplane.RouteTable(&a))
-	topo.BetaRoutes.Set(controlplane.RouteTable(&b))
-	t.Cleanup(func() { topo.AlphaRoutes.Set(oldA); topo.BetaRoutes.Set(oldB) })
+	t.Cleanup(func() {
+		for _, d := range []*config.Domain{oldA, oldB} {
+			if _, err := topo.SetDomain(ctx, d); err != nil {
+				t.Error(err)
+			}
+		}
+	})
 }
 
 // TestProviderDown: the registry lists a provider that is not there; the caller gets
@@ -80,11 +86,17 @@ func TestProviderDown(t *testing.T) {
 func waitEndpoints(t *testing.T, svc string) {
 	t.Helper()
 	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
-		if len(topo.BetaCatalog.Endpoints(mesh.ServiceKey{Name: svc}, mesh.ProtocolGRPC)) > 0 {
+		known := 0
+		for _, g := range topo.Gateways {
+			if ig := g.Ingress(); ig != nil && len(ig.Endpoints(mesh.ServiceKey{Name: svc}, mesh.ProtocolGRPC)) > 0 {
+				known++
+			}
+		}
+		if known == len(topo.Ingress) {
 			return
 		}
 	}
-	t.Fatalf("%s never appeared in beta's catalog", svc)
+	t.Fatalf("%s never reached every ingress", svc)
 }
 
 // TestNotExportedToPeer: alpha routes a service beta does not export: UNIMPLEMENTED from the

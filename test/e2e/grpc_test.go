@@ -91,8 +91,10 @@ func TestConcurrentStreams(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	tunnels := func() (n uint64) {
-		for _, g := range topo.IngressGateways {
-			n += g.TunnelsEstablished()
+		for _, g := range topo.Gateways {
+			if ig := g.Ingress(); ig != nil {
+				n += ig.TunnelsEstablished()
+			}
 		}
 		return n
 	}

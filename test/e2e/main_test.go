@@ -11,14 +11,14 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/strait-mesh/strait/internal/samples"
-	"github.com/strait-mesh/strait/internal/topology"
+	"github.com/strait-mesh/strait/launch"
 )
 
-var topo *topology.Topology
+var topo *launch.Topology
 
 func TestMain(m *testing.M) {
 	ctx := context.Background()
-	t, err := topology.Start(ctx, topology.Options{})
+	t, err := launch.StartTopology(ctx, launch.TopologyOptions{})
 	if err != nil {
 		println("e2e: start topology:", err.Error())
 		os.Exit(1)

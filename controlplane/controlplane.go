@@ -1,0 +1,159 @@
+package controlplane
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+
+	"github.com/strait-mesh/strait/internal/config"
+	registrysync "github.com/strait-mesh/strait/registry-sync"
+)
+
+// Options configure a Controlplane.
+type Options struct {
+	Domain *config.Domain
+	// BaseDir resolves relative trust bundle paths (the domain file's directory).
+	BaseDir string
+	// Registry is the domain's registry; the ingress providers come from it. May be nil.
+	Registry registrysync.Registry
+	Logger   *slog.Logger
+}
+
+// Controlplane drives one domain's gateways: it holds the domain configuration in force,
+// watches the registry, translates both into xDS resources and publishes them.
+type Controlplane struct {
+	log     *slog.Logger
+	xds     *XDS
+	cat     *registrysync.Catalog
+	baseDir string
+	dirty   chan struct{}
+
+	mu      sync.Mutex
+	domain  *config.Domain
+	bundles map[string][]byte
+	version string
+	lastErr error
+}
+
+// New loads the domain's trust bundles and publishes its first configuration.
+func New(o Options) (*Controlplane, error) {
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	c := &Controlplane{
+		log:     o.Logger.With("component", "controlplane", "domain", o.Domain.Domain),
+		baseDir: o.BaseDir,
+		dirty:   make(chan struct{}, 1),
+	}
+	c.xds = NewXDS(c.log)
+	if o.Registry != nil {
+		c.cat = registrysync.NewCatalog(o.Registry, c.log.With("component", "catalog"))
+		c.cat.OnChange(c.markDirty)
+	}
+	if _, err := c.SetDomain(o.Domain); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// XDS is the xDS server; serve it on the controlplane's xDS listener.
+func (c *Controlplane) XDS() *XDS { return c.xds }
+
+// Domain returns the configuration in force.
+func (c *Controlplane) Domain() *config.Domain {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.domain
+}
+
+// Version is the xDS version last published.
+func (c *Controlplane) Version() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.version
+}
+
+// SetDomain validates d, loads its bundles and publishes it. On any error the configuration
+// in force is unchanged.
+func (c *Controlplane) SetDomain(d *config.Domain) (string, error) {
+	if err := d.Validate(); err != nil {
+		return "", err
+	}
+	bundles := map[string][]byte{}
+	for _, p := range d.Peers {
+		path := p.TrustBundle
+		if !filepath.IsAbs(path) && c.baseDir != "" {
+			path = filepath.Join(c.baseDir, path)
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return "", fmt.Errorf("controlplane: peer %s: trust bundle: %w", p.Domain, err)
+		}
+		bundles[p.TrustDomain] = b
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	prevD, prevB := c.domain, c.bundles
+	c.domain, c.bundles = d, bundles
+	if err := c.publishLocked(); err != nil {
+		c.domain, c.bundles = prevD, prevB
+		return "", err
+	}
+	return c.version, nil
+}
+
+func (c *Controlplane) publishLocked() error {
+	in := Inputs{Domain: c.domain, Bundles: c.bundles}
+	if c.cat != nil {
+		in.Providers = c.cat.All()
+	}
+	res, err := Translate(in)
+	if err != nil {
+		// Translation skipped what it could not translate; the rest is published.
+		c.log.Warn("translation skipped some inputs", "err", err)
+	}
+	if res == nil {
+		return errors.New("controlplane: translation produced nothing")
+	}
+	v, err := c.xds.Publish(res)
+	if err != nil {
+		return err
+	}
+	c.version = v
+	c.log.Debug("published", "version", v)
+	return nil
+}
+
+func (c *Controlplane) markDirty() {
+	select {
+	case c.dirty <- struct{}{}:
+	default:
+	}
+}
+
+// Run watches the registry and republishes on every change, coalescing bursts, until ctx
+// ends.
+func (c *Controlplane) Run(ctx context.Context) {
+	var wg sync.WaitGroup
+	if c.cat != nil {
+		wg.Add(1)
+		go func() { defer wg.Done(); c.cat.Run(ctx) }()
+	}
+	defer wg.Wait()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-c.dirty:
+			c.mu.Lock()
+			if err := c.publishLocked(); err != nil {
+				c.log.Error("publish failed; gateways keep the previous configuration", "err", err)
+			}
+			c.mu.Unlock()
+		}
+	}
+}

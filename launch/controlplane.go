@@ -1,0 +1,282 @@
+package launch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/fsnotify/fsnotify"
+	"gopkg.in/yaml.v3"
+
+	"github.com/strait-mesh/strait/controlplane"
+	"github.com/strait-mesh/strait/internal/admin"
+	"github.com/strait-mesh/strait/internal/config"
+	registrysync "github.com/strait-mesh/strait/registry-sync"
+	"github.com/strait-mesh/strait/registry-sync/embedded"
+	etcdreg "github.com/strait-mesh/strait/registry-sync/etcd"
+)
+
+// ControlplaneOptions configure StartControlplane.
+type ControlplaneOptions struct {
+	// File is the domain file, watched for changes. Empty when Domain is given directly.
+	File   string
+	Domain *config.Domain
+	// BaseDir resolves relative bundle paths; the file's directory by default.
+	BaseDir string
+	// DataDir holds the embedded registry's data (registry kind embedded).
+	DataDir string
+	// XDS and Admin override the domain file's listen addresses.
+	XDS, Admin string
+	Logger     *slog.Logger
+}
+
+// Controlplane is a running controlplane process.
+type Controlplane struct {
+	cp       *controlplane.Controlplane
+	log      *slog.Logger
+	xdsLn    net.Listener
+	admin    *admin.Server
+	reg      registrysync.Registry
+	embedded *embedded.Server
+	file     string
+
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	once   sync.Once
+}
+
+// StartControlplane starts a domain's controlplane: registry, xDS server, admin API, and a
+// watch of the domain file.
+func StartControlplane(o ControlplaneOptions) (c *Controlplane, err error) {
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	d := o.Domain
+	if o.File != "" {
+		if d, err = config.Load(o.File); err != nil {
+			return nil, err
+		}
+		if o.BaseDir == "" {
+			o.BaseDir = filepath.Dir(o.File)
+		}
+	}
+	if d == nil {
+		return nil, errors.New("controlplane: no domain")
+	}
+	c = &Controlplane{log: o.Logger.With("component", "controlplane", "domain", d.Domain), file: o.File}
+	defer func() {
+		if err != nil {
+			c.Close()
+		}
+	}()
+
+	endpoints := d.Registry.Endpoints
+	if d.Registry.Kind == "" || d.Registry.Kind == "embedded" {
+		dir := o.DataDir
+		if dir == "" {
+			return nil, errors.New("controlplane: an embedded registry needs a data directory")
+		}
+		if c.embedded, err = embedded.Start(d.Domain, dir); err != nil {
+			return nil, err
+		}
+		endpoints = []string{c.embedded.Endpoint()}
+		c.log.Info("embedded registry", "endpoint", c.embedded.Endpoint())
+	}
+	if c.reg, err = etcdreg.New(endpoints, etcdreg.Options{Logger: c.log}); err != nil {
+		return nil, err
+	}
+	if c.cp, err = controlplane.New(controlplane.Options{Domain: d, BaseDir: o.BaseDir, Registry: c.reg, Logger: o.Logger}); err != nil {
+		return nil, err
+	}
+	xdsAddr := firstNonEmpty(o.XDS, d.Controlplane.XDS, "127.0.0.1:0")
+	if c.xdsLn, err = net.Listen("tcp", xdsAddr); err != nil {
+		return nil, fmt.Errorf("controlplane: xds listener: %w", err)
+	}
+	if c.admin, err = admin.New(admin.Options{Addr: firstNonEmpty(o.Admin, d.Controlplane.Admin), Logger: c.log}); err != nil {
+		return nil, err
+	}
+	c.admin.Handle("/v1/config", http.HandlerFunc(c.serveConfig))
+	c.admin.SetConfigSource(func() any {
+		return map[string]any{"version": c.cp.Version(), "domain": c.cp.Domain()}
+	})
+	c.admin.SetReady(true, "")
+
+	ctx, cancel := context.WithCancel(context.Background())
+	c.cancel = cancel
+	c.goRun(func() { c.cp.Run(ctx) })
+	c.goRun(func() {
+		if err := c.cp.XDS().Serve(c.xdsLn); err != nil {
+			c.log.Error("xds listener stopped", "err", err)
+		}
+	})
+	c.goRun(func() {
+		if err := c.admin.Serve(); err != nil {
+			c.log.Error("admin listener stopped", "err", err)
+		}
+	})
+	if o.File != "" {
+		w, err := fsnotify.NewWatcher()
+		if err != nil {
+			return nil, fmt.Errorf("controlplane: watch %s: %w", o.File, err)
+		}
+		// Watch the directory: editors replace files rather than write them in place.
+		if err := w.Add(filepath.Dir(o.File)); err != nil {
+			w.Close()
+			return nil, fmt.Errorf("controlplane: watch %s: %w", o.File, err)
+		}
+		c.goRun(func() { c.watchFile(ctx, w) })
+	}
+	return c, nil
+}
+
+func firstNonEmpty(ss ...string) string {
+	for _, s := range ss {
+		if s != "" {
+			return s
+		}
+	}
+	return ""
+}
+
+func (c *Controlplane) goRun(f func()) {
+	c.wg.Add(1)
+	go func() { defer c.wg.Done(); f() }()
+}
+
+// XDSAddr is where gateways connect.
+func (c *Controlplane) XDSAddr() string { return c.xdsLn.Addr().String() }
+
+// AdminAddr serves /v1/config and the rest of the admin endpoints.
+func (c *Controlplane) AdminAddr() string { return c.admin.Addr() }
+
+// RegistryEndpoint is the registry's address (the embedded one, or the first configured).
+func (c *Controlplane) RegistryEndpoint() string {
+	if c.embedded != nil {
+		return c.embedded.Endpoint()
+	}
+	return c.cp.Domain().Registry.Endpoints[0]
+}
+
+// Registry is the domain's registry client.
+func (c *Controlplane) Registry() registrysync.Registry { return c.reg }
+
+// Core is the controlplane itself (its domain, version, xDS server).
+func (c *Controlplane) Core() *controlplane.Controlplane { return c.cp }
+
+// Close stops everything at once; gateways keep their last configuration.
+func (c *Controlplane) Close() {
+	c.once.Do(func() {
+		if c.cancel != nil {
+			c.cancel()
+		}
+		if c.cp != nil {
+			c.cp.XDS().Stop()
+		}
+		if c.admin != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			_ = c.admin.Shutdown(ctx)
+			cancel()
+		}
+		if c.xdsLn != nil {
+			c.xdsLn.Close()
+		}
+		c.wg.Wait()
+		if c.reg != nil {
+			_ = c.reg.Close()
+		}
+		if c.embedded != nil {
+			c.embedded.Close()
+		}
+	})
+}
+
+func (c *Controlplane) watchFile(ctx context.Context, w *fsnotify.Watcher) {
+	defer w.Close()
+	var timer *time.Timer
+	fire := make(chan struct{}, 1)
+	for {
+		select {
+		case <-ctx.Done():
+			if timer != nil {
+				timer.Stop()
+			}
+			return
+		case ev, ok := <-w.Events:
+			if !ok {
+				return
+			}
+			if filepath.Clean(ev.Name) != filepath.Clean(c.file) || ev.Op&(fsnotify.Write|fsnotify.Create|fsnotify.Rename) == 0 {
+				continue
+			}
+			// Editors write in several steps: settle for a moment.
+			if timer != nil {
+				timer.Stop()
+			}
+			timer = time.AfterFunc(50*time.Millisecond, func() {
+				select {
+				case fire <- struct{}{}:
+				default:
+				}
+			})
+		case err, ok := <-w.Errors:
+			if !ok {
+				return
+			}
+			c.log.Warn("watching the domain file", "err", err)
+		case <-fire:
+			d, err := config.Load(c.file)
+			if err != nil {
+				c.log.Error("domain file refused; the configuration in force stays", "file", c.file, "err", err)
+				continue
+			}
+			v, err := c.cp.SetDomain(d)
+			if err != nil {
+				c.log.Error("domain file refused; the configuration in force stays", "file", c.file, "err", err)
+				continue
+			}
+			c.log.Info("domain file applied", "file", c.file, "version", v)
+		}
+	}
+}
+
+// serveConfig is the admin API: GET returns the domain document in force, PUT replaces it
+// after the same validation as `strait validate`.
+func (c *Controlplane) serveConfig(w http.ResponseWriter, r *http.Request) {
+	switch r.Method {
+	case http.MethodGet, http.MethodHead:
+		b, err := yaml.Marshal(c.cp.Domain())
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		w.Header().Set("Content-Type", "application/yaml")
+		w.Header().Set("Strait-Config-Version", c.cp.Version())
+		_, _ = w.Write(b)
+	case http.MethodPut:
+		b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 8<<20))
+		if err != nil {
+			http.Error(w, "config: "+err.Error(), http.StatusRequestEntityTooLarge)
+			return
+		}
+		d, err := config.Parse(b)
+		if err == nil {
+			var v string
+			if v, err = c.cp.SetDomain(d); err == nil {
+				w.Header().Set("Strait-Config-Version", v)
+				_, _ = fmt.Fprintf(w, "applied %s\n", v)
+				return
+			}
+		}
+		http.Error(w, err.Error(), http.StatusBadRequest)
+	default:
+		w.Header().Set("Allow", "GET, HEAD, PUT")
+		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+	}
+}

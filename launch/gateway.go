@@ -1,0 +1,233 @@
+// Package launch starts Strait's processes from their configuration: a gateway instance
+// (egress or ingress) with its xDS client and admin listener, a controlplane with its xDS
+// server, registry and admin API, and the two-domain topology of `strait demo` and the
+// end-to-end tests, built from the same parts. It is the wiring layer between cmd/strait
+// and the components.
+package launch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sort"
+	"sync"
+	"time"
+
+	egress "github.com/strait-mesh/strait/egress-cluster"
+	ingress "github.com/strait-mesh/strait/ingress-cluster"
+	"github.com/strait-mesh/strait/internal/admin"
+	"github.com/strait-mesh/strait/internal/config"
+	"github.com/strait-mesh/strait/internal/identity"
+	"github.com/strait-mesh/strait/internal/xdsclient"
+	"github.com/strait-mesh/strait/internal/xdsres"
+)
+
+// Gateway is a running gateway instance.
+type Gateway struct {
+	cfg     *config.Gateway
+	log     *slog.Logger
+	eg      *egress.Gateway
+	ig      *ingress.Gateway
+	xds     *xdsclient.Client
+	admin   *admin.Server
+	metrics *admin.GatewayMetrics
+	ln      net.Listener
+
+	mu      sync.Mutex
+	applied *xdsres.GatewayConfig
+
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
+	shutdown sync.Once
+}
+
+// StartGateway starts the gateway described by gw. It serves at once but reports not ready
+// (and answers UNAVAILABLE) until its first configuration arrives from the controlplane.
+func StartGateway(gw *config.Gateway, log *slog.Logger) (g *Gateway, err error) {
+	if err := gw.Validate(); err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	g = &Gateway{cfg: gw, log: log.With("domain", gw.Domain, "role", gw.Role, "instance", gw.Instance)}
+	svid, err := identity.LoadSVID(identity.Files{Cert: gw.Identity.Cert, Key: gw.Identity.Key})
+	if err != nil {
+		return nil, err
+	}
+	if g.admin, err = admin.New(admin.Options{Addr: gw.Admin, Logger: g.log}); err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			_ = g.admin.Shutdown(context.Background())
+		}
+	}()
+	g.metrics = admin.NewGatewayMetrics(g.admin.Registry(), gw.Role)
+	if g.ln, err = net.Listen("tcp", gw.Listen); err != nil {
+		return nil, fmt.Errorf("%s: listen: %w", gw.Role, err)
+	}
+	var apply func(*xdsres.GatewayConfig) error
+	var serve func(net.Listener) error
+	switch gw.Role {
+	case xdsres.RoleEgress:
+		g.eg, err = egress.New(egress.Config{Domain: gw.Domain, Instance: gw.Instance, SVID: svid, Limits: gw.Limits, Logger: g.log})
+		if err == nil {
+			apply, serve = g.eg.Apply, g.eg.Serve
+		}
+	case xdsres.RoleIngress:
+		g.ig, err = ingress.New(ingress.Config{Domain: gw.Domain, Instance: gw.Instance, SVID: svid, Limits: gw.Limits, Logger: g.log})
+		if err == nil {
+			apply, serve = g.ig.Apply, g.ig.Serve
+		}
+	}
+	if err != nil {
+		g.ln.Close()
+		return nil, err
+	}
+	g.xds = xdsclient.New(xdsclient.Options{
+		Addr: gw.Controlplane, Role: gw.Role, NodeID: gw.Domain + "/" + gw.Role + "/" + gw.Instance, Logger: g.log,
+		Apply: func(cfg *xdsres.GatewayConfig, v string) error {
+			if err := apply(cfg); err != nil {
+				g.metrics.ConfigNack()
+				return err
+			}
+			g.mu.Lock()
+			g.applied = cfg
+			g.mu.Unlock()
+			g.metrics.ConfigAck()
+			g.metrics.SetConfigVersion(v)
+			g.admin.SetReady(true, "")
+			return nil
+		},
+	})
+	g.admin.SetReady(false, "waiting for the first configuration from the controlplane")
+	g.admin.SetConfigSource(g.debugConfig)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	g.cancel = cancel
+	g.goRun(func() { g.xds.Run(ctx) })
+	g.goRun(func() {
+		if err := g.admin.Serve(); err != nil {
+			g.log.Error("admin listener stopped", "err", err)
+		}
+	})
+	g.goRun(func() {
+		if err := serve(g.ln); err != nil {
+			g.log.Error("listener stopped", "err", err)
+		}
+	})
+	return g, nil
+}
+
+func (g *Gateway) goRun(f func()) {
+	g.wg.Add(1)
+	go func() { defer g.wg.Done(); f() }()
+}
+
+// Addr is the serving listener's address (consumers for egress, tunnels for ingress).
+func (g *Gateway) Addr() string { return g.ln.Addr().String() }
+
+// AdminAddr is the admin listener's address.
+func (g *Gateway) AdminAddr() string { return g.admin.Addr() }
+
+// Name is domain-role-instance.
+func (g *Gateway) Name() string { return g.cfg.Domain + "-" + g.cfg.Role + "-" + g.cfg.Instance }
+
+// Ready reports whether the gateway has a configuration.
+func (g *Gateway) Ready() bool {
+	if g.eg != nil {
+		return g.eg.Ready()
+	}
+	return g.ig.Ready()
+}
+
+// XDS is the gateway's xDS client (its version, NACKs).
+func (g *Gateway) XDS() *xdsclient.Client { return g.xds }
+
+// Ingress returns the ingress gateway, or nil for an egress.
+func (g *Gateway) Ingress() *ingress.Gateway { return g.ig }
+
+// Shutdown drains: the gateway reports not ready, stops taking new calls, lets calls in
+// flight finish until ctx ends, then stops everything.
+func (g *Gateway) Shutdown(ctx context.Context) error {
+	var err error
+	g.shutdown.Do(func() {
+		g.admin.SetReady(false, "draining")
+		if g.eg != nil {
+			err = g.eg.Shutdown(ctx)
+		} else {
+			err = g.ig.Shutdown(ctx)
+		}
+		g.cancel()
+		actx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		_ = g.admin.Shutdown(actx)
+		cancel()
+		g.wg.Wait()
+	})
+	if errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("%s: drain timed out; calls still in flight were cut: %w", g.Name(), err)
+	}
+	return err
+}
+
+type debugRoute struct {
+	Protocol   string   `json:"protocol"`
+	Service    string   `json:"service"`
+	Version    string   `json:"version,omitempty"`
+	Group      string   `json:"group,omitempty"`
+	Peer       string   `json:"peer,omitempty"`
+	Host       string   `json:"host,omitempty"`
+	PathPrefix string   `json:"pathPrefix,omitempty"`
+	Allow      []string `json:"allow,omitempty"`
+	Methods    []string `json:"methods,omitempty"`
+}
+
+// debugConfig is /debug/config: the configuration in force and its xDS version.
+func (g *Gateway) debugConfig() any {
+	g.mu.Lock()
+	cfg := g.applied
+	g.mu.Unlock()
+	out := map[string]any{
+		"domain": g.cfg.Domain, "role": g.cfg.Role, "instance": g.cfg.Instance,
+		"version": g.xds.Version(), "connected": g.xds.Connected(), "nacks": g.xds.NACKs(), "lastNack": g.xds.LastNACK(),
+	}
+	if cfg == nil {
+		return out
+	}
+	var routes []debugRoute
+	for _, r := range cfg.Table.Routes() {
+		routes = append(routes, debugRoute{Protocol: string(r.Protocol), Service: r.Service.Name, Version: r.Service.Version, Group: r.Service.Group, Peer: r.Peer, Host: r.Host, PathPrefix: r.PathPrefix})
+	}
+	for _, e := range cfg.Table.Exports() {
+		d := debugRoute{Protocol: string(e.Protocol), Service: e.Service.Name, Version: e.Service.Version, Group: e.Service.Group}
+		for p := range e.Peers {
+			d.Allow = append(d.Allow, p)
+		}
+		for m := range e.Methods {
+			d.Methods = append(d.Methods, m)
+		}
+		sort.Strings(d.Allow)
+		sort.Strings(d.Methods)
+		routes = append(routes, d)
+	}
+	peers := map[string]any{}
+	for d, p := range cfg.Peers {
+		peers[d] = map[string]any{"trustDomain": p.TrustDomain, "ingress": p.Ingress, "bundle": len(p.Bundle) > 0}
+	}
+	out["routes"] = routes
+	out["peers"] = peers
+	out["limits"] = cfg.Limits
+	if g.ig != nil {
+		prov := map[string][]string{}
+		for c, is := range cfg.Providers {
+			for _, i := range is {
+				prov[c] = append(prov[c], i.Address)
+			}
+		}
+		out["providers"] = prov
+	}
+	return out
+}

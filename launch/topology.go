@@ -1,0 +1,353 @@
+package launch
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/strait-mesh/strait/internal/config"
+	"github.com/strait-mesh/strait/internal/identity"
+	"github.com/strait-mesh/strait/internal/mesh"
+	"github.com/strait-mesh/strait/internal/samples"
+	"github.com/strait-mesh/strait/internal/xdsres"
+	registrysync "github.com/strait-mesh/strait/registry-sync"
+	etcdreg "github.com/strait-mesh/strait/registry-sync/etcd"
+)
+
+// Names of the sample services.
+const (
+	GRPCService   = "grpc.testing.TestService"
+	TripleService = "strait.demo.greet.v1.GreetService"
+	TripleMethod  = "Greet"
+	TripleVersion = "1.0.0"
+	HTTPService   = "echo"
+	HTTPHost      = "echo.beta.strait"
+	HTTPPrefix    = "/echo"
+)
+
+// TopologyOptions shape a topology.
+type TopologyOptions struct {
+	// Dir holds certificates and registry data; a temporary directory, removed by Close,
+	// if empty.
+	Dir     string
+	Egress  int // instances in alpha, default 2
+	Ingress int // instances in beta, default 2
+	Logger  *slog.Logger
+}
+
+// Topology is a running two-domain topology.
+type Topology struct {
+	Dir string
+	// Egress lists host:port of alpha's egress consumer listeners.
+	Egress []string
+	// Ingress lists host:port of beta's ingress tunnel listeners.
+	Ingress []string
+	// Gateways are every gateway instance: alpha's egress, then beta's ingress.
+	Gateways []*Gateway
+	// AlphaCP and BetaCP are the domains' controlplanes.
+	AlphaCP, BetaCP *Controlplane
+	// Providers in beta.
+	GRPCAddr, TripleAddr, HTTPAddr string
+	// Certs names the identity files.
+	Certs Certs
+	// BetaRegistry is a client of beta's registry that the sample providers registered with.
+	BetaRegistry registrysync.Registry
+
+	ownDir  bool
+	closers []func(context.Context) // run in reverse order
+	closed  sync.Once
+}
+
+// Certs are the identity files the topology generated.
+type Certs struct {
+	AlphaCA, BetaCA *identity.CA
+	AlphaBundle     string
+	BetaBundle      string
+	Egress          []identity.Files
+	Ingress         []identity.Files
+}
+
+// Trust domains of the two domains.
+const (
+	AlphaTrustDomain = "alpha.strait.local"
+	BetaTrustDomain  = "beta.strait.local"
+)
+
+// StartTopology brings the topology up and returns when every gateway is configured and
+// beta's ingress knows every sample provider.
+func StartTopology(ctx context.Context, o TopologyOptions) (t *Topology, err error) {
+	if o.Egress <= 0 {
+		o.Egress = 2
+	}
+	if o.Ingress <= 0 {
+		o.Ingress = 2
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	t = &Topology{Dir: o.Dir}
+	if t.Dir == "" {
+		if t.Dir, err = os.MkdirTemp("", "strait-demo-"); err != nil {
+			return nil, fmt.Errorf("topology: %w", err)
+		}
+		t.ownDir = true
+	}
+	defer func() {
+		if err != nil {
+			t.Close()
+			t = nil
+		}
+	}()
+	if err := t.makeCerts(o); err != nil {
+		return t, err
+	}
+
+	// Beta: controlplane (with its embedded registry) and ingress instances.
+	if t.BetaCP, err = StartControlplane(ControlplaneOptions{
+		Domain: BetaConfig(t.Certs.AlphaBundle), DataDir: filepath.Join(t.Dir, "beta", "etcd"), Logger: o.Logger,
+	}); err != nil {
+		return t, err
+	}
+	t.onClose(func(context.Context) { t.BetaCP.Close() })
+	for i := range o.Ingress {
+		g, err := t.startGateway("beta", xdsres.RoleIngress, i, t.Certs.Ingress[i], t.BetaCP.XDSAddr(), o.Logger)
+		if err != nil {
+			return t, err
+		}
+		t.Ingress = append(t.Ingress, g.Addr())
+	}
+
+	// Providers in beta, registered in beta's registry.
+	if err := t.startProviders(ctx, o); err != nil {
+		return t, err
+	}
+
+	// Alpha: controlplane and egress instances; beta's ingress instances are its peer.
+	if t.AlphaCP, err = StartControlplane(ControlplaneOptions{
+		Domain: AlphaConfig(t.Certs.BetaBundle, t.Ingress), DataDir: filepath.Join(t.Dir, "alpha", "etcd"), Logger: o.Logger,
+	}); err != nil {
+		return t, err
+	}
+	t.onClose(func(context.Context) { t.AlphaCP.Close() })
+	for i := range o.Egress {
+		g, err := t.startGateway("alpha", xdsres.RoleEgress, i, t.Certs.Egress[i], t.AlphaCP.XDSAddr(), o.Logger)
+		if err != nil {
+			return t, err
+		}
+		t.Egress = append(t.Egress, g.Addr())
+	}
+
+	// Ready when every gateway is configured and the ingress sees every provider.
+	return t, t.waitFor(ctx, 20*time.Second, "gateways configured and providers known", func() bool {
+		for _, g := range t.Gateways {
+			if !g.Ready() {
+				return false
+			}
+			if ig := g.Ingress(); ig != nil {
+				for _, k := range []struct {
+					n string
+					p mesh.Protocol
+				}{{GRPCService, mesh.ProtocolGRPC}, {TripleService, mesh.ProtocolTriple}, {HTTPService, mesh.ProtocolHTTP}} {
+					if len(ig.Endpoints(mesh.ServiceKey{Name: k.n}, k.p)) == 0 {
+						return false
+					}
+				}
+			}
+		}
+		return true
+	})
+}
+
+func (t *Topology) startGateway(domain, role string, i int, svid identity.Files, xds string, log *slog.Logger) (*Gateway, error) {
+	gw := &config.Gateway{
+		Domain: domain, Role: role, Instance: fmt.Sprintf("%s-%d", role, i+1),
+		Listen: "127.0.0.1:0", Admin: "127.0.0.1:0", Controlplane: xds,
+	}
+	gw.Identity.Cert, gw.Identity.Key = svid.Cert, svid.Key
+	g, err := StartGateway(gw, log)
+	if err != nil {
+		return nil, err
+	}
+	t.Gateways = append(t.Gateways, g)
+	t.onClose(func(ctx context.Context) { _ = g.Shutdown(ctx) })
+	return g, nil
+}
+
+func (t *Topology) startProviders(ctx context.Context, o TopologyOptions) error {
+	gp, err := samples.StartGRPC("127.0.0.1:0")
+	if err != nil {
+		return fmt.Errorf("topology: grpc provider: %w", err)
+	}
+	t.onClose(func(ctx context.Context) { _ = gp.Close(ctx) })
+	tp, err := samples.StartTripleProvider("127.0.0.1:0")
+	if err != nil {
+		return fmt.Errorf("topology: triple provider: %w", err)
+	}
+	t.onClose(func(ctx context.Context) { _ = tp.Close(ctx) })
+	hp, err := samples.StartEcho("127.0.0.1:0")
+	if err != nil {
+		return fmt.Errorf("topology: http provider: %w", err)
+	}
+	t.onClose(func(ctx context.Context) { _ = hp.Close(ctx) })
+	t.GRPCAddr, t.TripleAddr, t.HTTPAddr = gp.Addr(), tp.Addr(), hp.Addr()
+
+	breg, err := etcdreg.New([]string{t.BetaCP.RegistryEndpoint()}, etcdreg.Options{Logger: o.Logger})
+	if err != nil {
+		return err
+	}
+	t.onClose(func(context.Context) { _ = breg.Close() })
+	t.BetaRegistry = breg
+	for _, inst := range []mesh.Instance{
+		{Service: mesh.ServiceKey{Name: GRPCService}, Protocol: mesh.ProtocolGRPC, Address: t.GRPCAddr},
+		{Service: mesh.ServiceKey{Name: TripleService, Version: TripleVersion}, Protocol: mesh.ProtocolTriple, Address: t.TripleAddr},
+		{Service: mesh.ServiceKey{Name: HTTPService}, Protocol: mesh.ProtocolHTTP, Address: t.HTTPAddr},
+	} {
+		if err := breg.Register(ctx, inst); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (t *Topology) waitFor(ctx context.Context, limit time.Duration, what string, cond func() bool) error {
+	deadline := time.Now().Add(limit)
+	for !cond() {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("topology: not %s within %v", what, limit)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+	return nil
+}
+
+// SetDomain applies d through its domain's controlplane, as an operator would, and waits
+// until every gateway of that domain runs the new version.
+func (t *Topology) SetDomain(ctx context.Context, d *config.Domain) (string, error) {
+	cp := t.AlphaCP
+	if d.Domain == "beta" {
+		cp = t.BetaCP
+	}
+	v, err := cp.Core().SetDomain(d)
+	if err != nil {
+		return "", err
+	}
+	return v, t.waitFor(ctx, 10*time.Second, "running version "+v, func() bool {
+		for _, g := range t.Gateways {
+			if g.cfg.Domain == d.Domain && g.XDS().Version() != v {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+func (t *Topology) onClose(f func(context.Context)) { t.closers = append(t.closers, f) }
+
+// Close stops every component, in reverse order of start, and removes the temporary files.
+func (t *Topology) Close() {
+	t.closed.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		for i := len(t.closers) - 1; i >= 0; i-- {
+			t.closers[i](ctx)
+		}
+		if t.ownDir {
+			os.RemoveAll(t.Dir)
+		}
+	})
+}
+
+func (t *Topology) makeCerts(o TopologyOptions) error {
+	var err error
+	c := &t.Certs
+	if c.AlphaCA, err = identity.NewCA(AlphaTrustDomain, 24*time.Hour); err != nil {
+		return err
+	}
+	if c.BetaCA, err = identity.NewCA(BetaTrustDomain, 24*time.Hour); err != nil {
+		return err
+	}
+	for _, d := range []string{"alpha", "beta"} {
+		if err := os.MkdirAll(filepath.Join(t.Dir, d, "certs"), 0o700); err != nil {
+			return fmt.Errorf("topology: %w", err)
+		}
+	}
+	c.AlphaBundle = filepath.Join(t.Dir, "alpha", "certs", "bundle.pem")
+	c.BetaBundle = filepath.Join(t.Dir, "beta", "certs", "bundle.pem")
+	if err := c.AlphaCA.WriteBundle(c.AlphaBundle); err != nil {
+		return err
+	}
+	if err := c.BetaCA.WriteBundle(c.BetaBundle); err != nil {
+		return err
+	}
+	for i := range o.Egress {
+		name := fmt.Sprintf("egress-%d", i+1)
+		id, err := identity.ID(AlphaTrustDomain, identity.RoleEgress, name)
+		if err != nil {
+			return err
+		}
+		f, err := c.AlphaCA.WriteSVID(filepath.Join(t.Dir, "alpha", "certs"), name, id, identity.IssueOptions{})
+		if err != nil {
+			return err
+		}
+		c.Egress = append(c.Egress, f)
+	}
+	for i := range o.Ingress {
+		name := fmt.Sprintf("ingress-%d", i+1)
+		id, err := identity.ID(BetaTrustDomain, identity.RoleIngress, name)
+		if err != nil {
+			return err
+		}
+		f, err := c.BetaCA.WriteSVID(filepath.Join(t.Dir, "beta", "certs"), name, id, identity.IssueOptions{})
+		if err != nil {
+			return err
+		}
+		c.Ingress = append(c.Ingress, f)
+	}
+	return nil
+}
+
+// AlphaConfig is the consumer domain's configuration: beta is its peer, and the sample
+// services are routed there.
+func AlphaConfig(betaBundle string, betaIngress []string) *config.Domain {
+	return &config.Domain{
+		Domain:      "alpha",
+		TrustDomain: AlphaTrustDomain,
+		Registry:    config.Registry{Kind: "embedded"},
+		Peers: []config.Peer{{
+			Domain: "beta", TrustDomain: BetaTrustDomain, TrustBundle: betaBundle,
+			Ingress: betaIngress, Transport: "h2",
+		}},
+		Routes: []config.Route{
+			{Service: GRPCService, Protocol: mesh.ProtocolGRPC, Peer: "beta"},
+			{Service: TripleService, Protocol: mesh.ProtocolTriple, Peer: "beta"},
+			{Service: HTTPService, Protocol: mesh.ProtocolHTTP, Peer: "beta", Host: HTTPHost},
+			{Service: HTTPService, Protocol: mesh.ProtocolHTTP, Peer: "beta", PathPrefix: HTTPPrefix},
+		},
+	}
+}
+
+// BetaConfig is the provider domain's configuration: alpha is its peer and may call the
+// sample services.
+func BetaConfig(alphaBundle string) *config.Domain {
+	return &config.Domain{
+		Domain:      "beta",
+		TrustDomain: BetaTrustDomain,
+		Registry:    config.Registry{Kind: "embedded"},
+		Peers: []config.Peer{{
+			Domain: "alpha", TrustDomain: AlphaTrustDomain, TrustBundle: alphaBundle,
+		}},
+		Exports: []config.Export{
+			{Service: GRPCService, Protocol: mesh.ProtocolGRPC, To: []string{"alpha"}},
+			{Service: TripleService, Protocol: mesh.ProtocolTriple, To: []string{"alpha"}},
+			{Service: HTTPService, Protocol: mesh.ProtocolHTTP, To: []string{"alpha"}},
+		},
+	}
+}
