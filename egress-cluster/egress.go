@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -62,6 +63,8 @@ type Gateway struct {
 	peers  atomic.Pointer[map[string]*peer]
 	ready  atomic.Bool
 	srv    *http.Server
+	// inflight counts calls being served, for draining.
+	inflight atomic.Int64
 }
 
 // New returns an egress gateway. Serve starts it; it answers UNAVAILABLE until the first
@@ -176,9 +179,37 @@ func (g *Gateway) Serve(ln net.Listener) error {
 	return err
 }
 
-// Shutdown stops accepting, lets calls in flight finish until ctx ends, then closes.
+// Shutdown stops accepting and sends GOAWAY, lets calls in flight finish until ctx ends,
+// then closes every connection: an idle client connection does not hold it up.
 func (g *Gateway) Shutdown(ctx context.Context) error {
-	err := g.srv.Shutdown(ctx)
+	done := make(chan error, 1)
+	go func() { done <- g.srv.Shutdown(ctx) }()
+	var err error
+	t := time.NewTicker(10 * time.Millisecond)
+	idleSince := time.Time{}
+wait:
+	for {
+		select {
+		case err = <-done:
+			break wait
+		case <-t.C:
+			if g.inflight.Load() > 0 {
+				idleSince = time.Time{}
+				continue
+			}
+			if idleSince.IsZero() {
+				idleSince = time.Now()
+			} else if time.Since(idleSince) >= 50*time.Millisecond {
+				g.srv.Close()
+				err = <-done
+				if errors.Is(err, http.ErrServerClosed) {
+					err = nil
+				}
+				break wait
+			}
+		}
+	}
+	t.Stop()
 	if err != nil {
 		g.srv.Close()
 	}
@@ -190,6 +221,8 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 
 // ServeHTTP routes and forwards one consumer call.
 func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	g.inflight.Add(1)
+	defer g.inflight.Add(-1)
 	call, rpc := proxy.Classify(r)
 	if !g.ready.Load() {
 		proxy.WriteError(w, call.Style, codes.Unavailable, "strait: egress has no configuration yet")

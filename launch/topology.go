@@ -106,24 +106,25 @@ func StartTopology(ctx context.Context, o TopologyOptions) (t *Topology, err err
 		return t, err
 	}
 
-	// Beta: controlplane (with its embedded registry) and ingress instances.
+	// Beta: controlplane (with its embedded registry), providers, ingress instances (closed in
+	// reverse order: the ingress lets go of its provider connections first).
 	if t.BetaCP, err = StartControlplane(ControlplaneOptions{
 		Domain: BetaConfig(t.Certs.AlphaBundle), DataDir: filepath.Join(t.Dir, "beta", "etcd"), Logger: o.Logger,
 	}); err != nil {
 		return t, err
 	}
 	t.onClose(func(context.Context) { t.BetaCP.Close() })
+	// Providers in beta, registered in beta's registry.
+	if err := t.startProviders(ctx, o); err != nil {
+		return t, err
+	}
+
 	for i := range o.Ingress {
 		g, err := t.startGateway("beta", xdsres.RoleIngress, i, t.Certs.Ingress[i], t.BetaCP.XDSAddr(), o.Logger)
 		if err != nil {
 			return t, err
 		}
 		t.Ingress = append(t.Ingress, g.Addr())
-	}
-
-	// Providers in beta, registered in beta's registry.
-	if err := t.startProviders(ctx, o); err != nil {
-		return t, err
 	}
 
 	// Alpha: controlplane and egress instances; beta's ingress instances are its peer.
