@@ -87,6 +87,9 @@ func (x *XDS) Publish(r *Resources) (string, error) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	old := x.cur
+	if old != nil && sameResources(old.Egress, r.Egress) && sameResources(old.Ingress, r.Ingress) {
+		return "v" + strconv.FormatUint(x.version, 10), nil
+	}
 	var steps []*Resources
 	if old != nil {
 		add := &Resources{Egress: union(old.Egress, r.Egress, false), Ingress: union(old.Ingress, r.Ingress, false)}
@@ -129,6 +132,24 @@ func stamp(res map[resource.Type][]types.Resource, v string) map[resource.Type][
 	}
 	out[resource.ListenerType] = ls
 	return out
+}
+
+func sameResources(a, b map[resource.Type][]types.Resource) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for t, as := range a {
+		bs := b[t]
+		if len(as) != len(bs) {
+			return false
+		}
+		for i := range as {
+			if !proto.Equal(as[i], bs[i]) {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // union keeps old's listeners and routes (or next's, if newRoutes) and every cluster,

@@ -229,6 +229,17 @@ func (t *Topology) waitFor(ctx context.Context, limit time.Duration, what string
 	return nil
 }
 
+// ReplaceControlplane puts cp in place of the controlplane of its domain (after a restart)
+// and closes it with the topology.
+func (t *Topology) ReplaceControlplane(cp *Controlplane) {
+	if cp.Core().Domain().Domain == "beta" {
+		t.BetaCP = cp
+	} else {
+		t.AlphaCP = cp
+	}
+	t.onClose(func(context.Context) { cp.Close() })
+}
+
 // SetDomain applies d through its domain's controlplane, as an operator would, and waits
 // until every gateway of that domain runs the new version.
 func (t *Topology) SetDomain(ctx context.Context, d *config.Domain) (string, error) {
@@ -236,11 +247,14 @@ func (t *Topology) SetDomain(ctx context.Context, d *config.Domain) (string, err
 	if d.Domain == "beta" {
 		cp = t.BetaCP
 	}
-	v, err := cp.Core().SetDomain(d)
-	if err != nil {
+	if _, err := cp.Core().SetDomain(d); err != nil {
 		return "", err
 	}
-	return v, t.waitFor(ctx, 10*time.Second, "running version "+v, func() bool {
+	// The controlplane may publish again meanwhile (registry changes): wait for every
+	// gateway to run whatever is latest.
+	var v string
+	return v, t.waitFor(ctx, 10*time.Second, "running the latest version", func() bool {
+		v = cp.Core().Version()
 		for _, g := range t.Gateways {
 			if g.cfg.Domain == d.Domain && g.XDS().Version() != v {
 				return false

@@ -15,8 +15,18 @@ const usage = `strait links business domains whose networks cannot reach each ot
 Usage:
   strait demo [--json] [--duration D] [--hold] [-v]
         run two domains (alpha calls beta) on loopback and call across them
+  strait controlplane -c DOMAIN.yaml [--xds ADDR] [--admin ADDR] [--data-dir DIR]
+        run a domain's controlplane: serves xDS to its gateways, watches the file and
+        the registry, admin API GET/PUT /v1/config
+  strait egress -c GATEWAY.yaml
+  strait ingress -c GATEWAY.yaml
+        run one gateway instance; its configuration comes from the controlplane
   strait validate -c FILE
         check a domain file; every error is printed with its path
+  strait certs -o DIR -trust-domain TD [-svid ROLE/NAME]...
+        write a CA bundle and SVIDs for one trust domain
+  strait samples -registry HOST:PORT
+        run the demo's sample providers, registered in an etcd registry
   strait version
         print the version
 
@@ -35,6 +45,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 	switch args[0] {
 	case "demo":
 		return runDemo(args[1:], stdout, stderr)
+	case "controlplane":
+		return runControlplane(args[1:], stdout, stderr)
+	case "egress", "ingress":
+		return runGateway(args[0], args[1:], stdout, stderr)
+	case "certs":
+		return runCerts(args[1:], stdout, stderr)
+	case "samples":
+		return runSamples(args[1:], stdout, stderr)
 	case "validate":
 		return runValidate(args[1:], stdout, stderr)
 	case "version", "--version":

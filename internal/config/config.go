@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"time"
@@ -81,6 +82,12 @@ func LoadGateway(path string) (*Gateway, error) {
 	}
 	if err := g.Validate(); err != nil {
 		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	// Relative identity paths are relative to the file.
+	for _, p := range []*string{&g.Identity.Cert, &g.Identity.Key} {
+		if !filepath.IsAbs(*p) {
+			*p = filepath.Join(filepath.Dir(path), *p)
+		}
 	}
 	return &g, nil
 }

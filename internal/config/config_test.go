@@ -9,12 +9,20 @@ import (
 )
 
 func TestExamplesAreValid(t *testing.T) {
-	files, err := filepath.Glob("../../deploy/examples/*.yaml")
-	if err != nil || len(files) == 0 {
-		t.Fatalf("no examples found: %v", err)
+	files, _ := filepath.Glob("../../deploy/examples/*.yaml")
+	more, _ := filepath.Glob("../../deploy/examples/*/*.yaml")
+	files = append(files, more...)
+	if len(files) < 8 {
+		t.Fatalf("examples not found: %v", files)
 	}
 	for _, f := range files {
-		if _, err := Load(f); err != nil {
+		var err error
+		if strings.Contains(filepath.Base(f), "-egress-") || strings.Contains(filepath.Base(f), "-ingress-") {
+			_, err = LoadGateway(f)
+		} else {
+			_, err = Load(f)
+		}
+		if err != nil {
 			t.Errorf("%s: %v", f, err)
 		}
 	}

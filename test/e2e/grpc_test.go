@@ -19,7 +19,12 @@ import (
 
 func dialEgress(t *testing.T, i int) *grpc.ClientConn {
 	t.Helper()
-	cc, err := grpc.NewClient(topo.Egress[i%len(topo.Egress)],
+	return dialAddr(t, topo.Egress[i%len(topo.Egress)])
+}
+
+func dialAddr(t *testing.T, addr string) *grpc.ClientConn {
+	t.Helper()
+	cc, err := grpc.NewClient(addr,
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(32<<20), grpc.MaxCallSendMsgSize(32<<20)))
 	if err != nil {

@@ -1,0 +1,138 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/strait-mesh/strait/internal/identity"
+	"github.com/strait-mesh/strait/internal/mesh"
+	"github.com/strait-mesh/strait/internal/samples"
+	"github.com/strait-mesh/strait/launch"
+	etcdreg "github.com/strait-mesh/strait/registry-sync/etcd"
+)
+
+type multiFlag []string
+
+func (m *multiFlag) String() string     { return strings.Join(*m, ",") }
+func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }
+
+// runCerts is `strait certs`: a CA for one trust domain and SVIDs for its gateways, as
+// files. The controlplane's built-in CA will replace it.
+func runCerts(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("certs", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	out := fs.String("o", "", "output directory")
+	td := fs.String("trust-domain", "", "SPIFFE trust domain, e.g. alpha.strait.local")
+	ttl := fs.Duration("ttl", 30*24*time.Hour, "validity of the CA and the SVIDs")
+	var svids multiFlag
+	fs.Var(&svids, "svid", "ROLE/NAME of an SVID to issue (repeatable), e.g. egress/egress-1")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if *out == "" || *td == "" {
+		fmt.Fprintln(stderr, "strait certs: -o DIR and -trust-domain TD are required")
+		return 2
+	}
+	if err := os.MkdirAll(*out, 0o700); err != nil {
+		fmt.Fprintln(stderr, "strait certs:", err)
+		return 1
+	}
+	ca, err := identity.NewCA(*td, *ttl)
+	if err != nil {
+		fmt.Fprintln(stderr, "strait certs:", err)
+		return 1
+	}
+	if err := ca.WriteBundle(filepath.Join(*out, "bundle.pem")); err != nil {
+		fmt.Fprintln(stderr, "strait certs:", err)
+		return 1
+	}
+	for _, s := range svids {
+		role, name, ok := strings.Cut(s, "/")
+		if !ok {
+			fmt.Fprintf(stderr, "strait certs: -svid %q is not ROLE/NAME\n", s)
+			return 2
+		}
+		id, err := identity.ID(*td, role, name)
+		if err != nil {
+			fmt.Fprintln(stderr, "strait certs:", err)
+			return 2
+		}
+		if _, err := ca.WriteSVID(*out, name, id, identity.IssueOptions{NotAfter: time.Now().Add(*ttl)}); err != nil {
+			fmt.Fprintln(stderr, "strait certs:", err)
+			return 1
+		}
+		fmt.Fprintf(stdout, "%s → %s\n", id, filepath.Join(*out, name+".pem"))
+	}
+	return 0
+}
+
+// runSamples is `strait samples -registry HOST:PORT`: the demo's three providers,
+// registered in an etcd registry, until SIGINT or SIGTERM.
+func runSamples(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("samples", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	reg := fs.String("registry", "", "etcd endpoint of the providers' registry")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if *reg == "" {
+		fmt.Fprintln(stderr, "strait samples: -registry is required")
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	gp, err := samples.StartGRPC("127.0.0.1:0")
+	if err != nil {
+		fmt.Fprintln(stderr, "strait samples:", err)
+		return 1
+	}
+	tp, err := samples.StartTripleProvider("127.0.0.1:0")
+	if err != nil {
+		fmt.Fprintln(stderr, "strait samples:", err)
+		return 1
+	}
+	hp, err := samples.StartEcho("127.0.0.1:0")
+	if err != nil {
+		fmt.Fprintln(stderr, "strait samples:", err)
+		return 1
+	}
+	defer func() {
+		cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = gp.Close(cctx)
+		_ = tp.Close(cctx)
+		_ = hp.Close(cctx)
+	}()
+	r, err := etcdreg.New([]string{*reg}, etcdreg.Options{})
+	if err != nil {
+		fmt.Fprintln(stderr, "strait samples:", err)
+		return 1
+	}
+	defer r.Close()
+	for _, inst := range []mesh.Instance{
+		{Service: mesh.ServiceKey{Name: launch.GRPCService}, Protocol: mesh.ProtocolGRPC, Address: gp.Addr()},
+		{Service: mesh.ServiceKey{Name: launch.TripleService, Version: launch.TripleVersion}, Protocol: mesh.ProtocolTriple, Address: tp.Addr()},
+		{Service: mesh.ServiceKey{Name: launch.HTTPService}, Protocol: mesh.ProtocolHTTP, Address: hp.Addr()},
+	} {
+		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err := r.Register(rctx, inst)
+		cancel()
+		if err != nil {
+			fmt.Fprintln(stderr, "strait samples:", err)
+			return 1
+		}
+	}
+	b, _ := json.Marshal(map[string]any{"event": "ready", "grpc": gp.Addr(), "triple": tp.Addr(), "http": hp.Addr(), "pid": os.Getpid()})
+	fmt.Fprintf(stdout, "%s\n", b)
+	<-ctx.Done()
+	return 0
+}

@@ -1,0 +1,338 @@
+package e2e
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"google.golang.org/grpc/codes"
+	testgrpc "google.golang.org/grpc/interop/grpc_testing"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	testpb "google.golang.org/grpc/interop/grpc_testing"
+
+	"github.com/strait-mesh/strait/controlplane"
+	"github.com/strait-mesh/strait/internal/config"
+	"github.com/strait-mesh/strait/internal/mesh"
+	"github.com/strait-mesh/strait/launch"
+)
+
+// load makes mixed unary and bidi-streaming calls through both egress instances at about
+// rate calls/s until stop is closed, and counts them.
+type load struct {
+	ok, failed atomic.Int64
+	mu         sync.Mutex
+	errs       []string
+	wg         sync.WaitGroup
+	stop       chan struct{}
+}
+
+func startLoad(t *testing.T, rate int) *load {
+	t.Helper()
+	l := &load{stop: make(chan struct{})}
+	const workers = 8
+	per := time.Duration(workers) * time.Second / time.Duration(rate)
+	for w := range workers {
+		tc := testgrpc.NewTestServiceClient(dialEgress(t, w))
+		l.wg.Add(1)
+		go func() {
+			defer l.wg.Done()
+			tick := time.NewTicker(per)
+			defer tick.Stop()
+			for i := 0; ; i++ {
+				select {
+				case <-l.stop:
+					return
+				case <-tick.C:
+				}
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				var err error
+				if i%4 == 3 {
+					err = pingPong(ctx, tc)
+				} else {
+					_, err = tc.UnaryCall(ctx, &testpb.SimpleRequest{ResponseSize: 512, Payload: &testpb.Payload{Body: make([]byte, 512)}})
+				}
+				cancel()
+				if err != nil {
+					l.failed.Add(1)
+					l.mu.Lock()
+					if len(l.errs) < 5 {
+						l.errs = append(l.errs, err.Error())
+					}
+					l.mu.Unlock()
+				} else {
+					l.ok.Add(1)
+				}
+			}
+		}()
+	}
+	return l
+}
+
+func pingPong(ctx context.Context, tc testgrpc.TestServiceClient) error {
+	s, err := tc.FullDuplexCall(ctx)
+	if err != nil {
+		return err
+	}
+	for range 2 {
+		if err := s.Send(&testpb.StreamingOutputCallRequest{ResponseParameters: []*testpb.ResponseParameters{{Size: 64}}}); err != nil {
+			return err
+		}
+		if _, err := s.Recv(); err != nil {
+			return err
+		}
+	}
+	if err := s.CloseSend(); err != nil {
+		return err
+	}
+	if _, err := s.Recv(); !errors.Is(err, io.EOF) {
+		return fmt.Errorf("stream end: %v", err)
+	}
+	return nil
+}
+
+// finish stops the load and fails the test if any call failed or too few were made.
+func (l *load) finish(t *testing.T, d time.Duration, minRate int) {
+	t.Helper()
+	close(l.stop)
+	l.wg.Wait()
+	ok, failed := l.ok.Load(), l.failed.Load()
+	t.Logf("load: %d calls ok, %d failed in %v (%.0f/s)", ok, failed, d, float64(ok+failed)/d.Seconds())
+	if failed > 0 {
+		t.Fatalf("%d calls failed, first: %v", failed, l.errs)
+	}
+	if float64(ok)/d.Seconds() < float64(minRate)*0.8 {
+		t.Fatalf("only %.0f calls/s, want about %d", float64(ok)/d.Seconds(), minRate)
+	}
+}
+
+// TestConfigChangeUnderLoad changes both domains' configurations every 100 ms while
+// 500 calls/s flow: no call fails and every gateway follows every change.
+func TestConfigChangeUnderLoad(t *testing.T) {
+	ctx := context.Background()
+	baseA, baseB := topo.AlphaCP.Core().Domain(), topo.BetaCP.Core().Domain()
+	t.Cleanup(func() {
+		topo.SetDomain(ctx, baseB)
+		topo.SetDomain(ctx, baseA)
+	})
+	start := time.Now()
+	l := startLoad(t, 500)
+	for i := range 20 {
+		a, b := *baseA, *baseB
+		a.Routes = append([]config.Route(nil), baseA.Routes...)
+		b.Exports = append([]config.Export(nil), baseB.Exports...)
+		// A route and export that come and go, and limits that change.
+		if i%2 == 0 {
+			b.Exports = append(b.Exports, config.Export{Service: "grpc.testing.ReconnectService", Protocol: mesh.ProtocolGRPC, To: []string{"alpha"}})
+			a.Routes = append(a.Routes, config.Route{Service: "grpc.testing.ReconnectService", Protocol: mesh.ProtocolGRPC, Peer: "beta"})
+		}
+		a.Limits.CallTimeout = config.Duration(time.Duration(30+i) * time.Second)
+		b.Limits.MaxBodyBytes = int64(1<<20 + i)
+		if _, err := topo.SetDomain(ctx, &b); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := topo.SetDomain(ctx, &a); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	l.finish(t, time.Since(start), 500)
+	for _, g := range topo.Gateways {
+		if n := g.XDS().NACKs(); n != 0 {
+			t.Errorf("%s refused %d updates: %s", g.Name(), n, g.XDS().LastNACK())
+		}
+	}
+}
+
+// TestBadUpdateRefused: invalid and inconsistent resources reach the gateways; they refuse
+// them (NACK) and keep serving on the last good configuration.
+func TestBadUpdateRefused(t *testing.T) {
+	cp := topo.AlphaCP.Core()
+	good := cp.Version()
+	res, err := controlplane.Translate(controlplane.Inputs{Domain: cp.Domain(), Bundles: map[string][]byte{launch.BetaTrustDomain: mustRead(t, topo.Certs.BetaBundle)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	egresses := egressGateways()
+	nacks := func() (n uint64) {
+		for _, g := range egresses {
+			n += g.XDS().NACKs()
+		}
+		return n
+	}
+	t.Cleanup(func() {
+		// Put the real configuration back and wait for it.
+		if _, err := topo.SetDomain(context.Background(), cp.Domain()); err != nil {
+			t.Error(err)
+		}
+	})
+
+	for _, bad := range []struct {
+		name   string
+		mutate func(r *controlplane.Resources)
+		reason string
+	}{
+		{"a trust bundle that is not PEM", func(r *controlplane.Resources) {
+			s := proto.Clone(r.Egress[resource.SecretType][0]).(*tlsv3.Secret)
+			s.GetValidationContext().TrustedCa = &corev3.DataSource{Specifier: &corev3.DataSource_InlineBytes{InlineBytes: []byte("garbage")}}
+			r.Egress[resource.SecretType] = []types.Resource{s}
+		}, "no PEM certificate"},
+		{"a route to a cluster that does not exist", func(r *controlplane.Resources) {
+			rc := proto.Clone(r.Egress[resource.RouteType][0]).(*routev3.RouteConfiguration)
+			rt := rc.VirtualHosts[len(rc.VirtualHosts)-1].Routes[0]
+			rt.Action = &routev3.Route_Route{Route: &routev3.RouteAction{ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: "peer/nowhere"}}}
+			r.Egress[resource.RouteType] = []types.Resource{rc}
+		}, "unknown cluster"},
+	} {
+		t.Run(bad.name, func(t *testing.T) {
+			before := nacks()
+			r := &controlplane.Resources{Egress: copyRes(res.Egress), Ingress: res.Ingress}
+			bad.mutate(r)
+			l := startLoad(t, 200)
+			start := time.Now()
+			if _, err := cp.XDS().Publish(r); err != nil {
+				t.Fatal(err)
+			}
+			deadline := time.Now().Add(5 * time.Second)
+			for nacks() < before+uint64(len(topo.Egress)) && time.Now().Before(deadline) {
+				time.Sleep(5 * time.Millisecond)
+			}
+			time.Sleep(200 * time.Millisecond)
+			l.finish(t, time.Since(start), 200)
+			if got := nacks() - before; got < uint64(len(topo.Egress)) {
+				t.Fatalf("%d refusals, want one per egress", got)
+			}
+			for _, g := range egresses {
+				if !strings.Contains(g.XDS().LastNACK(), bad.reason) {
+					t.Errorf("%s: reason %q lacks %q", g.Name(), g.XDS().LastNACK(), bad.reason)
+				}
+			}
+			// Restore, so the next case starts from good resources.
+			if _, err := cp.XDS().Publish(res); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+	_ = good
+}
+
+func copyRes[M ~map[K][]V, K comparable, V any](m M) M {
+	out := M{}
+	for k, v := range m {
+		out[k] = append([]V(nil), v...)
+	}
+	return out
+}
+
+func mustRead(t *testing.T, p string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// TestControlplaneRestartUnderLoad: alpha's controlplane goes away and comes back on the
+// same address while calls flow; no call fails, and the gateways take configuration from
+// the new one.
+func TestControlplaneRestartUnderLoad(t *testing.T) {
+	old := topo.AlphaCP
+	addr := old.XDSAddr()
+	d := old.Core().Domain()
+	start := time.Now()
+	l := startLoad(t, 500)
+	time.Sleep(300 * time.Millisecond)
+	old.Close()
+	time.Sleep(500 * time.Millisecond) // gateways run on their last configuration
+	var cp *launch.Controlplane
+	var err error
+	for i := 0; i < 50; i++ { // the port may take a moment to be free again
+		cp, err = launch.StartControlplane(launch.ControlplaneOptions{Domain: d, XDS: addr, DataDir: filepath.Join(t.TempDir(), "etcd")})
+		if err == nil {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err != nil {
+		l.finish(t, time.Since(start), 0)
+		t.Fatal(err)
+	}
+	topo.ReplaceControlplane(cp)
+	// A change through the new controlplane reaches every egress.
+	changed := *d
+	changed.Limits.CallTimeout = config.Duration(42 * time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	v, err := topo.SetDomain(ctx, &changed)
+	if err != nil {
+		l.finish(t, time.Since(start), 0)
+		t.Fatalf("after restart: %v", err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	l.finish(t, time.Since(start), 500)
+	t.Logf("gateways run %s from the restarted controlplane", v)
+}
+
+// TestGatewayWithoutControlplane: a gateway that never got a configuration is not ready
+// and answers UNAVAILABLE.
+func TestGatewayWithoutControlplane(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := ln.Addr().String()
+	ln.Close()
+	gw := &config.Gateway{Domain: "alpha", Role: "egress", Instance: "lonely", Listen: "127.0.0.1:0", Admin: "127.0.0.1:0", Controlplane: dead}
+	gw.Identity.Cert, gw.Identity.Key = topo.Certs.Egress[0].Cert, topo.Certs.Egress[0].Key
+	g, err := launch.StartGateway(gw, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Shutdown(context.Background())
+	time.Sleep(200 * time.Millisecond)
+	if g.Ready() {
+		t.Fatal("ready without configuration")
+	}
+	resp, err := http.Get("http://" + g.AdminAddr() + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("/readyz: %d", resp.StatusCode)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	cc := dialAddr(t, g.Addr())
+	_, err = testgrpc.NewTestServiceClient(cc).EmptyCall(ctx, &testpb.Empty{})
+	if status.Code(err) != codes.Unavailable {
+		t.Fatalf("got %v, want UNAVAILABLE", err)
+	}
+}
+
+func egressGateways() []*launch.Gateway {
+	var out []*launch.Gateway
+	for _, g := range topo.Gateways {
+		if g.Ingress() == nil {
+			out = append(out, g)
+		}
+	}
+	return out
+}
