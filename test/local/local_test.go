@@ -1,0 +1,194 @@
+// Package local runs deploy/local/up.sh and down.sh, the two-domain topology as separate
+// processes, and changes its configuration the two ways an operator does: through the
+// controlplane's admin API and by editing the domain file.
+package local
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	testgrpc "google.golang.org/grpc/interop/grpc_testing"
+
+	testpb "google.golang.org/grpc/interop/grpc_testing"
+)
+
+type ready struct {
+	Event           string            `json:"event"`
+	Egress          string            `json:"egress"`
+	EgressInstances []string          `json:"egress_instances"`
+	Ingress         []string          `json:"ingress"`
+	Admin           map[string]string `json:"admin"`
+	PIDs            map[string]int    `json:"pids"`
+	State           string            `json:"state"`
+}
+
+func TestUpDown(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts processes")
+	}
+	state := filepath.Join(t.TempDir(), "state")
+	env := append(os.Environ(), "STRAIT_STATE="+state)
+	up := exec.Command("bash", "../../deploy/local/up.sh")
+	up.Env = env
+	var stderr bytes.Buffer
+	up.Stderr = &stderr
+	out, err := up.Output()
+	if err != nil {
+		t.Fatalf("up.sh: %v\n%s", err, stderr.String())
+	}
+	down := func() {
+		cmd := exec.Command("bash", "../../deploy/local/down.sh")
+		cmd.Env = env
+		if b, err := cmd.CombinedOutput(); err != nil {
+			t.Errorf("down.sh: %v\n%s", err, b)
+		}
+	}
+	var r ready
+	if err := json.Unmarshal(bytes.TrimSpace(out), &r); err != nil {
+		down()
+		t.Fatalf("ready line %q: %v", out, err)
+	}
+	defer func() {
+		if t.Failed() {
+			for name := range r.PIDs {
+				b, _ := os.ReadFile(filepath.Join(state, name+".log"))
+				t.Logf("%s.log:\n%s", name, tail(string(b), 1500))
+			}
+		}
+		down()
+		for name, pid := range r.PIDs {
+			if syscall.Kill(pid, 0) == nil {
+				t.Errorf("%s (%d) still running after down.sh", name, pid)
+			}
+		}
+		if _, err := os.Stat(state); !os.IsNotExist(err) {
+			t.Errorf("state %s left behind", state)
+		}
+	}()
+	if len(r.EgressInstances) != 2 || len(r.Ingress) != 2 || len(r.PIDs) != 7 || len(r.Admin) != 6 {
+		t.Fatalf("ready line incomplete: %+v", r)
+	}
+
+	// Calls through both egress instances.
+	for _, e := range r.EgressInstances {
+		cc, err := grpc.NewClient(e, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_, err = testgrpc.NewTestServiceClient(cc).UnaryCall(ctx, &testpb.SimpleRequest{ResponseSize: 10})
+		cancel()
+		cc.Close()
+		if err != nil {
+			t.Fatalf("grpc via %s: %v", e, err)
+		}
+		if got := post(t, "http://"+e+"/echo/x", "text/plain", "hi"); got != "hi" {
+			t.Fatalf("http via %s: %q", e, got)
+		}
+	}
+
+	alphaAdmin := "http://" + r.Admin["alpha-controlplane-1"]
+	// A bad document is refused with path-qualified errors, and nothing changes.
+	req, _ := http.NewRequest(http.MethodPut, alphaAdmin+"/v1/config", strings.NewReader("domain: alpha\ntrustDomain: alpha.strait.local\npeers:\n  - domain: beta\n"))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(body), "peers[0].trustDomain: required") {
+		t.Fatalf("bad PUT: %d %s", resp.StatusCode, body)
+	}
+
+	// A good document through the admin API reaches every egress.
+	cur := get(t, alphaAdmin+"/v1/config")
+	withAPI := strings.Replace(cur, "routes:\n", "routes:\n    - service: api.Added\n      protocol: grpc\n      peer: beta\n", 1)
+	req, _ = http.NewRequest(http.MethodPut, alphaAdmin+"/v1/config", strings.NewReader(withAPI))
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("PUT: %d %s", resp.StatusCode, body)
+	}
+	waitRoute(t, r, "api.Added", true)
+
+	// Editing the file on disk applies too (the file does not have api.Added).
+	file := filepath.Join(state, "alpha.yaml")
+	b, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	edited := strings.Replace(string(b), "routes:\n", "routes:\n  - {service: file.Added, protocol: grpc, peer: beta}\n", 1)
+	if err := os.WriteFile(file, []byte(edited), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	waitRoute(t, r, "file.Added", true)
+	waitRoute(t, r, "api.Added", false)
+}
+
+// waitRoute waits until every egress' /debug/config lists (or no longer lists) service.
+func waitRoute(t *testing.T, r ready, service string, present bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		all := true
+		for _, name := range []string{"alpha-egress-1", "alpha-egress-2"} {
+			cfg := get(t, "http://"+r.Admin[name]+"/debug/config")
+			if strings.Contains(cfg, `"service": "`+service+`"`) != present {
+				all = false
+			}
+		}
+		if all {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("route %s present=%v not on every egress within 10s", service, present)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func get(t *testing.T, url string) string {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
+}
+
+func post(t *testing.T, url, ct, body string) string {
+	t.Helper()
+	resp, err := http.Post(url, ct, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(bufio.NewReader(resp.Body))
+	return string(b)
+}
+
+func tail(s string, n int) string {
+	if len(s) > n {
+		return s[len(s)-n:]
+	}
+	return s
+}
