@@ -219,6 +219,14 @@ wait:
 	return err
 }
 
+// Close stops at once: the listener and every connection close, calls in flight fail.
+func (g *Gateway) Close() {
+	g.srv.Close()
+	for _, p := range *g.peers.Load() {
+		p.tc.Close()
+	}
+}
+
 // ServeHTTP routes and forwards one consumer call.
 func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	g.inflight.Add(1)
@@ -273,10 +281,14 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if err == nil {
 			return
 		}
-		if proxy.NotSent(err) && attempt == 0 && p.set.Len() > 1 {
-			g.log.Warn("ingress unreachable, trying another", "peer", p.domain, "service", call.Service.Name, "err", err)
-			tried = ep
-			continue
+		if proxy.NotSent(err) {
+			// Unreachable: keep it out of picks for a second, try another at once.
+			ep.MarkDown(time.Second)
+			if attempt == 0 && p.set.Len() > 1 {
+				g.log.Warn("ingress unreachable, trying another", "peer", p.domain, "service", call.Service.Name, "instance", ep.Addr, "err", err)
+				tried = ep
+				continue
+			}
 		}
 		g.log.Warn("call failed", "peer", p.domain, "service", call.Service.Name, "method", call.Method, "err", err)
 		proxy.ForwardError(ctx, w, call, "peer "+p.domain, err)

@@ -173,6 +173,26 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 	return err
 }
 
+// Kill stops at once, as if the process died: listener and connections close, calls in
+// flight fail. Tests use it for kill -9.
+func (g *Gateway) Kill() {
+	g.shutdown.Do(func() {
+		if g.eg != nil {
+			g.eg.Close()
+		} else {
+			_ = g.ig.Close()
+		}
+		g.cancel()
+		actx, cancel := context.WithTimeout(context.Background(), time.Second)
+		_ = g.admin.Shutdown(actx)
+		cancel()
+		g.wg.Wait()
+	})
+}
+
+// Config is the gateway's own file.
+func (g *Gateway) Config() config.Gateway { return *g.cfg }
+
 type debugRoute struct {
 	Protocol   string   `json:"protocol"`
 	Service    string   `json:"service"`

@@ -229,6 +229,34 @@ func (t *Topology) waitFor(ctx context.Context, limit time.Duration, what string
 	return nil
 }
 
+// RestartGateway stops gateway i (draining, or at once if kill) and starts a new one with
+// the same file, listening on the same address. It returns the new gateway once it is
+// configured.
+func (t *Topology) RestartGateway(ctx context.Context, i int, kill bool, log *slog.Logger) (*Gateway, error) {
+	old := t.Gateways[i]
+	cfg := old.Config()
+	cfg.Listen = old.Addr()
+	if kill {
+		old.Kill()
+	} else if err := old.Shutdown(ctx); err != nil {
+		return nil, err
+	}
+	var g *Gateway
+	var err error
+	for range 100 { // the port can take a moment to be free
+		if g, err = StartGateway(&cfg, log); err == nil {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err != nil {
+		return nil, err
+	}
+	t.Gateways[i] = g
+	t.onClose(func(ctx context.Context) { _ = g.Shutdown(ctx) })
+	return g, t.waitFor(ctx, 10*time.Second, g.Name()+" configured", g.Ready)
+}
+
 // ReplaceControlplane puts cp in place of the controlplane of its domain (after a restart)
 // and closes it with the topology.
 func (t *Topology) ReplaceControlplane(cp *Controlplane) {

@@ -5,13 +5,22 @@ package balance
 import (
 	"math/rand/v2"
 	"sync/atomic"
+	"time"
 )
 
 // Endpoint is one address with its count of calls in flight.
 type Endpoint struct {
 	Addr     string
 	inflight atomic.Int64
+	// downUntil (unix nanoseconds) keeps an endpoint that could not be reached out of
+	// picks for a while (passive outlier detection).
+	downUntil atomic.Int64
 }
+
+// MarkDown keeps e out of picks for d, unless every endpoint is down.
+func (e *Endpoint) MarkDown(d time.Duration) { e.downUntil.Store(time.Now().Add(d).UnixNano()) }
+
+func (e *Endpoint) down(now int64) bool { return e.downUntil.Load() > now }
 
 // Done ends a call picked with Pick.
 func (e *Endpoint) Done() { e.inflight.Add(-1) }
@@ -48,15 +57,32 @@ func (s *Set) Pick(avoid *Endpoint) *Endpoint {
 	case n == 1:
 		e = s.eps[0]
 	default:
-		a := s.eps[rand.IntN(n)]
-		b := s.eps[rand.IntN(n)]
-		for tries := 0; (b == a || b == avoid) && tries < 4; tries++ {
-			b = s.eps[rand.IntN(n)]
+		now := time.Now().UnixNano()
+		bad := func(x *Endpoint) bool { return x == avoid || x.down(now) }
+		// first usable endpoint at or after i, or -1
+		usable := func(i int, not *Endpoint) int {
+			for k := 0; k < n; k++ {
+				x := s.eps[(i+k)%n]
+				if !bad(x) && x != not {
+					return (i + k) % n
+				}
+			}
+			return -1
 		}
-		if a == avoid || (b != avoid && b.inflight.Load() < a.inflight.Load()) {
-			a = b
+		ai := usable(rand.IntN(n), nil)
+		if ai < 0 {
+			// Everything is down or avoided: any endpoint but the avoided one, if possible.
+			ai = rand.IntN(n)
+			if s.eps[ai] == avoid {
+				ai = (ai + 1) % n
+			}
+			e = s.eps[ai]
+			break
 		}
-		e = a
+		e = s.eps[ai]
+		if bi := usable(rand.IntN(n), e); bi >= 0 && s.eps[bi].inflight.Load() < e.inflight.Load() {
+			e = s.eps[bi]
+		}
 	}
 	e.inflight.Add(1)
 	return e

@@ -1,0 +1,149 @@
+package e2e
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/credentials/insecure"
+	testgrpc "google.golang.org/grpc/interop/grpc_testing"
+	"google.golang.org/grpc/resolver"
+	"google.golang.org/grpc/resolver/manual"
+
+	testpb "google.golang.org/grpc/interop/grpc_testing"
+)
+
+// dialAllEgress is a consumer that knows every egress address (as it would from its
+// registry) and balances over them.
+func dialAllEgress(t *testing.T) *grpc.ClientConn {
+	t.Helper()
+	r := manual.NewBuilderWithScheme("egress")
+	var addrs []resolver.Address
+	for _, e := range topo.Egress {
+		addrs = append(addrs, resolver.Address{Addr: e})
+	}
+	r.InitialState(resolver.State{Addresses: addrs})
+	cc, err := grpc.NewClient(r.Scheme()+":///alpha", grpc.WithResolvers(r),
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		// A consumer that reconnects promptly to an instance that came back.
+		grpc.WithConnectParams(grpc.ConnectParams{Backoff: backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, MaxDelay: time.Second}, MinConnectTimeout: time.Second}),
+		grpc.WithDefaultServiceConfig(`{"loadBalancingConfig":[{"round_robin":{}}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cc.Close() })
+	return cc
+}
+
+// timedLoad makes unary calls at about rate/s and records when each failure happened.
+type timedLoad struct {
+	ok       atomic.Int64
+	mu       sync.Mutex
+	failures []time.Time
+	errs     []string
+	stop     chan struct{}
+	wg       sync.WaitGroup
+}
+
+func startTimedLoad(t *testing.T, cc *grpc.ClientConn, rate int) *timedLoad {
+	l := &timedLoad{stop: make(chan struct{})}
+	const workers = 8
+	tc := testgrpc.NewTestServiceClient(cc)
+	per := time.Duration(workers) * time.Second / time.Duration(rate)
+	for range workers {
+		l.wg.Add(1)
+		go func() {
+			defer l.wg.Done()
+			tick := time.NewTicker(per)
+			defer tick.Stop()
+			for {
+				select {
+				case <-l.stop:
+					return
+				case <-tick.C:
+				}
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				_, err := tc.UnaryCall(ctx, &testpb.SimpleRequest{ResponseSize: 256, Payload: &testpb.Payload{Body: make([]byte, 256)}})
+				cancel()
+				if err != nil {
+					l.mu.Lock()
+					l.failures = append(l.failures, time.Now())
+					if len(l.errs) < 5 {
+						l.errs = append(l.errs, err.Error())
+					}
+					l.mu.Unlock()
+				} else {
+					l.ok.Add(1)
+				}
+			}
+		}()
+	}
+	return l
+}
+
+func (l *timedLoad) end() (ok int64, failures []time.Time, errs []string) {
+	close(l.stop)
+	l.wg.Wait()
+	return l.ok.Load(), l.failures, l.errs
+}
+
+// TestKillIngress: one ingress instance dies abruptly (kill -9) under load. Calls in flight
+// on it may fail; within 2 s every call succeeds again.
+func TestKillIngress(t *testing.T) {
+	l := startTimedLoad(t, dialAllEgress(t), 400)
+	time.Sleep(500 * time.Millisecond)
+	idx := -1
+	for i, g := range topo.Gateways {
+		if g.Ingress() != nil {
+			idx = i
+			break
+		}
+	}
+	killed := time.Now()
+	topo.Gateways[idx].Kill()
+	time.Sleep(2500 * time.Millisecond)
+	ok, failures, errs := l.end()
+	var last time.Duration
+	for _, f := range failures {
+		last = max(last, f.Sub(killed))
+	}
+	t.Logf("kill -9 of an ingress: %d calls ok, %d failed, the last %v after the kill; %v", ok, len(failures), last, errs)
+	if len(failures) > 0 && last > 2*time.Second {
+		t.Fatalf("calls still failing %v after the kill", last)
+	}
+	// Bring it back for the tests that follow.
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	if _, err := topo.RestartGateway(ctx, idx, true, nil); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestRollingRestart restarts every gateway of both clusters, one after the other, under
+// steady load: no call fails.
+func TestRollingRestart(t *testing.T) {
+	l := startTimedLoad(t, dialAllEgress(t), 400)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	time.Sleep(300 * time.Millisecond)
+	start := time.Now()
+	for i := range topo.Gateways {
+		name := topo.Gateways[i].Name()
+		t0 := time.Now()
+		if _, err := topo.RestartGateway(ctx, i, false, nil); err != nil {
+			l.end()
+			t.Fatalf("restart %s: %v", name, err)
+		}
+		t.Logf("restarted %s in %v", name, time.Since(t0))
+		time.Sleep(time.Second) // consumers and egress find the new instance again
+	}
+	ok, failures, errs := l.end()
+	t.Logf("rolling restart of %d gateways in %v: %d calls ok, %d failed %v", len(topo.Gateways), time.Since(start), ok, len(failures), errs)
+	if len(failures) > 0 {
+		t.Fatalf("%d calls failed during the rolling restart: %v", len(failures), errs)
+	}
+}
