@@ -13,11 +13,13 @@ import (
 	"time"
 
 	"github.com/fsnotify/fsnotify"
+	"github.com/prometheus/client_golang/prometheus"
 	"gopkg.in/yaml.v3"
 
 	"github.com/strait-mesh/strait/controlplane"
 	"github.com/strait-mesh/strait/internal/admin"
 	"github.com/strait-mesh/strait/internal/config"
+	"github.com/strait-mesh/strait/internal/membership"
 	registrysync "github.com/strait-mesh/strait/registry-sync"
 	"github.com/strait-mesh/strait/registry-sync/embedded"
 	etcdreg "github.com/strait-mesh/strait/registry-sync/etcd"
@@ -46,6 +48,8 @@ type Controlplane struct {
 	reg      registrysync.Registry
 	embedded *embedded.Server
 	file     string
+	// gossip holds the controlplane's observer membership of each gateway cluster.
+	gossip map[string]*membership.Cluster
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -103,8 +107,32 @@ func StartControlplane(o ControlplaneOptions) (c *Controlplane, err error) {
 		return nil, err
 	}
 	c.admin.Handle("/v1/config", http.HandlerFunc(c.serveConfig))
+	c.gossip = map[string]*membership.Cluster{}
+	for role, g := range map[string]*config.Gossip{"egress": d.Gossip.Egress, "ingress": d.Gossip.Ingress} {
+		if g == nil {
+			continue
+		}
+		m, err := joinGossip(g, d.Domain, role, d.Domain+"-controlplane-"+role, membership.Meta{
+			Domain: d.Domain, Role: membership.RoleControlplane, Instance: "controlplane", State: membership.StateObserver,
+		}, c.log)
+		if err != nil {
+			return nil, err
+		}
+		c.gossip[role] = m
+		gauge := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "strait_cluster_members", Help: "Live serving members of a gateway cluster, as the controlplane sees them.",
+			ConstLabels: prometheus.Labels{"cluster": d.Domain + "/" + role},
+		}, func() float64 { return float64(len(serving(m.Members()))) })
+		if err := c.admin.Registry().Register(gauge); err != nil {
+			return nil, fmt.Errorf("controlplane: metrics: %w", err)
+		}
+	}
 	c.admin.SetConfigSource(func() any {
-		return map[string]any{"version": c.cp.Version(), "domain": c.cp.Domain()}
+		members := map[string]any{}
+		for role, m := range c.gossip {
+			members[role] = viewMembers(m.Members())
+		}
+		return map[string]any{"version": c.cp.Version(), "domain": c.cp.Domain(), "members": members}
 	})
 	c.admin.SetReady(true, "")
 
@@ -170,9 +198,40 @@ func (c *Controlplane) Registry() registrysync.Registry { return c.reg }
 // Core is the controlplane itself (its domain, version, xDS server).
 func (c *Controlplane) Core() *controlplane.Controlplane { return c.cp }
 
+// GossipAddr is the controlplane's address in the gossip of the role's cluster, the seed
+// gateways join through; "" without gossip.
+func (c *Controlplane) GossipAddr(role string) string {
+	if m := c.gossip[role]; m != nil {
+		return m.Addr()
+	}
+	return ""
+}
+
+// Members returns the live serving members of the domain's egress or ingress cluster.
+func (c *Controlplane) Members(role string) []membership.Member {
+	m := c.gossip[role]
+	if m == nil {
+		return nil
+	}
+	return serving(m.Members())
+}
+
+func serving(ms []membership.Member) []membership.Member {
+	out := ms[:0:0]
+	for _, m := range ms {
+		if m.Meta.State == membership.StateServing {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
 // Close stops everything at once; gateways keep their last configuration.
 func (c *Controlplane) Close() {
 	c.once.Do(func() {
+		for _, m := range c.gossip {
+			_ = m.Close()
+		}
 		if c.cancel != nil {
 			c.cancel()
 		}

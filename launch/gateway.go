@@ -20,6 +20,7 @@ import (
 	"github.com/strait-mesh/strait/internal/admin"
 	"github.com/strait-mesh/strait/internal/config"
 	"github.com/strait-mesh/strait/internal/identity"
+	"github.com/strait-mesh/strait/internal/membership"
 	"github.com/strait-mesh/strait/internal/xdsclient"
 	"github.com/strait-mesh/strait/internal/xdsres"
 )
@@ -34,6 +35,7 @@ type Gateway struct {
 	admin   *admin.Server
 	metrics *admin.GatewayMetrics
 	ln      net.Listener
+	gossip  *membership.Cluster
 
 	mu      sync.Mutex
 	applied *xdsres.GatewayConfig
@@ -57,12 +59,14 @@ func StartGateway(gw *config.Gateway, log *slog.Logger) (g *Gateway, err error) 
 	if err != nil {
 		return nil, err
 	}
-	if g.admin, err = admin.New(admin.Options{Addr: gw.Admin, Logger: g.log}); err != nil {
+	adm, err := admin.New(admin.Options{Addr: gw.Admin, Logger: g.log})
+	if err != nil {
 		return nil, err
 	}
+	g.admin = adm
 	defer func() {
 		if err != nil {
-			_ = g.admin.Shutdown(context.Background())
+			_ = adm.Shutdown(context.Background())
 		}
 	}()
 	g.metrics = admin.NewGatewayMetrics(g.admin.Registry(), gw.Role)
@@ -105,6 +109,15 @@ func StartGateway(gw *config.Gateway, log *slog.Logger) (g *Gateway, err error) 
 	})
 	g.admin.SetReady(false, "waiting for the first configuration from the controlplane")
 	g.admin.SetConfigSource(g.debugConfig)
+	if gw.Gossip != nil {
+		g.gossip, err = joinGossip(gw.Gossip, gw.Domain, gw.Role, g.Name(), membership.Meta{
+			Domain: gw.Domain, Role: membership.Role(gw.Role), Instance: gw.Instance, Addr: g.ln.Addr().String(),
+		}, g.log)
+		if err != nil {
+			g.ln.Close()
+			return nil, err
+		}
+	}
 
 	ctx, cancel := context.WithCancel(context.Background())
 	g.cancel = cancel
@@ -156,6 +169,14 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 	var err error
 	g.shutdown.Do(func() {
 		g.admin.SetReady(false, "draining")
+		if g.gossip != nil {
+			// Tell the cluster first, then leave: nobody should count on us any more.
+			m := membership.Meta{Domain: g.cfg.Domain, Role: membership.Role(g.cfg.Role), Instance: g.cfg.Instance, Addr: g.Addr(), State: membership.StateDraining}
+			if err := g.gossip.UpdateMeta(m); err != nil {
+				g.log.Warn("gossip: announce draining", "err", err)
+			}
+			_ = g.gossip.Close()
+		}
 		if g.eg != nil {
 			err = g.eg.Shutdown(ctx)
 		} else {
@@ -177,6 +198,9 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 // flight fail. Tests use it for kill -9.
 func (g *Gateway) Kill() {
 	g.shutdown.Do(func() {
+		if g.gossip != nil {
+			_ = g.gossip.Close()
+		}
 		if g.eg != nil {
 			g.eg.Close()
 		} else {
@@ -213,6 +237,9 @@ func (g *Gateway) debugConfig() any {
 	out := map[string]any{
 		"domain": g.cfg.Domain, "role": g.cfg.Role, "instance": g.cfg.Instance,
 		"version": g.xds.Version(), "connected": g.xds.Connected(), "nacks": g.xds.NACKs(), "lastNack": g.xds.LastNACK(),
+	}
+	if g.gossip != nil {
+		out["members"] = viewMembers(g.gossip.Members())
 	}
 	if cfg == nil {
 		return out

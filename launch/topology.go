@@ -2,8 +2,10 @@ package launch
 
 import (
 	"context"
+	"encoding/base64"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"sync"
@@ -11,6 +13,7 @@ import (
 
 	"github.com/strait-mesh/strait/internal/config"
 	"github.com/strait-mesh/strait/internal/identity"
+	"github.com/strait-mesh/strait/internal/membership"
 	"github.com/strait-mesh/strait/internal/mesh"
 	"github.com/strait-mesh/strait/internal/samples"
 	"github.com/strait-mesh/strait/internal/xdsres"
@@ -105,11 +108,23 @@ func StartTopology(ctx context.Context, o TopologyOptions) (t *Topology, err err
 	if err := t.makeCerts(o); err != nil {
 		return t, err
 	}
+	alphaKey, err := writeGossipKey(filepath.Join(t.Dir, "alpha", "certs", "gossip-egress.key"))
+	if err != nil {
+		return t, err
+	}
+	betaKey, err := writeGossipKey(filepath.Join(t.Dir, "beta", "certs", "gossip-ingress.key"))
+	if err != nil {
+		return t, err
+	}
 
 	// Beta: controlplane (with its embedded registry), providers, ingress instances (closed in
 	// reverse order: the ingress lets go of its provider connections first).
+	beta := BetaConfig(t.Certs.AlphaBundle)
+	// The controlplane's gossip address is fixed, so that after a restart it is found
+	// again by the gateways that use it as their seed.
+	beta.Gossip.Ingress = &config.Gossip{Bind: freeAddr(), KeyFile: betaKey}
 	if t.BetaCP, err = StartControlplane(ControlplaneOptions{
-		Domain: BetaConfig(t.Certs.AlphaBundle), DataDir: filepath.Join(t.Dir, "beta", "etcd"), Logger: o.Logger,
+		Domain: beta, DataDir: filepath.Join(t.Dir, "beta", "etcd"), Logger: o.Logger,
 	}); err != nil {
 		return t, err
 	}
@@ -120,7 +135,8 @@ func StartTopology(ctx context.Context, o TopologyOptions) (t *Topology, err err
 	}
 
 	for i := range o.Ingress {
-		g, err := t.startGateway("beta", xdsres.RoleIngress, i, t.Certs.Ingress[i], t.BetaCP.XDSAddr(), o.Logger)
+		g, err := t.startGateway("beta", xdsres.RoleIngress, i, t.Certs.Ingress[i], t.BetaCP.XDSAddr(),
+			&config.Gossip{Bind: "127.0.0.1:0", Join: []string{t.BetaCP.GossipAddr(xdsres.RoleIngress)}, KeyFile: betaKey}, o.Logger)
 		if err != nil {
 			return t, err
 		}
@@ -128,14 +144,17 @@ func StartTopology(ctx context.Context, o TopologyOptions) (t *Topology, err err
 	}
 
 	// Alpha: controlplane and egress instances; beta's ingress instances are its peer.
+	alpha := AlphaConfig(t.Certs.BetaBundle, t.Ingress)
+	alpha.Gossip.Egress = &config.Gossip{Bind: freeAddr(), KeyFile: alphaKey}
 	if t.AlphaCP, err = StartControlplane(ControlplaneOptions{
-		Domain: AlphaConfig(t.Certs.BetaBundle, t.Ingress), DataDir: filepath.Join(t.Dir, "alpha", "etcd"), Logger: o.Logger,
+		Domain: alpha, DataDir: filepath.Join(t.Dir, "alpha", "etcd"), Logger: o.Logger,
 	}); err != nil {
 		return t, err
 	}
 	t.onClose(func(context.Context) { t.AlphaCP.Close() })
 	for i := range o.Egress {
-		g, err := t.startGateway("alpha", xdsres.RoleEgress, i, t.Certs.Egress[i], t.AlphaCP.XDSAddr(), o.Logger)
+		g, err := t.startGateway("alpha", xdsres.RoleEgress, i, t.Certs.Egress[i], t.AlphaCP.XDSAddr(),
+			&config.Gossip{Bind: "127.0.0.1:0", Join: []string{t.AlphaCP.GossipAddr(xdsres.RoleEgress)}, KeyFile: alphaKey}, o.Logger)
 		if err != nil {
 			return t, err
 		}
@@ -163,10 +182,10 @@ func StartTopology(ctx context.Context, o TopologyOptions) (t *Topology, err err
 	})
 }
 
-func (t *Topology) startGateway(domain, role string, i int, svid identity.Files, xds string, log *slog.Logger) (*Gateway, error) {
+func (t *Topology) startGateway(domain, role string, i int, svid identity.Files, xds string, gossip *config.Gossip, log *slog.Logger) (*Gateway, error) {
 	gw := &config.Gateway{
 		Domain: domain, Role: role, Instance: fmt.Sprintf("%s-%d", role, i+1),
-		Listen: "127.0.0.1:0", Admin: "127.0.0.1:0", Controlplane: xds,
+		Listen: "127.0.0.1:0", Admin: "127.0.0.1:0", Controlplane: xds, Gossip: gossip,
 	}
 	gw.Identity.Cert, gw.Identity.Key = svid.Cert, svid.Key
 	g, err := StartGateway(gw, log)
@@ -212,6 +231,27 @@ func (t *Topology) startProviders(ctx context.Context, o TopologyOptions) error 
 		}
 	}
 	return nil
+}
+
+// freeAddr returns a loopback address whose port is free now.
+func freeAddr() string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "127.0.0.1:0"
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+func writeGossipKey(path string) (string, error) {
+	k, err := membership.GenerateKey()
+	if err != nil {
+		return "", err
+	}
+	if err := os.WriteFile(path, []byte(base64.StdEncoding.EncodeToString(k)+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("topology: %w", err)
+	}
+	return path, nil
 }
 
 func (t *Topology) waitFor(ctx context.Context, limit time.Duration, what string, cond func() bool) error {

@@ -36,6 +36,47 @@ type Domain struct {
 	Limits Limits  `yaml:"limits"`
 	// Controlplane says where `strait controlplane` listens.
 	Controlplane Listeners `yaml:"controlplane"`
+	// Gossip is how the controlplane observes its gateway clusters: it joins each as a
+	// member that serves nothing.
+	Gossip struct {
+		Egress  *Gossip `yaml:"egress"`
+		Ingress *Gossip `yaml:"ingress"`
+	} `yaml:"gossip"`
+}
+
+// Gossip places a process in a gateway cluster's gossip (memberlist): the cluster of a
+// domain's egress instances, or of its ingress instances. Gossip never crosses domains.
+type Gossip struct {
+	// Bind is the IP:port for gossip (TCP and UDP).
+	Bind string `yaml:"bind"`
+	// Join lists members to join through (the controlplane's gossip address, say).
+	Join []string `yaml:"join"`
+	// KeyFile holds the cluster's AES key, base64 (16, 24 or 32 bytes). Members with
+	// another key cannot join.
+	KeyFile string `yaml:"keyFile"`
+}
+
+func (g *Gossip) validate(add func(string, string, ...any), path string) {
+	if g == nil {
+		return
+	}
+	if err := checkHostPort(g.Bind); err != nil {
+		add(path+".bind", "%v", err)
+	}
+	for i, j := range g.Join {
+		if err := checkHostPort(j); err != nil {
+			add(fmt.Sprintf("%s.join[%d]", path, i), "%v", err)
+		}
+	}
+	if g.KeyFile == "" {
+		add(path+".keyFile", "required: gossip is always encrypted")
+	}
+}
+
+func (g *Gossip) resolve(dir string) {
+	if g != nil && g.KeyFile != "" && !filepath.IsAbs(g.KeyFile) {
+		g.KeyFile = filepath.Join(dir, g.KeyFile)
+	}
 }
 
 // Listeners are a process' listen addresses.
@@ -66,6 +107,8 @@ type Gateway struct {
 	Limits Limits `yaml:"limits"`
 	// DrainTimeout bounds how long SIGTERM waits for calls in flight. Default 15s.
 	DrainTimeout Duration `yaml:"drainTimeout"`
+	// Gossip, if set, makes the instance a member of its cluster's gossip.
+	Gossip *Gossip `yaml:"gossip"`
 }
 
 // LoadGateway reads and validates a gateway file.
@@ -83,12 +126,13 @@ func LoadGateway(path string) (*Gateway, error) {
 	if err := g.Validate(); err != nil {
 		return nil, fmt.Errorf("config %s: %w", path, err)
 	}
-	// Relative identity paths are relative to the file.
+	// Relative paths are relative to the file.
 	for _, p := range []*string{&g.Identity.Cert, &g.Identity.Key} {
 		if !filepath.IsAbs(*p) {
 			*p = filepath.Join(filepath.Dir(path), *p)
 		}
 	}
+	g.Gossip.resolve(filepath.Dir(path))
 	return &g, nil
 }
 
@@ -130,6 +174,7 @@ func (g *Gateway) Validate() error {
 	if g.DrainTimeout < 0 {
 		add("drainTimeout", "must not be negative")
 	}
+	g.Gossip.validate(add, "gossip")
 	if len(es) == 0 {
 		return nil
 	}
@@ -263,6 +308,8 @@ func Load(path string) (*Domain, error) {
 	if err != nil {
 		return nil, fmt.Errorf("config %s: %w", path, err)
 	}
+	d.Gossip.Egress.resolve(filepath.Dir(path))
+	d.Gossip.Ingress.resolve(filepath.Dir(path))
 	return d, nil
 }
 
@@ -470,6 +517,9 @@ func (d *Domain) Validate() error {
 			add("controlplane.admin", "%v", err)
 		}
 	}
+
+	d.Gossip.Egress.validate(add, "gossip.egress")
+	d.Gossip.Ingress.validate(add, "gossip.ingress")
 
 	l := d.Limits
 	if l.MaxHeaderBytes < 0 {

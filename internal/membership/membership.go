@@ -42,6 +42,7 @@ const (
 	tcpTimeout     = 2 * time.Second  // join and push/pull streams
 	toTheDead      = 10 * time.Second // keep gossiping to a dead member so it can refute a false death
 	reclaimDead    = 5 * time.Second  // a dead member may come back with the same name at a new address
+	rejoinInterval = time.Second      // how often seeds that are not members are tried again
 
 	leaveTimeout  = 500 * time.Millisecond // Close's leave; the broadcast takes ~2-3 gossip rounds
 	updateTimeout = 2 * time.Second        // UpdateMeta waits this long for the broadcast to go out
@@ -87,6 +88,8 @@ type Cluster struct {
 	version  uint64            // bumped on every change of members
 	watchers map[*watcher]struct{}
 	wg       sync.WaitGroup // watcher goroutines
+
+	stopRejoin, rejoinDone chan struct{} // the rejoin loop, if there are seeds
 }
 
 // Join creates a member bound to o.BindAddr and joins the seeds in o.Join. It fails if
@@ -195,7 +198,49 @@ func Join(ctx context.Context, o Options) (*Cluster, error) {
 		}
 	}
 	lg.Info("joined gossip cluster", "addr", c.addr, "members", ml.NumMembers())
+	if len(o.Join) > 0 {
+		c.stopRejoin, c.rejoinDone = make(chan struct{}), make(chan struct{})
+		go c.rejoin(slices.Clone(o.Join))
+	}
 	return c, nil
+}
+
+// rejoin keeps trying the seeds that are not members: a seed that restarted (a
+// controlplane, say) comes back into the cluster, and two halves of a split merge again.
+func (c *Cluster) rejoin(seeds []string) {
+	defer close(c.rejoinDone)
+	t := time.NewTicker(rejoinInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-c.stopRejoin:
+			return
+		case <-t.C:
+		}
+		c.life.Lock()
+		if c.closed || c.left {
+			c.life.Unlock()
+			return
+		}
+		have := map[string]bool{}
+		for _, n := range c.ml.Members() {
+			have[n.Address()] = true
+		}
+		c.life.Unlock()
+		for _, seed := range seeds {
+			if have[seed] || seed == c.addr {
+				continue
+			}
+			select {
+			case <-c.stopRejoin:
+				return
+			default:
+			}
+			if _, err := c.ml.Join([]string{seed}); err != nil {
+				c.log.Debug("rejoin seed", "seed", seed, "err", err)
+			}
+		}
+	}
 }
 
 // Addr returns the gossip address others join: the advertised host and the bound port.
@@ -355,6 +400,13 @@ func (c *Cluster) Close() error {
 		return nil
 	}
 	c.closed = true
+	if c.stopRejoin != nil {
+		// Stop rejoining before leaving: memberlist must not be joined after Shutdown.
+		close(c.stopRejoin)
+		c.life.Unlock()
+		<-c.rejoinDone
+		c.life.Lock()
+	}
 	var errs []error
 	if !c.left {
 		c.left = true

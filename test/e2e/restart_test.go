@@ -2,6 +2,9 @@ package e2e
 
 import (
 	"context"
+	"encoding/base64"
+	"os"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -15,6 +18,9 @@ import (
 	"google.golang.org/grpc/resolver/manual"
 
 	testpb "google.golang.org/grpc/interop/grpc_testing"
+
+	"github.com/strait-mesh/strait/internal/membership"
+	"github.com/strait-mesh/strait/launch"
 )
 
 // dialAllEgress is a consumer that knows every egress address (as it would from its
@@ -106,6 +112,9 @@ func TestKillIngress(t *testing.T) {
 	killed := time.Now()
 	topo.Gateways[idx].Kill()
 	time.Sleep(2500 * time.Millisecond)
+	if n := len(topo.BetaCP.Members("ingress")); n != len(topo.Ingress)-1 {
+		t.Errorf("beta's controlplane sees %d live ingress members 2.5 s after a kill, want %d", n, len(topo.Ingress)-1)
+	}
 	ok, failures, errs := l.end()
 	var last time.Duration
 	for _, f := range failures {
@@ -146,4 +155,53 @@ func TestRollingRestart(t *testing.T) {
 	if len(failures) > 0 {
 		t.Fatalf("%d calls failed during the rolling restart: %v", len(failures), errs)
 	}
+}
+
+// TestControlplaneSeesMembers: each controlplane observes its domain's gateway cluster
+// through gossip, and a gateway with the wrong gossip key cannot join.
+func TestControlplaneSeesMembers(t *testing.T) {
+	wait := func(cp *launch.Controlplane, role string, want int) {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for len(cp.Members(role)) != want {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s members: %v, want %d", role, cp.Members(role), want)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	wait(topo.BetaCP, "ingress", len(topo.Ingress))
+	wait(topo.AlphaCP, "egress", len(topo.Egress))
+	addrs := map[string]bool{}
+	for _, m := range topo.BetaCP.Members("ingress") {
+		addrs[m.Meta.Addr] = true
+	}
+	for _, a := range topo.Ingress {
+		if !addrs[a] {
+			t.Fatalf("ingress %s not among members %v", a, topo.BetaCP.Members("ingress"))
+		}
+	}
+
+	// A gateway whose gossip key differs is refused at start.
+	var ing *launch.Gateway
+	for _, g := range topo.Gateways {
+		if g.Ingress() != nil {
+			ing = g
+			break
+		}
+	}
+	cfg := ing.Config()
+	wrong := filepath.Join(t.TempDir(), "wrong.key")
+	k, _ := membership.GenerateKey()
+	os.WriteFile(wrong, []byte(base64.StdEncoding.EncodeToString(k)), 0o600)
+	g := *cfg.Gossip
+	g.KeyFile = wrong
+	cfg.Gossip, cfg.Listen, cfg.Admin, cfg.Instance = &g, "127.0.0.1:0", "127.0.0.1:0", "intruder"
+	if gw, err := launch.StartGateway(&cfg, nil); err == nil {
+		gw.Shutdown(context.Background())
+		t.Fatal("a gateway with the wrong gossip key joined")
+	} else {
+		t.Logf("refused: %v", err)
+	}
+	wait(topo.BetaCP, "ingress", len(topo.Ingress))
 }
