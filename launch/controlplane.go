@@ -74,10 +74,11 @@ func StartControlplane(o ControlplaneOptions) (c *Controlplane, err error) {
 	if d == nil {
 		return nil, errors.New("controlplane: no domain")
 	}
-	c = &Controlplane{log: o.Logger.With("component", "controlplane", "domain", d.Domain), file: o.File}
+	cp := &Controlplane{log: o.Logger.With("component", "controlplane", "domain", d.Domain), file: o.File}
+	c = cp
 	defer func() {
 		if err != nil {
-			c.Close()
+			cp.Close()
 		}
 	}()
 
@@ -114,7 +115,7 @@ func StartControlplane(o ControlplaneOptions) (c *Controlplane, err error) {
 		}
 		m, err := joinGossip(g, d.Domain, role, d.Domain+"-controlplane-"+role, membership.Meta{
 			Domain: d.Domain, Role: membership.RoleControlplane, Instance: "controlplane", State: membership.StateObserver,
-		}, c.log)
+		}, true, c.log)
 		if err != nil {
 			return nil, err
 		}

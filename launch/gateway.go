@@ -112,7 +112,7 @@ func StartGateway(gw *config.Gateway, log *slog.Logger) (g *Gateway, err error) 
 	if gw.Gossip != nil {
 		g.gossip, err = joinGossip(gw.Gossip, gw.Domain, gw.Role, g.Name(), membership.Meta{
 			Domain: gw.Domain, Role: membership.Role(gw.Role), Instance: gw.Instance, Addr: g.ln.Addr().String(),
-		}, g.log)
+		}, false, g.log)
 		if err != nil {
 			g.ln.Close()
 			return nil, err

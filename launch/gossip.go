@@ -12,7 +12,7 @@ import (
 )
 
 // joinGossip makes this process a member of the gossip cluster "<domain>/<role>".
-func joinGossip(g *config.Gossip, domain, role, name string, meta membership.Meta, log *slog.Logger) (*membership.Cluster, error) {
+func joinGossip(g *config.Gossip, domain, role, name string, meta membership.Meta, alone bool, log *slog.Logger) (*membership.Cluster, error) {
 	b, err := os.ReadFile(g.KeyFile)
 	if err != nil {
 		return nil, fmt.Errorf("gossip: key: %w", err)
@@ -24,7 +24,7 @@ func joinGossip(g *config.Gossip, domain, role, name string, meta membership.Met
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	c, err := membership.Join(ctx, membership.Options{
-		Name: name, Cluster: domain + "/" + role, Key: key, BindAddr: g.Bind, Join: g.Join, Meta: meta,
+		Name: name, Cluster: domain + "/" + role, Key: key, BindAddr: g.Bind, Join: g.Join, Meta: meta, StartAlone: alone,
 		Logger: log.With("component", "gossip", "cluster", domain+"/"+role),
 	})
 	if err != nil {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"github.com/strait-mesh/strait/internal/identity"
+	"github.com/strait-mesh/strait/internal/membership"
 	"github.com/strait-mesh/strait/internal/mesh"
 	"github.com/strait-mesh/strait/internal/samples"
 	"github.com/strait-mesh/strait/launch"
@@ -33,8 +35,9 @@ func runCerts(args []string, stdout, stderr io.Writer) int {
 	out := fs.String("o", "", "output directory")
 	td := fs.String("trust-domain", "", "SPIFFE trust domain, e.g. alpha.strait.local")
 	ttl := fs.Duration("ttl", 30*24*time.Hour, "validity of the CA and the SVIDs")
-	var svids multiFlag
+	var svids, gossipKeys multiFlag
 	fs.Var(&svids, "svid", "ROLE/NAME of an SVID to issue (repeatable), e.g. egress/egress-1")
+	fs.Var(&gossipKeys, "gossip-key", "NAME of a new gossip cluster key to write as DIR/NAME.key (repeatable)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -54,6 +57,19 @@ func runCerts(args []string, stdout, stderr io.Writer) int {
 	if err := ca.WriteBundle(filepath.Join(*out, "bundle.pem")); err != nil {
 		fmt.Fprintln(stderr, "strait certs:", err)
 		return 1
+	}
+	for _, name := range gossipKeys {
+		k, err := membership.GenerateKey()
+		if err != nil {
+			fmt.Fprintln(stderr, "strait certs:", err)
+			return 1
+		}
+		path := filepath.Join(*out, name+".key")
+		if err := os.WriteFile(path, []byte(base64.StdEncoding.EncodeToString(k)+"\n"), 0o600); err != nil {
+			fmt.Fprintln(stderr, "strait certs:", err)
+			return 1
+		}
+		fmt.Fprintf(stdout, "gossip key → %s\n", path)
 	}
 	for _, s := range svids {
 		role, name, ok := strings.Cut(s, "/")

@@ -60,7 +60,10 @@ type Options struct {
 	BindAddr string   // IP:port to bind TCP and UDP to; port 0 picks a free port (see Cluster.Addr); an empty IP binds all interfaces
 	Join     []string // seeds host:port; empty for the first member
 	Meta     Meta     // an empty State defaults to serving (gateways) or observer (controlplane)
-	Logger   *slog.Logger
+	// StartAlone lets Join succeed when no seed can be joined yet (the controlplane,
+	// which starts before its gateways); the seeds are tried again in the background.
+	StartAlone bool
+	Logger     *slog.Logger
 }
 
 // Cluster is this process's membership in one gossip cluster. All methods are safe for
@@ -189,7 +192,9 @@ func Join(ctx context.Context, o Options) (*Cluster, error) {
 				errs = append(errs, err)
 			}
 		}
-		if joined == 0 {
+		if joined == 0 && o.StartAlone {
+			lg.Info("no seed joined yet; starting alone and retrying", "err", errors.Join(errs...))
+		} else if joined == 0 {
 			_ = ml.Shutdown()
 			return nil, fmt.Errorf("membership: %s: join %s: no seed joined: %w", o.Cluster, strings.Join(o.Join, ","), errors.Join(errs...))
 		}

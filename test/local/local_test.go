@@ -100,6 +100,21 @@ func TestUpDown(t *testing.T) {
 		}
 	}
 
+	// Each controlplane sees its gateways through gossip.
+	for cp, insts := range map[string][]string{"alpha-controlplane-1": {"egress-1", "egress-2"}, "beta-controlplane-1": {"ingress-1", "ingress-2"}} {
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			cfg := get(t, "http://"+r.Admin[cp]+"/debug/config")
+			if strings.Contains(cfg, `"instance": "`+insts[0]+`"`) && strings.Contains(cfg, `"instance": "`+insts[1]+`"`) {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s does not see %v: %s", cp, insts, tail(cfg, 600))
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+
 	alphaAdmin := "http://" + r.Admin["alpha-controlplane-1"]
 	// A bad document is refused with path-qualified errors, and nothing changes.
 	req, _ := http.NewRequest(http.MethodPut, alphaAdmin+"/v1/config", strings.NewReader("domain: alpha\ntrustDomain: alpha.strait.local\npeers:\n  - domain: beta\n"))
