@@ -47,7 +47,7 @@ type Config struct {
 type peer struct {
 	domain string
 	key    string // what the tunnel client was built from
-	tc     *tunnel.Client
+	tc     tunnelClient
 	rt     http.RoundTripper
 	addrs  string
 	set    *balance.Set
@@ -150,7 +150,13 @@ func (g *Gateway) Apply(cfg *xdsres.GatewayConfig) error {
 	return nil
 }
 
-func (g *Gateway) tunnelClient(p xdsres.Peer, l config.Limits) (*tunnel.Client, error) {
+// tunnelClient carries calls to one peer: HTTP/2 over TLS or HTTP/3 over QUIC.
+type tunnelClient interface {
+	http.RoundTripper
+	Close()
+}
+
+func (g *Gateway) tunnelClient(p xdsres.Peer, l config.Limits) (tunnelClient, error) {
 	td, err := spiffeid.TrustDomainFromString(p.TrustDomain)
 	if err != nil {
 		return nil, fmt.Errorf("egress: peer %s: %w", p.Domain, err)
@@ -159,9 +165,11 @@ func (g *Gateway) tunnelClient(p xdsres.Peer, l config.Limits) (*tunnel.Client, 
 	if err != nil {
 		return nil, fmt.Errorf("egress: peer %s bundle: %w", p.Domain, err)
 	}
-	return tunnel.NewClient(identity.ClientConfig(g.svid, b, td, tunnel.ALPN), tunnel.ClientOptions{
-		DialTimeout: l.DialTimeout.D(), MaxHeaderBytes: uint32(l.MaxHeaderBytes),
-	}), nil
+	o := tunnel.ClientOptions{DialTimeout: l.DialTimeout.D(), MaxHeaderBytes: uint32(l.MaxHeaderBytes)}
+	if p.Transport == "quic" {
+		return tunnel.NewQUICClient(identity.ClientConfig(g.svid, b, td, tunnel.ALPNQUIC), o), nil
+	}
+	return tunnel.NewClient(identity.ClientConfig(g.svid, b, td, tunnel.ALPN), o), nil
 }
 
 // Ready reports whether the gateway has a configuration.

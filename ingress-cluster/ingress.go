@@ -55,6 +55,7 @@ type Gateway struct {
 	bundles *x509bundle.Set
 	log     *slog.Logger
 	srv     *tunnel.Server
+	quic    *tunnel.QUICServer
 	h2c     http.RoundTripper
 	h1      http.RoundTripper
 	rr      atomic.Uint64
@@ -86,6 +87,12 @@ func New(c Config) (*Gateway, error) {
 			return fmt.Errorf("ingress: %s: trust domain %q is not a peer", id, id.TrustDomain())
 		}
 		return nil
+	})
+	g.quic = tunnel.NewQUICServer(tlsConf, g, tunnel.ServerOptions{
+		IdleTimeout:          l.IdleTimeout.D(),
+		MaxHeaderBytes:       l.MaxHeaderBytes,
+		MaxConcurrentStreams: l.MaxConcurrentStreams,
+		Logger:               g.log,
 	})
 	g.srv = tunnel.NewServer(tlsConf, g, tunnel.ServerOptions{
 		HandshakeTimeout:     l.ReadHeaderTimeout.D(),
@@ -138,19 +145,31 @@ func (g *Gateway) Ready() bool { return g.state.Load().cfg != nil }
 // Serve accepts tunnel connections on ln until Shutdown or Close.
 func (g *Gateway) Serve(ln net.Listener) error { return g.srv.Serve(ln) }
 
+// ServeQUIC accepts QUIC tunnel connections on pc until Shutdown or Close.
+func (g *Gateway) ServeQUIC(pc net.PacketConn) error { return g.quic.Serve(pc) }
+
 // Shutdown sends GOAWAY on every tunnel and waits for calls in flight until ctx ends.
 func (g *Gateway) Shutdown(ctx context.Context) error {
+	qerr := make(chan error, 1)
+	go func() { qerr <- g.quic.Shutdown(ctx) }()
 	err := g.srv.Shutdown(ctx)
+	if qe := <-qerr; err == nil && qe != nil && !errors.Is(qe, context.DeadlineExceeded) {
+		err = qe
+	}
 	g.closeIdle()
 	return err
 }
 
 // TunnelsEstablished counts the tunnel connections peers have opened to this instance.
-func (g *Gateway) TunnelsEstablished() uint64 { return g.srv.Established() }
+func (g *Gateway) TunnelsEstablished() uint64 { return g.srv.Established() + g.quic.Established() }
+
+// QUICTunnelsEstablished counts the QUIC tunnel connections peers have opened.
+func (g *Gateway) QUICTunnelsEstablished() uint64 { return g.quic.Established() }
 
 // Close stops at once.
 func (g *Gateway) Close() error {
 	err := g.srv.Close()
+	_ = g.quic.Close()
 	g.closeIdle()
 	return err
 }

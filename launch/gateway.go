@@ -35,6 +35,7 @@ type Gateway struct {
 	admin   *admin.Server
 	metrics *admin.GatewayMetrics
 	ln      net.Listener
+	pc      net.PacketConn // the ingress' QUIC tunnel socket, on the listener's port
 	gossip  *membership.Cluster
 
 	mu      sync.Mutex
@@ -85,6 +86,11 @@ func StartGateway(gw *config.Gateway, log *slog.Logger) (g *Gateway, err error) 
 		g.ig, err = ingress.New(ingress.Config{Domain: gw.Domain, Instance: gw.Instance, SVID: svid, Limits: gw.Limits, Logger: g.log})
 		if err == nil {
 			apply, serve = g.ig.Apply, g.ig.Serve
+			// QUIC tunnels arrive on UDP at the same port number.
+			g.pc, err = net.ListenPacket("udp", g.ln.Addr().String())
+			if err != nil {
+				err = fmt.Errorf("ingress: quic listen: %w", err)
+			}
 		}
 	}
 	if err != nil {
@@ -132,6 +138,13 @@ func StartGateway(gw *config.Gateway, log *slog.Logger) (g *Gateway, err error) 
 			g.log.Error("listener stopped", "err", err)
 		}
 	})
+	if g.pc != nil {
+		g.goRun(func() {
+			if err := g.ig.ServeQUIC(g.pc); err != nil {
+				g.log.Error("quic listener stopped", "err", err)
+			}
+		})
+	}
 	return g, nil
 }
 
@@ -186,6 +199,9 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 		actx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		_ = g.admin.Shutdown(actx)
 		cancel()
+		if g.pc != nil {
+			g.pc.Close()
+		}
 		g.wg.Wait()
 	})
 	if errors.Is(err, context.DeadlineExceeded) {
@@ -210,6 +226,9 @@ func (g *Gateway) Kill() {
 		actx, cancel := context.WithTimeout(context.Background(), time.Second)
 		_ = g.admin.Shutdown(actx)
 		cancel()
+		if g.pc != nil {
+			g.pc.Close()
+		}
 		g.wg.Wait()
 	})
 }

@@ -39,7 +39,9 @@ type TopologyOptions struct {
 	Dir     string
 	Egress  int // instances in alpha, default 2
 	Ingress int // instances in beta, default 2
-	Logger  *slog.Logger
+	// Transport is the tunnel transport from alpha to beta: "h2" (default) or "quic".
+	Transport string
+	Logger    *slog.Logger
 }
 
 // Topology is a running two-domain topology.
@@ -145,6 +147,9 @@ func StartTopology(ctx context.Context, o TopologyOptions) (t *Topology, err err
 
 	// Alpha: controlplane and egress instances; beta's ingress instances are its peer.
 	alpha := AlphaConfig(t.Certs.BetaBundle, t.Ingress)
+	if o.Transport != "" {
+		alpha.Peers[0].Transport = o.Transport
+	}
 	alpha.Gossip.Egress = &config.Gossip{Bind: freeAddr(), KeyFile: alphaKey}
 	if t.AlphaCP, err = StartControlplane(ControlplaneOptions{
 		Domain: alpha, DataDir: filepath.Join(t.Dir, "alpha", "etcd"), Logger: o.Logger,

@@ -198,7 +198,8 @@ type Peer struct {
 	TrustBundle string `yaml:"trustBundle"`
 	// Ingress lists host:port of the peer's ingress tunnel listeners.
 	Ingress []string `yaml:"ingress"`
-	// Transport is the tunnel transport: "h2" (HTTP/2 over TLS 1.3, the default).
+	// Transport is the tunnel transport: "h2" (HTTP/2 over TLS 1.3, the default) or "quic"
+	// (HTTP/3 over QUIC, UDP on the same port number as the peer's TCP listener).
 	Transport string `yaml:"transport"`
 }
 
@@ -433,9 +434,9 @@ func (d *Domain) Validate() error {
 			}
 		}
 		switch p.Transport {
-		case "", "h2":
+		case "", "h2", "quic":
 		default:
-			add(path+".transport", "%q is not a supported transport (h2)", p.Transport)
+			add(path+".transport", "%q is not a supported transport (h2, quic)", p.Transport)
 		}
 	}
 

@@ -67,7 +67,7 @@ limits:
 		`registry.kind: "consul" is not one of embedded, etcd`,
 		`peers[0].trustDomain: required`,
 		`peers[0].ingress[0]: "nohostport" is not host:port`,
-		`peers[0].transport: "carrier-pigeon" is not a supported transport`,
+		`peers[0].transport: "carrier-pigeon" is not a supported transport (h2, quic)`,
 		`peers[1].domain: "beta" is listed twice`,
 		`peers[1].trustBundle: required`,
 		`exports[0].to: required`,

@@ -10,11 +10,12 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/interop"
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/grpc/status"
 
 	testpb "google.golang.org/grpc/interop/grpc_testing"
+
+	"github.com/strait-mesh/strait/test/interopcases"
 )
 
 func dialEgress(t *testing.T, i int) *grpc.ClientConn {
@@ -38,33 +39,12 @@ func dialAddr(t *testing.T, addr string) *grpc.ClientConn {
 func TestInterop(t *testing.T) {
 	for i := range topo.Egress {
 		cc := dialEgress(t, i)
-		tc := testgrpc.NewTestServiceClient(cc)
-		cases := []struct {
-			name string
-			run  func(ctx context.Context)
-		}{
-			{"empty_unary", func(ctx context.Context) { interop.DoEmptyUnaryCall(ctx, tc) }},
-			{"large_unary", func(ctx context.Context) { interop.DoLargeUnaryCall(ctx, tc) }},
-			{"client_streaming", func(ctx context.Context) { interop.DoClientStreaming(ctx, tc) }},
-			{"server_streaming", func(ctx context.Context) { interop.DoServerStreaming(ctx, tc) }},
-			{"ping_pong", func(ctx context.Context) { interop.DoPingPong(ctx, tc) }},
-			{"empty_stream", func(ctx context.Context) { interop.DoEmptyStream(ctx, tc) }},
-			{"timeout_on_sleeping_server", func(ctx context.Context) { interop.DoTimeoutOnSleepingServer(ctx, tc) }},
-			{"cancel_after_begin", func(ctx context.Context) { interop.DoCancelAfterBegin(ctx, tc) }},
-			{"cancel_after_first_response", func(ctx context.Context) { interop.DoCancelAfterFirstResponse(ctx, tc) }},
-			{"custom_metadata", func(ctx context.Context) { interop.DoCustomMetadata(ctx, tc) }},
-			{"status_code_and_message", func(ctx context.Context) { interop.DoStatusCodeAndMessage(ctx, tc) }},
-			{"special_status_message", func(ctx context.Context) { interop.DoSpecialStatusMessage(ctx, tc) }},
-			{"unimplemented_method", func(ctx context.Context) { interop.DoUnimplementedMethod(ctx, cc) }},
-			{"unimplemented_service", func(ctx context.Context) {
-				interop.DoUnimplementedService(ctx, testgrpc.NewUnimplementedServiceClient(cc))
-			}},
-		}
+		cases := interopcases.Cases(cc)
 		for _, c := range cases {
-			t.Run(fmt.Sprintf("egress%d/%s", i+1, c.name), func(t *testing.T) {
+			t.Run(fmt.Sprintf("egress%d/%s", i+1, c.Name), func(t *testing.T) {
 				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 				defer cancel()
-				c.run(ctx) // the interop cases end the process on failure
+				c.Run(ctx) // the interop cases end the process on failure
 			})
 		}
 	}
