@@ -3,7 +3,7 @@ GO        ?= go
 PKGS      := ./...
 TEST_TIMEOUT ?= 15m
 
-.PHONY: all build test lint deps proto clean
+.PHONY: all build test lint deps proto clean bench-config
 
 all: build
 
@@ -29,3 +29,8 @@ proto:
 
 clean:
 	rm -rf bin
+
+# bench-config: 10 gateways, 100 configuration changes; prints the time from a change
+# accepted by the controlplane to every gateway running it (p50, p99).
+bench-config:
+	$(GO) run ./loadtest/benchconfig -gateways 10 -changes 100
