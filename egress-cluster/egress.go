@@ -38,6 +38,8 @@ type Config struct {
 	Instance string
 	// SVID is the egress' identity, presented to peer ingress instances.
 	SVID x509svid.Source
+	// Observer records every call (metrics); nil records nothing.
+	Observer proxy.Observer
 	// Limits of the consumer listener (header size, timeouts, streams) are fixed at start;
 	// body size and call timeout follow each Apply.
 	Limits config.Limits
@@ -65,6 +67,7 @@ type Gateway struct {
 	srv    *http.Server
 	// inflight counts calls being served, for draining.
 	inflight atomic.Int64
+	obs      proxy.Observer
 }
 
 // New returns an egress gateway. Serve starts it; it answers UNAVAILABLE until the first
@@ -77,7 +80,11 @@ func New(c Config) (*Gateway, error) {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
 	l := c.Limits.WithDefaults()
+	if c.Observer == nil {
+		c.Observer = proxy.NopObserver{}
+	}
 	g := &Gateway{
+		obs:    c.Observer,
 		domain: c.Domain,
 		svid:   c.SVID,
 		routes: routing.NewStore(routing.NewTable(nil, nil)),
@@ -239,10 +246,22 @@ func (g *Gateway) Close() {
 func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	g.inflight.Add(1)
 	defer g.inflight.Add(-1)
+	start := time.Now()
+	g.obs.CallStarted()
+	defer g.obs.CallEnded()
+	call, peer, outcome := g.serve(w, r)
+	g.obs.Observe(string(call.Protocol), peer, outcome, time.Since(start))
+}
+
+func (g *Gateway) fail(w http.ResponseWriter, call proxy.Call, code codes.Code, msg string) string {
+	proxy.WriteError(w, call.Style, code, msg)
+	return proxy.Outcome(call.Style, code)
+}
+
+func (g *Gateway) serve(w http.ResponseWriter, r *http.Request) (call proxy.Call, peerName, outcome string) {
 	call, rpc := proxy.Classify(r)
 	if !g.ready.Load() {
-		proxy.WriteError(w, call.Style, codes.Unavailable, "strait: egress has no configuration yet")
-		return
+		return call, "", g.fail(w, call, codes.Unavailable, "strait: egress has no configuration yet")
 	}
 	lim := g.limits.Load()
 	t := g.routes.Table()
@@ -261,19 +280,16 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if !found {
 		if call.Style == proxy.StyleHTTP {
-			proxy.WriteError(w, call.Style, codes.Unimplemented, fmt.Sprintf("strait: no route for host %q path %q", r.Host, r.URL.Path))
-		} else {
-			proxy.WriteError(w, call.Style, codes.Unimplemented, fmt.Sprintf("strait: unknown service %q", call.Service.String()))
+			return call, "", g.fail(w, call, codes.Unimplemented, fmt.Sprintf("strait: no route for host %q path %q", r.Host, r.URL.Path))
 		}
-		return
+		return call, "", g.fail(w, call, codes.Unimplemented, fmt.Sprintf("strait: unknown service %q", call.Service.String()))
 	}
 	if !proxy.LimitBody(w, r, call, lim.MaxBodyBytes) {
-		return
+		return call, route.Peer, proxy.Outcome(call.Style, codes.ResourceExhausted)
 	}
 	p := (*g.peers.Load())[route.Peer]
 	if p == nil || p.set.Len() == 0 {
-		proxy.WriteError(w, call.Style, codes.Unavailable, fmt.Sprintf("strait: peer domain %q has no reachable ingress", route.Peer))
-		return
+		return call, route.Peer, g.fail(w, call, codes.Unavailable, fmt.Sprintf("strait: peer domain %q has no reachable ingress", route.Peer))
 	}
 	ctx, cancel := proxy.CallContext(r, call, lim.CallTimeout.D())
 	defer cancel()
@@ -284,10 +300,10 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	var tried *balance.Endpoint
 	for attempt := 0; ; attempt++ {
 		ep := p.set.Pick(tried)
-		err := proxy.Forward(ctx, w, r, call, proxy.Upstream{Transport: p.rt, Scheme: "https", Addr: ep.Addr}, true, meta)
+		outcome, err := proxy.Forward(ctx, w, r, call, proxy.Upstream{Transport: p.rt, Scheme: "https", Addr: ep.Addr}, true, meta)
 		ep.Done()
 		if err == nil {
-			return
+			return call, p.domain, outcome
 		}
 		if proxy.NotSent(err) {
 			// Unreachable: keep it out of picks for a second, try another at once.
@@ -299,8 +315,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 		g.log.Warn("call failed", "peer", p.domain, "service", call.Service.Name, "method", call.Method, "err", err)
-		proxy.ForwardError(ctx, w, call, "peer "+p.domain, err)
-		return
+		return call, p.domain, proxy.ForwardError(ctx, w, call, "peer "+p.domain, err)
 	}
 }
 

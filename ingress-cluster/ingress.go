@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"sync/atomic"
+	"time"
 
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -35,6 +36,8 @@ type Config struct {
 	Instance string
 	// SVID is the ingress' identity, presented to peer egress instances.
 	SVID x509svid.Source
+	// Observer records every call (metrics); nil records nothing.
+	Observer proxy.Observer
 	// Limits of the tunnel listener (header size, timeouts, streams) are fixed at start;
 	// body size and call timeout follow each Apply.
 	Limits config.Limits
@@ -59,6 +62,7 @@ type Gateway struct {
 	h2c     http.RoundTripper
 	h1      http.RoundTripper
 	rr      atomic.Uint64
+	obs     proxy.Observer
 }
 
 // New returns an ingress gateway. Serve starts it; until the first Apply it admits no
@@ -71,7 +75,11 @@ func New(c Config) (*Gateway, error) {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
 	l := c.Limits.WithDefaults()
+	if c.Observer == nil {
+		c.Observer = proxy.NopObserver{}
+	}
 	g := &Gateway{
+		obs:     c.Observer,
 		domain:  c.Domain,
 		bundles: x509bundle.NewSet(),
 		log:     c.Logger.With("domain", c.Domain, "instance", c.Instance),
@@ -185,40 +193,47 @@ func (g *Gateway) closeIdle() {
 
 // ServeHTTP authorizes and forwards one call that arrived over a tunnel.
 func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	call := classify(r)
+	start := time.Now()
+	g.obs.CallStarted()
+	defer g.obs.CallEnded()
+	call, src, outcome := g.serve(w, r)
+	g.obs.Observe(string(call.Protocol), src, outcome, time.Since(start))
+}
+
+func fail(w http.ResponseWriter, call proxy.Call, code codes.Code, msg string) string {
+	proxy.WriteError(w, call.Style, code, msg)
+	return proxy.Outcome(call.Style, code)
+}
+
+func (g *Gateway) serve(w http.ResponseWriter, r *http.Request) (call proxy.Call, src, outcome string) {
+	call = classify(r)
 	st := g.state.Load()
 	if st.cfg == nil {
-		proxy.WriteError(w, call.Style, codes.Unavailable, "strait: ingress has no configuration yet")
-		return
+		return call, "", fail(w, call, codes.Unavailable, "strait: ingress has no configuration yet")
 	}
 	id, err := identity.PeerID(r.TLS)
 	src, known := st.peers[id.TrustDomain()]
 	if err != nil || !known {
 		// The handshake admits only peer trust domains; this is a second line.
-		proxy.WriteError(w, call.Style, codes.PermissionDenied, "strait: caller is not a peer domain")
-		return
+		return call, "", fail(w, call, codes.PermissionDenied, "strait: caller is not a peer domain")
 	}
 	if call.Service.Name == "" {
-		proxy.WriteError(w, call.Style, codes.InvalidArgument, "strait: call names no service")
-		return
+		return call, src, fail(w, call, codes.InvalidArgument, "strait: call names no service")
 	}
 	_, decision := st.cfg.Table.Authorize(src, call.Protocol, call.Service, call.Method)
 	switch decision {
 	case routing.UnknownService:
-		proxy.WriteError(w, call.Style, codes.Unimplemented, fmt.Sprintf("strait: unknown service %q in domain %s", call.Service.String(), g.domain))
-		return
+		return call, src, fail(w, call, codes.Unimplemented, fmt.Sprintf("strait: unknown service %q in domain %s", call.Service.String(), g.domain))
 	case routing.Forbidden:
 		g.log.Warn("call refused", "peer", src, "service", call.Service.Name, "method", call.Method)
-		proxy.WriteError(w, call.Style, codes.PermissionDenied, fmt.Sprintf("strait: domain %s may not call %s/%s", src, call.Service.String(), call.Method))
-		return
+		return call, src, fail(w, call, codes.PermissionDenied, fmt.Sprintf("strait: domain %s may not call %s/%s", src, call.Service.String(), call.Method))
 	}
 	if !proxy.LimitBody(w, r, call, st.limits.MaxBodyBytes) {
-		return
+		return call, src, proxy.Outcome(call.Style, codes.ResourceExhausted)
 	}
 	eps := st.cfg.Endpoints(call.Service, call.Protocol)
 	if len(eps) == 0 {
-		proxy.WriteError(w, call.Style, codes.Unavailable, fmt.Sprintf("strait: no live provider of %s in domain %s", call.Service.String(), g.domain))
-		return
+		return call, src, fail(w, call, codes.Unavailable, fmt.Sprintf("strait: no live provider of %s in domain %s", call.Service.String(), g.domain))
 	}
 	rt := g.h2c
 	if call.Protocol == mesh.ProtocolHTTP {
@@ -228,19 +243,18 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	start := int(g.rr.Add(1))
 	attempts := min(len(eps), 2)
-	for a := 0; a < attempts; a++ {
+	for a := 0; ; a++ {
 		inst := eps[(start+a)%len(eps)]
-		err := proxy.Forward(ctx, w, r, call, proxy.Upstream{Transport: rt, Scheme: "http", Addr: inst.Address}, true, nil)
+		outcome, err := proxy.Forward(ctx, w, r, call, proxy.Upstream{Transport: rt, Scheme: "http", Addr: inst.Address}, true, nil)
 		if err == nil {
-			return
+			return call, src, outcome
 		}
 		if proxy.NotSent(err) && a+1 < attempts {
 			g.log.Warn("provider unreachable, trying another", "peer", src, "service", call.Service.Name, "instance", inst.Address, "err", err)
 			continue
 		}
 		g.log.Warn("call failed", "peer", src, "service", call.Service.Name, "method", call.Method, "instance", inst.Address, "err", err)
-		proxy.ForwardError(ctx, w, call, "provider "+inst.Address, err)
-		return
+		return call, src, proxy.ForwardError(ctx, w, call, "provider "+inst.Address, err)
 	}
 }
 

@@ -78,12 +78,12 @@ func StartGateway(gw *config.Gateway, log *slog.Logger) (g *Gateway, err error) 
 	var serve func(net.Listener) error
 	switch gw.Role {
 	case xdsres.RoleEgress:
-		g.eg, err = egress.New(egress.Config{Domain: gw.Domain, Instance: gw.Instance, SVID: svid, Limits: gw.Limits, Logger: g.log})
+		g.eg, err = egress.New(egress.Config{Domain: gw.Domain, Instance: gw.Instance, SVID: svid, Limits: gw.Limits, Logger: g.log, Observer: g.metrics})
 		if err == nil {
 			apply, serve = g.eg.Apply, g.eg.Serve
 		}
 	case xdsres.RoleIngress:
-		g.ig, err = ingress.New(ingress.Config{Domain: gw.Domain, Instance: gw.Instance, SVID: svid, Limits: gw.Limits, Logger: g.log})
+		g.ig, err = ingress.New(ingress.Config{Domain: gw.Domain, Instance: gw.Instance, SVID: svid, Limits: gw.Limits, Logger: g.log, Observer: g.metrics})
 		if err == nil {
 			apply, serve = g.ig.Apply, g.ig.Serve
 			// QUIC tunnels arrive on UDP at the same port number.

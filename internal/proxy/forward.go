@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"time"
 
 	"google.golang.org/grpc/codes"
 )
@@ -73,7 +74,10 @@ type Upstream struct {
 // If Forward returns an error, nothing was written to w and the caller should answer with
 // WriteError. Once the response has started, failures are reported in-band: a gRPC call
 // ends with grpc-status UNAVAILABLE, any other response is aborted.
-func Forward(ctx context.Context, w http.ResponseWriter, r *http.Request, c Call, u Upstream, dropMeta bool, meta func(http.Header)) error {
+//
+// The outcome names how the call ended for metrics: a gRPC code name for gRPC calls, an
+// HTTP status class ("2xx") otherwise.
+func Forward(ctx context.Context, w http.ResponseWriter, r *http.Request, c Call, u Upstream, dropMeta bool, meta func(http.Header)) (outcome string, err error) {
 	if r.ProtoMajor == 1 {
 		// Stream the response while the request body is still arriving, as HTTP/2 does.
 		_ = http.NewResponseController(w).EnableFullDuplex()
@@ -100,7 +104,7 @@ func Forward(ctx context.Context, w http.ResponseWriter, r *http.Request, c Call
 
 	resp, err := u.Transport.RoundTrip(out)
 	if err != nil {
-		return err
+		return "", err
 	}
 	defer resp.Body.Close()
 
@@ -109,7 +113,7 @@ func Forward(ctx context.Context, w http.ResponseWriter, r *http.Request, c Call
 	w.WriteHeader(resp.StatusCode)
 	if c.Style == StyleGRPC && resp.Header.Get("Grpc-Status") != "" {
 		// A trailers-only response: the status is in the headers and there is no body.
-		return nil
+		return grpcOutcome(resp.Header.Get("Grpc-Status")), nil
 	}
 	rc := http.NewResponseController(w)
 	_ = rc.Flush()
@@ -123,10 +127,10 @@ func Forward(ctx context.Context, w http.ResponseWriter, r *http.Request, c Call
 		if n > 0 {
 			if _, werr := w.Write(buf[:n]); werr != nil {
 				// The caller went away; returning cancels the upstream call.
-				return nil
+				return codes.Canceled.String(), nil
 			}
 			if ferr := rc.Flush(); ferr != nil {
-				return nil
+				return codes.Canceled.String(), nil
 			}
 		}
 		if err != nil {
@@ -144,13 +148,64 @@ func Forward(ctx context.Context, w http.ResponseWriter, r *http.Request, c Call
 			code := codeOf(ctx, rerr)
 			h[http.TrailerPrefix+"Grpc-Status"] = []string{itoa(int(code))}
 			h[http.TrailerPrefix+"Grpc-Message"] = []string{encodeGRPCMessage("strait: upstream stream broken: " + rerr.Error())}
-			return nil
+			return code.String(), nil
 		}
 		// Abort the response so that the caller sees a broken stream, not a short body.
 		panic(http.ErrAbortHandler)
 	}
-	return nil
+	if c.Style == StyleGRPC {
+		return grpcOutcome(resp.Trailer.Get("Grpc-Status")), nil
+	}
+	return StatusClass(resp.StatusCode), nil
 }
+
+// grpcOutcome names a grpc-status value; a missing or malformed one is "Unknown".
+func grpcOutcome(v string) string {
+	if len(v) == 0 || len(v) > 2 {
+		return codes.Unknown.String()
+	}
+	n := 0
+	for i := 0; i < len(v); i++ {
+		if v[i] < '0' || v[i] > '9' {
+			return codes.Unknown.String()
+		}
+		n = n*10 + int(v[i]-'0')
+	}
+	return codes.Code(n).String()
+}
+
+var statusClasses = [...]string{"1xx", "2xx", "3xx", "4xx", "5xx"}
+
+// StatusClass is "2xx" for 200 and so on; "unknown" outside 100-599.
+func StatusClass(status int) string {
+	if status < 100 || status > 599 {
+		return "unknown"
+	}
+	return statusClasses[status/100-1]
+}
+
+// Outcome names how a call answered with WriteError ended, for metrics.
+func Outcome(style ErrorStyle, code codes.Code) string {
+	if style == StyleHTTP {
+		return StatusClass(httpStatus(code))
+	}
+	return code.String()
+}
+
+// Observer records calls (a gateway's metrics). Implementations are safe for concurrent
+// use and cheap: they run on every call.
+type Observer interface {
+	CallStarted()
+	CallEnded()
+	Observe(protocol, peer, outcome string, d time.Duration)
+}
+
+// NopObserver records nothing.
+type NopObserver struct{}
+
+func (NopObserver) CallStarted()                                  {}
+func (NopObserver) CallEnded()                                    {}
+func (NopObserver) Observe(string, string, string, time.Duration) {}
 
 // codeOf maps a forwarding error to a status code.
 func codeOf(ctx context.Context, err error) codes.Code {
@@ -163,7 +218,10 @@ func codeOf(ctx context.Context, err error) codes.Code {
 	return codes.Unavailable
 }
 
-// ForwardError answers a call whose Forward failed before anything was written.
-func ForwardError(ctx context.Context, w http.ResponseWriter, c Call, what string, err error) {
-	WriteError(w, c.Style, codeOf(ctx, err), "strait: "+what+": "+err.Error())
+// ForwardError answers a call whose Forward failed before anything was written, and
+// returns its outcome.
+func ForwardError(ctx context.Context, w http.ResponseWriter, c Call, what string, err error) string {
+	code := codeOf(ctx, err)
+	WriteError(w, c.Style, code, "strait: "+what+": "+err.Error())
+	return Outcome(c.Style, code)
 }

@@ -100,6 +100,14 @@ func TestUpDown(t *testing.T) {
 		}
 	}
 
+	// The calls are counted on /metrics.
+	for _, name := range []string{"alpha-egress-1", "beta-ingress-1", "beta-ingress-2"} {
+		m := get(t, "http://"+r.Admin[name]+"/metrics")
+		if !strings.Contains(m, "strait_calls_total{") || !strings.Contains(m, "strait_call_duration_seconds_bucket{") {
+			t.Errorf("%s /metrics lacks call metrics", name)
+		}
+	}
+
 	// Each controlplane sees its gateways through gossip.
 	for cp, insts := range map[string][]string{"alpha-controlplane-1": {"egress-1", "egress-2"}, "beta-controlplane-1": {"ingress-1", "ingress-2"}} {
 		deadline := time.Now().Add(10 * time.Second)
