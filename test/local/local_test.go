@@ -101,7 +101,7 @@ func TestUpDown(t *testing.T) {
 	}
 
 	// The calls are counted on /metrics.
-	for _, name := range []string{"alpha-egress-1", "beta-ingress-1", "beta-ingress-2"} {
+	for _, name := range []string{"alpha-egress-1", "alpha-egress-2"} {
 		m := get(t, "http://"+r.Admin[name]+"/metrics")
 		if !strings.Contains(m, "strait_calls_total{") || !strings.Contains(m, "strait_call_duration_seconds_bucket{") {
 			t.Errorf("%s /metrics lacks call metrics", name)
