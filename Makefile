@@ -10,10 +10,11 @@ all: build
 build:
 	$(GO) build -o bin/strait ./cmd/strait
 
-# deps: everything the tests need on a fresh machine (idempotent). The tests of this
-# release need only Go modules; later ones add system packages here.
+# deps: everything the tests need on a fresh machine (idempotent): Go modules, and curl
+# for deploy/local/up.sh.
 deps:
 	$(GO) mod download
+	@command -v curl >/dev/null 2>&1 || { (apt-get update -qq && apt-get install -y -qq curl) >/dev/null; }
 
 test: deps lint
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) $(PKGS)
