@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -199,25 +198,7 @@ func (c *consumers) round(ctx context.Context, round int) []result {
 		return err
 	})
 	do("grpc", launch.GRPCService, "FullDuplexCall", "bidi", func(ctx context.Context) error {
-		s, err := tc.FullDuplexCall(ctx)
-		if err != nil {
-			return err
-		}
-		for range 3 {
-			if err := s.Send(&testpb.StreamingOutputCallRequest{ResponseParameters: []*testpb.ResponseParameters{{Size: 64}}}); err != nil {
-				return err
-			}
-			if _, err := s.Recv(); err != nil {
-				return err
-			}
-		}
-		if err := s.CloseSend(); err != nil {
-			return err
-		}
-		if _, err := s.Recv(); !errors.Is(err, io.EOF) {
-			return fmt.Errorf("stream end: %v", err)
-		}
-		return nil
+		return samples.PingPong(ctx, tc, 3)
 	})
 	do("triple", launch.TripleService, launch.TripleMethod, "dubbo-go, h2", func(ctx context.Context) error {
 		g, err := samples.TripleGreet(ctx, egress, "alpha")

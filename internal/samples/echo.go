@@ -7,6 +7,7 @@ package samples
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -14,6 +15,8 @@ import (
 
 	"google.golang.org/grpc"
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
+
+	testpb "google.golang.org/grpc/interop/grpc_testing"
 
 	"google.golang.org/grpc/interop"
 )
@@ -130,5 +133,29 @@ func (p *GRPCProvider) Close(ctx context.Context) error {
 		<-stopped
 	}
 	<-p.done
+	return nil
+}
+
+// PingPong makes one bidi-streaming call of the interop TestService: rounds messages each
+// way, then a clean end of stream.
+func PingPong(ctx context.Context, tc testgrpc.TestServiceClient, rounds int) error {
+	s, err := tc.FullDuplexCall(ctx)
+	if err != nil {
+		return err
+	}
+	for range rounds {
+		if err := s.Send(&testpb.StreamingOutputCallRequest{ResponseParameters: []*testpb.ResponseParameters{{Size: 64}}}); err != nil {
+			return err
+		}
+		if _, err := s.Recv(); err != nil {
+			return err
+		}
+	}
+	if err := s.CloseSend(); err != nil {
+		return err
+	}
+	if _, err := s.Recv(); !errors.Is(err, io.EOF) {
+		return fmt.Errorf("stream end: %v", err)
+	}
 	return nil
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/strait-mesh/strait/internal/mesh"
 	registrysync "github.com/strait-mesh/strait/registry-sync"
+	"github.com/strait-mesh/strait/registry-sync/conformance"
 	"github.com/strait-mesh/strait/registry-sync/embedded"
 	"github.com/strait-mesh/strait/registry-sync/etcd"
 )
@@ -95,4 +96,20 @@ func waitFor(t *testing.T, cond func() bool) {
 		}
 	}
 	t.Fatal("condition not met within 10s")
+}
+
+// TestConformance runs the registry conformance suite against a real (embedded) etcd.
+func TestConformance(t *testing.T) {
+	srv, err := embedded.Start("conformance", t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	conformance.Run(t, conformance.Options{New: func(t *testing.T) registrysync.Registry {
+		r, err := etcd.New([]string{srv.Endpoint()}, etcd.Options{LeaseTTL: 5 * time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}})
 }

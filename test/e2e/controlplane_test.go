@@ -2,9 +2,6 @@ package e2e
 
 import (
 	"context"
-	"errors"
-	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"os"
@@ -30,6 +27,7 @@ import (
 	"github.com/strait-mesh/strait/controlplane"
 	"github.com/strait-mesh/strait/internal/config"
 	"github.com/strait-mesh/strait/internal/mesh"
+	"github.com/strait-mesh/strait/internal/samples"
 	"github.com/strait-mesh/strait/launch"
 )
 
@@ -64,7 +62,7 @@ func startLoad(t *testing.T, rate int) *load {
 				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 				var err error
 				if i%4 == 3 {
-					err = pingPong(ctx, tc)
+					err = samples.PingPong(ctx, tc, 2)
 				} else {
 					_, err = tc.UnaryCall(ctx, &testpb.SimpleRequest{ResponseSize: 512, Payload: &testpb.Payload{Body: make([]byte, 512)}})
 				}
@@ -83,28 +81,6 @@ func startLoad(t *testing.T, rate int) *load {
 		}()
 	}
 	return l
-}
-
-func pingPong(ctx context.Context, tc testgrpc.TestServiceClient) error {
-	s, err := tc.FullDuplexCall(ctx)
-	if err != nil {
-		return err
-	}
-	for range 2 {
-		if err := s.Send(&testpb.StreamingOutputCallRequest{ResponseParameters: []*testpb.ResponseParameters{{Size: 64}}}); err != nil {
-			return err
-		}
-		if _, err := s.Recv(); err != nil {
-			return err
-		}
-	}
-	if err := s.CloseSend(); err != nil {
-		return err
-	}
-	if _, err := s.Recv(); !errors.Is(err, io.EOF) {
-		return fmt.Errorf("stream end: %v", err)
-	}
-	return nil
 }
 
 // finish stops the load and fails the test if any call failed or too few were made.

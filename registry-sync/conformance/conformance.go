@@ -1,0 +1,205 @@
+// Package conformance is the test suite every registry adapter passes against its real
+// server: register, list, watch (a subscription, not a poll), deregister, and liveness tied
+// to the registering client.
+package conformance
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/strait-mesh/strait/internal/mesh"
+	registrysync "github.com/strait-mesh/strait/registry-sync"
+)
+
+// Options describe the adapter under test.
+type Options struct {
+	// New returns a new client of the same registry; the suite closes what it gets.
+	New func(t *testing.T) registrysync.Registry
+	// Protocols the adapter can store (default: grpc, triple, http).
+	Protocols []mesh.Protocol
+	// Propagation bounds how long a change may take to reach a watcher (default 10 s).
+	Propagation time.Duration
+}
+
+// Run runs the suite. Each subtest uses service names of its own, so the registry may be
+// shared with other tests.
+func Run(t *testing.T, o Options) {
+	if o.Propagation == 0 {
+		o.Propagation = 10 * time.Second
+	}
+	if len(o.Protocols) == 0 {
+		o.Protocols = []mesh.Protocol{mesh.ProtocolGRPC, mesh.ProtocolTriple, mesh.ProtocolHTTP}
+	}
+	prefix := fmt.Sprintf("conformance.t%d", time.Now().UnixNano()%1e9)
+	inst := func(svc, version, group string, p mesh.Protocol, port int) mesh.Instance {
+		return mesh.Instance{
+			Service:  mesh.ServiceKey{Name: prefix + "." + svc, Version: version, Group: group},
+			Protocol: p, Address: fmt.Sprintf("127.0.0.1:%d", port),
+			Metadata: map[string]string{"application": "conformance"},
+		}
+	}
+
+	t.Run("RegisterListDeregister", func(t *testing.T) {
+		r := o.New(t)
+		defer r.Close()
+		ctx := ctxT(t)
+		var want []mesh.Instance
+		for i, p := range o.Protocols {
+			want = append(want, inst("List", "1.0.0", "", p, 20000+i), inst("List", "2.0.0", "g1", p, 21000+i))
+		}
+		for _, i := range want {
+			if err := r.Register(ctx, i); err != nil {
+				t.Fatalf("register %s: %v", i, err)
+			}
+		}
+		eventually(t, o.Propagation, func() string { return diff(list(t, r, prefix+".List"), want) })
+		if err := r.Deregister(ctx, want[0]); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, o.Propagation, func() string { return diff(list(t, r, prefix+".List"), want[1:]) })
+		// Registering twice is not an error and does not duplicate.
+		if err := r.Register(ctx, want[1]); err != nil {
+			t.Fatalf("register again: %v", err)
+		}
+		eventually(t, o.Propagation, func() string { return diff(list(t, r, prefix+".List"), want[1:]) })
+	})
+
+	t.Run("WatchSeesChanges", func(t *testing.T) {
+		owner, watcher := o.New(t), o.New(t)
+		defer watcher.Close()
+		defer owner.Close()
+		var mu sync.Mutex
+		var seen []mesh.Instance
+		calls := 0
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() {
+			done <- watcher.Watch(ctx, func(all []mesh.Instance) {
+				mu.Lock()
+				defer mu.Unlock()
+				calls++
+				seen = filter(all, prefix+".Watch")
+			})
+		}()
+		defer func() {
+			cancel()
+			select {
+			case <-done:
+			case <-time.After(10 * time.Second):
+				t.Error("Watch did not return after its context ended")
+			}
+		}()
+		got := func() []mesh.Instance {
+			mu.Lock()
+			defer mu.Unlock()
+			return append([]mesh.Instance(nil), seen...)
+		}
+		eventually(t, o.Propagation, func() string {
+			mu.Lock()
+			defer mu.Unlock()
+			if calls == 0 {
+				return "watch has not reported the initial set"
+			}
+			return ""
+		})
+		a := inst("Watch", "", "", o.Protocols[0], 22000)
+		b := inst("Watch", "1.0.0", "", o.Protocols[0], 22001)
+		ictx := ctxT(t)
+		for _, i := range []mesh.Instance{a, b} {
+			if err := owner.Register(ictx, i); err != nil {
+				t.Fatal(err)
+			}
+		}
+		eventually(t, o.Propagation, func() string { return diff(got(), []mesh.Instance{a, b}) })
+		if err := owner.Deregister(ictx, a); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, o.Propagation, func() string { return diff(got(), []mesh.Instance{b}) })
+		// The owner goes away: what it registered goes with it.
+		if err := owner.Close(); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, o.Propagation, func() string { return diff(got(), nil) })
+	})
+
+	t.Run("WatchStopsWithContext", func(t *testing.T) {
+		r := o.New(t)
+		defer r.Close()
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- r.Watch(ctx, func([]mesh.Instance) {}) }()
+		time.Sleep(100 * time.Millisecond)
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			t.Fatal("Watch did not return after its context ended")
+		}
+	})
+}
+
+func ctxT(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func list(t *testing.T, r registrysync.Registry, svc string) []mesh.Instance {
+	t.Helper()
+	all, err := r.List(ctxT(t))
+	if err != nil {
+		t.Fatalf("list: %v", err)
+	}
+	return filter(all, svc)
+}
+
+func filter(all []mesh.Instance, svc string) []mesh.Instance {
+	var out []mesh.Instance
+	for _, i := range all {
+		if i.Service.Name == svc {
+			out = append(out, i)
+		}
+	}
+	return out
+}
+
+func key(i mesh.Instance) string {
+	return fmt.Sprintf("%s|%s|%s|%s|%s|%s", i.Service.Name, i.Service.Version, i.Service.Group, i.Protocol, i.Address, i.Metadata["application"])
+}
+
+// diff is "" when got and want hold the same instances (metadata: application only).
+func diff(got, want []mesh.Instance) string {
+	g, w := make([]string, len(got)), make([]string, len(want))
+	for i, x := range got {
+		g[i] = key(x)
+	}
+	for i, x := range want {
+		w[i] = key(x)
+	}
+	sort.Strings(g)
+	sort.Strings(w)
+	if strings.Join(g, "\n") == strings.Join(w, "\n") {
+		return ""
+	}
+	return fmt.Sprintf("got\n  %s\nwant\n  %s", strings.Join(g, "\n  "), strings.Join(w, "\n  "))
+}
+
+func eventually(t *testing.T, limit time.Duration, cond func() string) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	for {
+		msg := cond()
+		if msg == "" {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after %v: %s", limit, msg)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
