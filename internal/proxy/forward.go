@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/net/http2"
 	"google.golang.org/grpc/codes"
 )
 
@@ -214,6 +215,22 @@ func codeOf(ctx context.Context, err error) codes.Code {
 		return codes.DeadlineExceeded
 	case errors.Is(err, context.Canceled) || errors.Is(ctx.Err(), context.Canceled):
 		return codes.Canceled
+	}
+	var se http2.StreamError
+	if errors.As(err, &se) {
+		switch se.Code {
+		case http2.ErrCodeCancel:
+			// The next hop gave up on the stream. Its clock runs a little ahead of ours for
+			// the same deadline: if ours is about to expire, it gave up for the deadline.
+			if dl, ok := ctx.Deadline(); ok && time.Until(dl) < 5*time.Millisecond {
+				return codes.DeadlineExceeded
+			}
+			return codes.Canceled
+		case http2.ErrCodeEnhanceYourCalm:
+			return codes.ResourceExhausted
+		case http2.ErrCodeRefusedStream:
+			return codes.Unavailable
+		}
 	}
 	return codes.Unavailable
 }
