@@ -2,6 +2,7 @@ package controlplane
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -20,7 +21,9 @@ type Options struct {
 	BaseDir string
 	// Registry is the domain's registry; the ingress providers come from it. May be nil.
 	Registry registrysync.Registry
-	Logger   *slog.Logger
+	// XDSTLS, if set, makes the xDS server speak mutual TLS.
+	XDSTLS *tls.Config
+	Logger *slog.Logger
 }
 
 // Controlplane drives one domain's gateways: it holds the domain configuration in force,
@@ -49,7 +52,7 @@ func New(o Options) (*Controlplane, error) {
 		baseDir: o.BaseDir,
 		dirty:   make(chan struct{}, 1),
 	}
-	c.xds = NewXDS(c.log)
+	c.xds = NewXDS(c.log, o.XDSTLS)
 	if o.Registry != nil {
 		c.cat = registrysync.NewCatalog(o.Registry, c.log.With("component", "catalog"))
 		c.cat.OnChange(c.markDirty)

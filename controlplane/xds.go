@@ -2,6 +2,7 @@ package controlplane
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -16,6 +17,7 @@ import (
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
 
 	"github.com/strait-mesh/strait/internal/xdsres"
@@ -44,18 +46,23 @@ type XDS struct {
 }
 
 // NewXDS returns an xDS server with no resources yet; gateways that connect wait for the
-// first Publish.
-func NewXDS(log *slog.Logger) *XDS {
+// first Publish. With tlsConf (identity.ControlplaneServerConfig) the server speaks
+// mutual TLS; without, plaintext (for loopback only).
+func NewXDS(log *slog.Logger, tlsConf *tls.Config) *XDS {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	x := &XDS{log: log, cache: cachev3.NewSnapshotCache(true, roleHash{}, nil)}
 	srv := serverv3.NewServer(context.Background(), x.cache, nil)
-	x.grpc = grpc.NewServer(
+	opts := []grpc.ServerOption{}
+	if tlsConf != nil {
+		opts = append(opts, grpc.Creds(credentials.NewTLS(tlsConf)))
+	}
+	x.grpc = grpc.NewServer(append(opts,
 		grpc.MaxConcurrentStreams(1<<16),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30e9, Timeout: 10e9}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5e9, PermitWithoutStream: true}),
-	)
+	)...)
 	discoverygrpc.RegisterAggregatedDiscoveryServiceServer(x.grpc, srv)
 	return x
 }

@@ -2,6 +2,7 @@ package launch
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -9,16 +10,19 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/fsnotify/fsnotify"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"gopkg.in/yaml.v3"
 
 	"github.com/strait-mesh/strait/controlplane"
 	"github.com/strait-mesh/strait/internal/admin"
 	"github.com/strait-mesh/strait/internal/config"
+	"github.com/strait-mesh/strait/internal/identity"
 	"github.com/strait-mesh/strait/internal/membership"
 	registrysync "github.com/strait-mesh/strait/registry-sync"
 	"github.com/strait-mesh/strait/registry-sync/embedded"
@@ -97,7 +101,15 @@ func StartControlplane(o ControlplaneOptions) (c *Controlplane, err error) {
 	if c.reg, err = etcdreg.New(endpoints, etcdreg.Options{Logger: c.log}); err != nil {
 		return nil, err
 	}
-	if c.cp, err = controlplane.New(controlplane.Options{Domain: d, BaseDir: o.BaseDir, Registry: c.reg, Logger: o.Logger}); err != nil {
+	var xdsTLS *tls.Config
+	if id := d.Controlplane.Identity; id != nil {
+		if xdsTLS, err = controlplaneTLS(id, d.TrustDomain); err != nil {
+			return nil, err
+		}
+	} else {
+		c.log.Warn("xDS is served without TLS: set controlplane.identity outside a single host")
+	}
+	if c.cp, err = controlplane.New(controlplane.Options{Domain: d, BaseDir: o.BaseDir, Registry: c.reg, XDSTLS: xdsTLS, Logger: o.Logger}); err != nil {
 		return nil, err
 	}
 	xdsAddr := firstNonEmpty(o.XDS, d.Controlplane.XDS, "127.0.0.1:0")
@@ -163,6 +175,25 @@ func StartControlplane(o ControlplaneOptions) (c *Controlplane, err error) {
 		c.goRun(func() { c.watchFile(ctx, w) })
 	}
 	return c, nil
+}
+
+func controlplaneTLS(id *config.Identity, trustDomain string) (*tls.Config, error) {
+	svid, err := identity.LoadSVID(identity.Files{Cert: id.Cert, Key: id.Key})
+	if err != nil {
+		return nil, err
+	}
+	bundles, err := identity.LoadBundles([]identity.PeerBundle{{TrustDomain: trustDomain, File: id.Bundle}})
+	if err != nil {
+		return nil, err
+	}
+	td, err := spiffeid.TrustDomainFromString(trustDomain)
+	if err != nil {
+		return nil, err
+	}
+	if svid.ID.TrustDomain() != td || !strings.HasPrefix(svid.ID.Path(), "/"+identity.RoleControlplane+"/") {
+		return nil, fmt.Errorf("controlplane: identity %s is not spiffe://%s/controlplane/…", svid.ID, trustDomain)
+	}
+	return identity.ControlplaneServerConfig(svid, bundles, td), nil
 }
 
 func firstNonEmpty(ss ...string) string {

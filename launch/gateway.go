@@ -7,6 +7,7 @@ package launch
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -60,6 +61,17 @@ func StartGateway(gw *config.Gateway, log *slog.Logger) (g *Gateway, err error) 
 	if err != nil {
 		return nil, err
 	}
+	// With the own trust domain's bundle, the link to the controlplane is mutual TLS.
+	var xdsTLS *tls.Config
+	if gw.Identity.Bundle != "" {
+		bundles, err := identity.LoadBundles([]identity.PeerBundle{{TrustDomain: svid.ID.TrustDomain().Name(), File: gw.Identity.Bundle}})
+		if err != nil {
+			return nil, err
+		}
+		xdsTLS = identity.ControlplaneClientConfig(svid, bundles, svid.ID.TrustDomain())
+	} else {
+		g.log.Warn("the controlplane is reached without TLS: set identity.bundle outside a single host")
+	}
 	adm, err := admin.New(admin.Options{Addr: gw.Admin, Logger: g.log})
 	if err != nil {
 		return nil, err
@@ -98,7 +110,7 @@ func StartGateway(gw *config.Gateway, log *slog.Logger) (g *Gateway, err error) 
 		return nil, err
 	}
 	g.xds = xdsclient.New(xdsclient.Options{
-		Addr: gw.Controlplane, Role: gw.Role, NodeID: gw.Domain + "/" + gw.Role + "/" + gw.Instance, Logger: g.log,
+		Addr: gw.Controlplane, Role: gw.Role, NodeID: gw.Domain + "/" + gw.Role + "/" + gw.Instance, Logger: g.log, TLS: xdsTLS,
 		Apply: func(cfg *xdsres.GatewayConfig, v string) error {
 			if err := apply(cfg); err != nil {
 				g.metrics.ConfigNack()

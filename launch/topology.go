@@ -74,6 +74,11 @@ type Certs struct {
 	BetaBundle      string
 	Egress          []identity.Files
 	Ingress         []identity.Files
+	// AlphaOwnBundle and BetaOwnBundle are each domain's own CA, for the links between its
+	// controlplane and its gateways (the same certificates as BetaBundle and AlphaBundle,
+	// which the peers hold).
+	AlphaOwnBundle, BetaOwnBundle       string
+	AlphaControlplane, BetaControlplane identity.Files
 }
 
 // Trust domains of the two domains.
@@ -122,6 +127,7 @@ func StartTopology(ctx context.Context, o TopologyOptions) (t *Topology, err err
 	// Beta: controlplane (with its embedded registry), providers, ingress instances (closed in
 	// reverse order: the ingress lets go of its provider connections first).
 	beta := BetaConfig(t.Certs.AlphaBundle)
+	beta.Controlplane.Identity = &config.Identity{Cert: t.Certs.BetaControlplane.Cert, Key: t.Certs.BetaControlplane.Key, Bundle: t.Certs.BetaOwnBundle}
 	// The controlplane's gossip address is fixed, so that after a restart it is found
 	// again by the gateways that use it as their seed.
 	beta.Gossip.Ingress = &config.Gossip{Bind: freeAddr(), KeyFile: betaKey}
@@ -147,6 +153,7 @@ func StartTopology(ctx context.Context, o TopologyOptions) (t *Topology, err err
 
 	// Alpha: controlplane and egress instances; beta's ingress instances are its peer.
 	alpha := AlphaConfig(t.Certs.BetaBundle, t.Ingress)
+	alpha.Controlplane.Identity = &config.Identity{Cert: t.Certs.AlphaControlplane.Cert, Key: t.Certs.AlphaControlplane.Key, Bundle: t.Certs.AlphaOwnBundle}
 	if o.Transport != "" {
 		alpha.Peers[0].Transport = o.Transport
 	}
@@ -193,6 +200,10 @@ func (t *Topology) startGateway(domain, role string, i int, svid identity.Files,
 		Listen: "127.0.0.1:0", Admin: "127.0.0.1:0", Controlplane: xds, Gossip: gossip,
 	}
 	gw.Identity.Cert, gw.Identity.Key = svid.Cert, svid.Key
+	gw.Identity.Bundle = t.Certs.AlphaOwnBundle
+	if domain == "beta" {
+		gw.Identity.Bundle = t.Certs.BetaOwnBundle
+	}
 	g, err := StartGateway(gw, log)
 	if err != nil {
 		return nil, err
@@ -374,6 +385,28 @@ func (t *Topology) makeCerts(o TopologyOptions) error {
 	}
 	if err := c.BetaCA.WriteBundle(c.BetaBundle); err != nil {
 		return err
+	}
+	c.AlphaOwnBundle = filepath.Join(t.Dir, "alpha", "certs", "own-bundle.pem")
+	c.BetaOwnBundle = filepath.Join(t.Dir, "beta", "certs", "own-bundle.pem")
+	if err := c.AlphaCA.WriteBundle(c.AlphaOwnBundle); err != nil {
+		return err
+	}
+	if err := c.BetaCA.WriteBundle(c.BetaOwnBundle); err != nil {
+		return err
+	}
+	for _, x := range []struct {
+		ca  *identity.CA
+		td  string
+		dom string
+		dst *identity.Files
+	}{{c.AlphaCA, AlphaTrustDomain, "alpha", &c.AlphaControlplane}, {c.BetaCA, BetaTrustDomain, "beta", &c.BetaControlplane}} {
+		id, err := identity.ID(x.td, identity.RoleControlplane, "controlplane-1")
+		if err != nil {
+			return err
+		}
+		if *x.dst, err = x.ca.WriteSVID(filepath.Join(t.Dir, x.dom, "certs"), "controlplane-1", id, identity.IssueOptions{}); err != nil {
+			return err
+		}
 	}
 	for i := range o.Egress {
 		name := fmt.Sprintf("egress-%d", i+1)

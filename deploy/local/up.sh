@@ -19,8 +19,8 @@ mkdir -p "$STATE"
 BIN="$STATE/strait"
 (cd "$ROOT" && go build -o "$BIN" ./cmd/strait)
 cp "$EX"/*.yaml "$STATE/"
-"$BIN" certs -o "$STATE/certs/alpha" -trust-domain alpha.strait.local -svid egress/egress-1 -svid egress/egress-2 -gossip-key gossip-egress >/dev/null
-"$BIN" certs -o "$STATE/certs/beta" -trust-domain beta.strait.local -svid ingress/ingress-1 -svid ingress/ingress-2 -gossip-key gossip-ingress >/dev/null
+"$BIN" certs -o "$STATE/certs/alpha" -trust-domain alpha.strait.local -svid controlplane/controlplane-1 -svid egress/egress-1 -svid egress/egress-2 -gossip-key gossip-egress >/dev/null
+"$BIN" certs -o "$STATE/certs/beta" -trust-domain beta.strait.local -svid controlplane/controlplane-1 -svid ingress/ingress-1 -svid ingress/ingress-2 -gossip-key gossip-ingress >/dev/null
 : > "$STATE/pids"
 
 fail() {

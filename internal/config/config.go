@@ -86,6 +86,29 @@ type Listeners struct {
 	// Admin serves /healthz, /readyz, /metrics, /debug/config (and the controlplane's
 	// /v1/config). Default 127.0.0.1:0.
 	Admin string `yaml:"admin"`
+	// Identity, if set, serves xDS over mutual TLS: the controlplane presents this SVID
+	// and admits only egress and ingress SVIDs of its own trust domain (Bundle).
+	Identity *Identity `yaml:"identity"`
+}
+
+// Identity names a process' SVID files and the CA bundle of its own trust domain.
+type Identity struct {
+	Cert string `yaml:"cert"`
+	Key  string `yaml:"key"`
+	// Bundle is the PEM bundle of the process' own trust domain: it verifies the other
+	// end of the link to the controlplane (or, on the controlplane, its gateways).
+	Bundle string `yaml:"bundle"`
+}
+
+func (i *Identity) resolve(dir string) {
+	if i == nil {
+		return
+	}
+	for _, p := range []*string{&i.Cert, &i.Key, &i.Bundle} {
+		if *p != "" && !filepath.IsAbs(*p) {
+			*p = filepath.Join(dir, *p)
+		}
+	}
 }
 
 // Gateway is one gateway instance's own file: who it is and where it listens. Everything
@@ -99,10 +122,9 @@ type Gateway struct {
 	Admin  string `yaml:"admin"`
 	// Controlplane is the controlplane's xDS address.
 	Controlplane string `yaml:"controlplane"`
-	Identity     struct {
-		Cert string `yaml:"cert"`
-		Key  string `yaml:"key"`
-	} `yaml:"identity"`
+	// Identity is the gateway's SVID; with Bundle set, xDS runs over mutual TLS and the
+	// controlplane must present spiffe://<trust domain>/controlplane/….
+	Identity Identity `yaml:"identity"`
 	// Limits of the listener, fixed at start.
 	Limits Limits `yaml:"limits"`
 	// DrainTimeout bounds how long SIGTERM waits for calls in flight. Default 15s.
@@ -127,11 +149,7 @@ func LoadGateway(path string) (*Gateway, error) {
 		return nil, fmt.Errorf("config %s: %w", path, err)
 	}
 	// Relative paths are relative to the file.
-	for _, p := range []*string{&g.Identity.Cert, &g.Identity.Key} {
-		if !filepath.IsAbs(*p) {
-			*p = filepath.Join(filepath.Dir(path), *p)
-		}
-	}
+	g.Identity.resolve(filepath.Dir(path))
 	g.Gossip.resolve(filepath.Dir(path))
 	return &g, nil
 }
@@ -311,6 +329,7 @@ func Load(path string) (*Domain, error) {
 	}
 	d.Gossip.Egress.resolve(filepath.Dir(path))
 	d.Gossip.Ingress.resolve(filepath.Dir(path))
+	d.Controlplane.Identity.resolve(filepath.Dir(path))
 	return d, nil
 }
 
@@ -516,6 +535,13 @@ func (d *Domain) Validate() error {
 	if a := d.Controlplane.Admin; a != "" {
 		if err := checkHostPort(a); err != nil {
 			add("controlplane.admin", "%v", err)
+		}
+	}
+	if id := d.Controlplane.Identity; id != nil {
+		for _, f := range []struct{ path, v string }{{"cert", id.Cert}, {"key", id.Key}, {"bundle", id.Bundle}} {
+			if f.v == "" {
+				add("controlplane.identity."+f.path, "required")
+			}
 		}
 	}
 

@@ -8,6 +8,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -122,4 +123,36 @@ func PeerID(cs *tls.ConnectionState) (spiffeid.ID, error) {
 		return spiffeid.ID{}, fmt.Errorf("identity: peer certificate: %w", err)
 	}
 	return id, nil
+}
+
+// ControlplaneServerConfig is the TLS configuration of a controlplane's xDS listener: it
+// presents svid and admits only egress and ingress SVIDs of its own trust domain td, each
+// checked against bundle. ALPN is h2 (gRPC).
+func ControlplaneServerConfig(svid x509svid.Source, bundle x509bundle.Source, td spiffeid.TrustDomain) *tls.Config {
+	c := tlsconfig.MTLSServerConfig(svid, bundle, tlsconfig.AdaptMatcher(func(id spiffeid.ID) error {
+		if id.TrustDomain() != td {
+			return fmt.Errorf("identity: %s is not of trust domain %s", id, td)
+		}
+		if !id.MemberOf(td) || !(strings.HasPrefix(id.Path(), "/"+RoleEgress+"/") || strings.HasPrefix(id.Path(), "/"+RoleIngress+"/")) {
+			return fmt.Errorf("identity: %s is not a gateway", id)
+		}
+		return nil
+	}))
+	c.MinVersion = tls.VersionTLS13
+	c.NextProtos = []string{"h2"}
+	return c
+}
+
+// ControlplaneClientConfig is a gateway's TLS configuration for its controlplane: it
+// presents svid and accepts only spiffe://<td>/controlplane/… checked against bundle.
+func ControlplaneClientConfig(svid x509svid.Source, bundle x509bundle.Source, td spiffeid.TrustDomain) *tls.Config {
+	c := tlsconfig.MTLSClientConfig(svid, bundle, tlsconfig.AdaptMatcher(func(id spiffeid.ID) error {
+		if id.TrustDomain() != td || !strings.HasPrefix(id.Path(), "/"+RoleControlplane+"/") {
+			return fmt.Errorf("identity: %s is not the controlplane of %s", id, td)
+		}
+		return nil
+	}))
+	c.MinVersion = tls.VersionTLS13
+	c.NextProtos = []string{"h2"}
+	return c
 }

@@ -7,6 +7,7 @@ package xdsclient
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -22,6 +23,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/protobuf/proto"
@@ -43,7 +45,9 @@ type Options struct {
 	NodeID string
 	// Apply installs a decoded configuration. It is called from one goroutine, in order. An
 	// error refuses the update (NACK) and the gateway keeps its previous configuration.
-	Apply  func(cfg *xdsres.GatewayConfig, version string) error
+	Apply func(cfg *xdsres.GatewayConfig, version string) error
+	// TLS, if set (identity.ControlplaneClientConfig), makes the stream mutual TLS.
+	TLS    *tls.Config
 	Logger *slog.Logger
 }
 
@@ -99,8 +103,12 @@ func (c *Client) LastNACK() string {
 
 // Run connects and reconnects until ctx ends.
 func (c *Client) Run(ctx context.Context) {
+	creds := insecure.NewCredentials()
+	if c.o.TLS != nil {
+		creds = credentials.NewTLS(c.o.TLS)
+	}
 	cc, err := grpc.NewClient(c.o.Addr,
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithTransportCredentials(creds),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 10 * time.Second, Timeout: 5 * time.Second, PermitWithoutStream: true}),
 		// Reconnect quickly when the controlplane comes back: at most a second apart.
 		grpc.WithConnectParams(grpc.ConnectParams{Backoff: backoff.Config{BaseDelay: 50 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second}, MinConnectTimeout: 2 * time.Second}),

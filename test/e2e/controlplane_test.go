@@ -276,7 +276,7 @@ func TestGatewayWithoutControlplane(t *testing.T) {
 	dead := ln.Addr().String()
 	ln.Close()
 	gw := &config.Gateway{Domain: "alpha", Role: "egress", Instance: "lonely", Listen: "127.0.0.1:0", Admin: "127.0.0.1:0", Controlplane: dead}
-	gw.Identity.Cert, gw.Identity.Key = topo.Certs.Egress[0].Cert, topo.Certs.Egress[0].Key
+	gw.Identity = config.Identity{Cert: topo.Certs.Egress[0].Cert, Key: topo.Certs.Egress[0].Key, Bundle: topo.Certs.AlphaOwnBundle}
 	g, err := launch.StartGateway(gw, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -311,4 +311,30 @@ func egressGateways() []*launch.Gateway {
 		}
 	}
 	return out
+}
+
+// TestXDSNeedsDomainIdentity: the link to the controlplane is mutual TLS within the
+// domain's trust domain: another domain's gateway, or one without TLS, gets nothing.
+func TestXDSNeedsDomainIdentity(t *testing.T) {
+	for _, tc := range []struct {
+		name            string
+		cert, key, bndl string
+	}{
+		{"another domain's identity", topo.Certs.Ingress[0].Cert, topo.Certs.Ingress[0].Key, topo.Certs.BetaOwnBundle},
+		{"no TLS", topo.Certs.Egress[0].Cert, topo.Certs.Egress[0].Key, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			gw := &config.Gateway{Domain: "alpha", Role: "egress", Instance: "stranger", Listen: "127.0.0.1:0", Admin: "127.0.0.1:0", Controlplane: topo.AlphaCP.XDSAddr()}
+			gw.Identity = config.Identity{Cert: tc.cert, Key: tc.key, Bundle: tc.bndl}
+			g, err := launch.StartGateway(gw, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer g.Shutdown(context.Background())
+			time.Sleep(time.Second)
+			if g.Ready() || g.XDS().Connected() && g.XDS().Version() != "" {
+				t.Fatal("configured by the controlplane")
+			}
+		})
+	}
 }
