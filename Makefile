@@ -3,7 +3,7 @@ GO        ?= go
 PKGS      := ./...
 TEST_TIMEOUT ?= 15m
 
-.PHONY: all build test lint deps proto clean bench-config
+.PHONY: all build test lint deps proto clean bench-config bench
 
 all: build
 
@@ -35,3 +35,8 @@ clean:
 # accepted by the controlplane to every gateway running it (p50, p99).
 bench-config:
 	$(GO) run ./loadtest/benchconfig -gateways 10 -changes 100
+
+# bench: direct vs the Strait chain (gRPC unary, 1 KiB), open loop at 1,000 calls/s and
+# closed-loop maximum; QUICK=1 for a short run. Writes loadtest/results/latest.json.
+bench:
+	QUICK=$(QUICK) bash loadtest/bench.sh

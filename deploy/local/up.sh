@@ -30,9 +30,13 @@ fail() {
 }
 
 # start NAME ARGS...: runs the binary in the background, stdout to NAME.out, logs to NAME.log.
+# Gateways run with GOMAXPROCS=$STRAIT_GATEWAY_GOMAXPROCS when that is set (benchmarks).
 start() {
   local name=$1; shift
-  "$BIN" "$@" >"$STATE/$name.out" 2>"$STATE/$name.log" &
+  case "$name" in
+    *-egress-*|*-ingress-*) GOMAXPROCS=${STRAIT_GATEWAY_GOMAXPROCS:-$(nproc)} "$BIN" "$@" >"$STATE/$name.out" 2>"$STATE/$name.log" & ;;
+    *) "$BIN" "$@" >"$STATE/$name.out" 2>"$STATE/$name.log" & ;;
+  esac
   echo "$name $!" >> "$STATE/pids"
 }
 

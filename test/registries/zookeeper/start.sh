@@ -4,8 +4,9 @@
 # Installs the `zookeeper` package when it is missing, writes DIR/zoo.cfg (data in DIR/data,
 # client port PORT on 127.0.0.1 only, no admin server, four-letter words ruok and srvr),
 # starts the server in the background (log: DIR/zookeeper.log, PID: DIR/pid) and waits up
-# to 60 s for it to answer `ruok` with `imok`. On failure it prints the log's tail, stops
-# what it started and exits non-zero. Stop it with stop.sh DIR.
+# to 60 s for it to answer `ruok` with `imok` and `srvr` with its mode (it serves sessions).
+# On failure it prints the log's tail, stops what it started and exits non-zero. Stop it
+# with stop.sh DIR.
 #
 # The tick is 500 ms, so sessions may be as short as 1 s (minSessionTimeout) and an expired
 # session's ephemeral nodes go within about a tick of the timeout: tests stay fast.
@@ -82,9 +83,18 @@ if [ -n "${WATCH_PID:-}" ]; then
 	echo $! >"$dir/watchdog.pid"
 fi
 
-ruok() {
-	# The server answers "imok" and closes the connection.
-	timeout 2 bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$1" && printf ruok >&3 && head -c 4 <&3' _ "$port" 2>/dev/null
+fourlw() {
+	# Send a four-letter word; the server answers and closes the connection.
+	timeout 2 bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$1" && printf "$2" >&3 && head -c 200 <&3' _ "$port" "$1" 2>/dev/null
+}
+
+serving() {
+	# "imok" only says the process is up; srvr reports a mode once it serves sessions
+	# (before that: "This ZooKeeper instance is not currently serving requests").
+	local srvr
+	[ "$(fourlw ruok)" = imok ] || return 1
+	srvr=$(fourlw srvr) || return 1
+	[[ $srvr == *"Mode: "* ]] && kill -0 "$pid" 2>/dev/null
 }
 
 fail() {
@@ -98,9 +108,9 @@ for _ in $(seq 1 300); do # 300 × 0.2 s = 60 s
 	if ! kill -0 "$pid" 2>/dev/null; then
 		fail "ZooKeeper (pid $pid) exited"
 	fi
-	if [ "$(ruok)" = imok ] && kill -0 "$pid" 2>/dev/null; then
+	if serving; then
 		exit 0
 	fi
 	sleep 0.2
 done
-fail "ZooKeeper did not answer ruok on 127.0.0.1:$port within 60 s"
+fail "ZooKeeper did not serve on 127.0.0.1:$port within 60 s"

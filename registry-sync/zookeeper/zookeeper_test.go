@@ -1,0 +1,441 @@
+package zookeeper_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/go-zookeeper/zk"
+	"go.uber.org/goleak"
+
+	"github.com/strait-mesh/strait/internal/mesh"
+	registrysync "github.com/strait-mesh/strait/registry-sync"
+	"github.com/strait-mesh/strait/registry-sync/conformance"
+	"github.com/strait-mesh/strait/registry-sync/zookeeper"
+)
+
+// servers is the ZooKeeper that TestMain started (test/registries/zookeeper/start.sh).
+var servers []string
+
+// sessionTimeout is short so that crashed sessions expire quickly; the test server's tick
+// is 500 ms, so the server accepts it.
+const sessionTimeout = 2 * time.Second
+
+func TestMain(m *testing.M) {
+	scripts, err := filepath.Abs("../../test/registries/zookeeper")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	dir, err := os.MkdirTemp("", "strait-zookeeper-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	port, err := freePort()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	start := time.Now()
+	cmd := exec.Command(filepath.Join(scripts, "start.sh"), dir, strconv.Itoa(port))
+	cmd.Env = append(os.Environ(), "WATCH_PID="+strconv.Itoa(os.Getpid()))
+	if out, err := cmd.CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "FAIL: ZooKeeper did not start (%v):\n%s", err, out)
+		_ = os.RemoveAll(dir)
+		os.Exit(1)
+	}
+	servers = []string{net.JoinHostPort("127.0.0.1", strconv.Itoa(port))}
+	fmt.Fprintf(os.Stderr, "zookeeper: ready on %s in %v\n", servers[0], time.Since(start).Round(time.Millisecond))
+	goleak.VerifyTestMain(m, goleak.Cleanup(func(code int) {
+		if out, err := exec.Command(filepath.Join(scripts, "stop.sh"), dir).CombinedOutput(); err != nil {
+			fmt.Fprintf(os.Stderr, "FAIL: stopping ZooKeeper: %v\n%s", err, out)
+			code = 1
+		}
+		_ = os.RemoveAll(dir)
+		os.Exit(code)
+	}))
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+func newRegistry(t *testing.T, o zookeeper.Options) *zookeeper.Registry {
+	t.Helper()
+	if o.SessionTimeout == 0 {
+		o.SessionTimeout = sessionTimeout
+	}
+	r, err := zookeeper.New(servers, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = r.Close() })
+	return r
+}
+
+func TestConformance(t *testing.T) {
+	conformance.Run(t, conformance.Options{New: func(t *testing.T) registrysync.Registry {
+		r, err := zookeeper.New(servers, zookeeper.Options{SessionTimeout: sessionTimeout})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}})
+}
+
+func TestNodeRoundTrip(t *testing.T) {
+	in := mesh.Instance{
+		Service:  mesh.ServiceKey{Name: "org.apache.Greeter", Version: "1.0.0", Group: "g1"},
+		Protocol: mesh.ProtocolTriple, Address: "10.0.0.1:20000",
+		Metadata: map[string]string{"application": "demo", "strait.origin": "beta", "methods": "a,b"},
+	}
+	path := zookeeper.Path(in)
+	const dir = "/dubbo/org.apache.Greeter/providers/"
+	if !strings.HasPrefix(path, dir) {
+		t.Fatalf("path %q is not under %s", path, dir)
+	}
+	node := strings.TrimPrefix(path, dir)
+	if node != zookeeper.Node(in) || strings.Contains(node, "/") || !strings.HasPrefix(node, "tri%3A%2F%2F10.0.0.1%3A20000%2Forg.apache.Greeter%3F") {
+		t.Fatalf("node name %q", node)
+	}
+	out, err := zookeeper.ParseNode(node)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out.Service != in.Service || out.Protocol != in.Protocol || out.Address != in.Address || !equalMaps(out.Metadata, in.Metadata) {
+		t.Fatalf("round trip: %+v → %s → %+v", in, node, out)
+	}
+	for _, bad := range []string{"dubbo%3A%2F%2F1.2.3.4%3A1%2Fx", "tri%3A%2F%2Fnohost%2Fx", "%zz", ""} {
+		if _, err := zookeeper.ParseNode(bad); err == nil {
+			t.Errorf("%q parsed", bad)
+		}
+	}
+
+	r := newRegistry(t, zookeeper.Options{})
+	for _, name := range []string{"", "a/b", ".."} {
+		bad := in
+		bad.Service.Name = name
+		if err := r.Register(t.Context(), bad); err == nil {
+			t.Errorf("registered interface %q", name)
+		}
+	}
+}
+
+func equalMaps(a, b map[string]string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if b[k] != v {
+			return false
+		}
+	}
+	return true
+}
+
+// TestDubboWrittenNodes reads nodes the way a Dubbo (Java) provider writes them: the
+// URL-encoded URL (java.net.URLEncoder) with Dubbo's extra parameters as the name of an
+// ephemeral node, next to what Strait must skip (dubbo:// providers, consumers, Dubbo's
+// config and mapping trees).
+func TestDubboWrittenNodes(t *testing.T) {
+	dubbo, events, err := zk.Connect(servers, sessionTimeout, zk.WithLogInfo(false), zk.WithLogger(discard{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	closeDubbo := func() {
+		dubbo.Close()
+		for range events { // closed once the client's goroutines are done
+		}
+	}
+	defer closeDubbo()
+	const iface = "org.apache.dubbo.samples.Greeter"
+	// URLEncoder.encode("tri://10.1.2.3:50051/org.apache.dubbo.samples.Greeter?anyhost=true&…", "UTF-8")
+	const triNode = "tri%3A%2F%2F10.1.2.3%3A50051%2Forg.apache.dubbo.samples.Greeter%3Fanyhost%3Dtrue" +
+		"%26application%3Ddubbo-samples%26deprecated%3Dfalse%26dubbo%3D2.0.2%26dynamic%3Dtrue%26generic%3Dfalse" +
+		"%26group%3Dg1%26interface%3Dorg.apache.dubbo.samples.Greeter%26methods%3Dgreet%2CgreetStream" +
+		"%26pid%3D4242%26prefer.serialization%3Dfastjson2%2Chessian2%26release%3D3.3.0" +
+		"%26service-name-mapping%3Dtrue%26side%3Dprovider%26timestamp%3D1700000000000%26version%3D1.0.0"
+	const dubboNode = "dubbo%3A%2F%2F10.1.2.3%3A20880%2Forg.apache.dubbo.samples.Greeter%3Fanyhost%3Dtrue" +
+		"%26interface%3Dorg.apache.dubbo.samples.Greeter%26side%3Dprovider"
+	const consumerNode = "consumer%3A%2F%2F10.1.2.4%2Forg.apache.dubbo.samples.Greeter%3Fcategory%3Dconsumers" +
+		"%26interface%3Dorg.apache.dubbo.samples.Greeter%26side%3Dconsumer"
+	persistent := []string{
+		"/dubbo", "/dubbo/" + iface, "/dubbo/" + iface + "/providers", "/dubbo/" + iface + "/consumers",
+		"/dubbo/" + iface + "/configurators", "/dubbo/mapping", "/dubbo/mapping/" + iface,
+		"/dubbo/config", "/dubbo/config/dubbo",
+	}
+	for _, p := range persistent {
+		if _, err := dubbo.Create(p, nil, zk.FlagPersistent, zk.WorldACL(zk.PermAll)); err != nil && !errors.Is(err, zk.ErrNodeExists) {
+			t.Fatalf("create %s: %v", p, err)
+		}
+	}
+
+	r := newRegistry(t, zookeeper.Options{})
+	v := watch(t, r)
+
+	for _, n := range []string{"/providers/" + dubboNode, "/consumers/" + consumerNode, "/providers/" + triNode} {
+		if _, err := dubbo.Create("/dubbo/"+iface+n, nil, zk.FlagEphemeral, zk.WorldACL(zk.PermAll)); err != nil {
+			t.Fatalf("create %s: %v", n, err)
+		}
+	}
+	want := mesh.Instance{
+		Service:  mesh.ServiceKey{Name: iface, Version: "1.0.0", Group: "g1"},
+		Protocol: mesh.ProtocolTriple, Address: "10.1.2.3:50051",
+	}
+	check := func(got []mesh.Instance) string {
+		got = only(got, iface)
+		if len(got) != 1 {
+			return fmt.Sprintf("want one provider of %s, got %v", iface, got)
+		}
+		g := got[0]
+		if g.Service != want.Service || g.Protocol != want.Protocol || g.Address != want.Address {
+			return fmt.Sprintf("got %+v, want %+v", g, want)
+		}
+		for k, val := range map[string]string{"methods": "greet,greetStream", "application": "dubbo-samples", "release": "3.3.0", "prefer.serialization": "fastjson2,hessian2"} {
+			if g.Metadata[k] != val {
+				return fmt.Sprintf("metadata %s = %q, want %q (%v)", k, g.Metadata[k], val, g.Metadata)
+			}
+		}
+		return ""
+	}
+	eventually(t, func() string { return check(v.get()) })
+	all, err := r.List(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if msg := check(all); msg != "" {
+		t.Fatal("List: " + msg)
+	}
+	// Reading Dubbo's other trees created nothing in them.
+	for _, p := range []string{"/dubbo/mapping/providers", "/dubbo/config/providers"} {
+		if ok, _, err := dubbo.Exists(p); err != nil || ok {
+			t.Errorf("%s exists (%v)", p, err)
+		}
+	}
+	// The Dubbo process goes away: its ephemeral provider goes with it.
+	closeDubbo()
+	eventually(t, func() string {
+		if got := only(v.get(), iface); len(got) != 0 {
+			return fmt.Sprintf("still there after the Dubbo session closed: %v", got)
+		}
+		return ""
+	})
+}
+
+// TestSessionLoss cuts connections abruptly, as a crash or a partition does: a cut-off
+// provider's nodes leave the watchers' view once its session expires, and come back when it
+// reconnects (the Registry registers them again in its new session); a cut-off watcher's
+// Watch returns ErrSessionExpired and, subscribed again, sees what changed meanwhile.
+func TestSessionLoss(t *testing.T) {
+	var ownerNet, watcherNet cutter
+	owner := newRegistry(t, zookeeper.Options{Dialer: ownerNet.dial})
+	watcher := newRegistry(t, zookeeper.Options{Dialer: watcherNet.dial})
+
+	// The watcher re-subscribes after each error, as registrysync.Catalog does.
+	var mu sync.Mutex
+	var watchErrs []error
+	v := &view{}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			err := watcher.Watch(ctx, v.set)
+			if ctx.Err() != nil {
+				return
+			}
+			mu.Lock()
+			watchErrs = append(watchErrs, err)
+			mu.Unlock()
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+	}()
+	defer func() { cancel(); <-done }()
+
+	svc := fmt.Sprintf("loss.t%d.Svc", time.Now().UnixNano()%1e9)
+	inst := func(port int) mesh.Instance {
+		return mesh.Instance{Service: mesh.ServiceKey{Name: svc}, Protocol: mesh.ProtocolGRPC, Address: fmt.Sprintf("127.0.0.1:%d", port)}
+	}
+	a, b, w := inst(1), inst(2), inst(3)
+	if err := owner.Register(t.Context(), a); err != nil {
+		t.Fatal(err)
+	}
+	if err := watcher.Register(t.Context(), w); err != nil {
+		t.Fatal(err)
+	}
+	v.waitAddrs(t, svc, a, w)
+
+	// The owner crashes: its connection breaks and it does not come back.
+	start := time.Now()
+	ownerNet.cut(true)
+	v.waitAddrs(t, svc, w)
+	t.Logf("a cut-off owner's provider left the view after %v (session timeout %v)", time.Since(start).Round(time.Millisecond), sessionTimeout)
+
+	// It comes back: its client finds the session expired, opens a new one and the Registry
+	// registers the provider again.
+	start = time.Now()
+	ownerNet.cut(false)
+	v.waitAddrs(t, svc, a, w)
+	t.Logf("re-registered %v after the owner's network came back", time.Since(start).Round(time.Millisecond))
+
+	// The watcher is cut off long enough for its session to expire (its own provider w
+	// vanishing shows that); meanwhile b arrives.
+	watcherNet.cut(true)
+	if err := owner.Register(t.Context(), b); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, func() string {
+		all, err := owner.List(t.Context())
+		if err != nil {
+			return err.Error()
+		}
+		if got := addrs(only(all, svc)); !slices.Equal(got, []string{a.Address, b.Address}) {
+			return fmt.Sprintf("waiting for the watcher's session to expire: %v", got)
+		}
+		return ""
+	})
+	watcherNet.cut(false)
+	v.waitAddrs(t, svc, a, b, w)
+	mu.Lock()
+	defer mu.Unlock()
+	if len(watchErrs) == 0 || !errors.Is(watchErrs[0], zookeeper.ErrSessionExpired) {
+		t.Fatalf("watch errors %v, want a session expiry", watchErrs)
+	}
+}
+
+// cutter is a dialer whose connections can be cut (reset) and new ones refused.
+type cutter struct {
+	mu    sync.Mutex
+	off   bool
+	conns []net.Conn
+}
+
+func (c *cutter) dial(network, addr string, timeout time.Duration) (net.Conn, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.off {
+		return nil, errors.New("cutter: network is cut")
+	}
+	conn, err := net.DialTimeout(network, addr, timeout)
+	if err == nil {
+		c.conns = append(c.conns, conn)
+	}
+	return conn, err
+}
+
+func (c *cutter) cut(off bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.off = off
+	if off {
+		for _, conn := range c.conns {
+			if tc, ok := conn.(*net.TCPConn); ok {
+				_ = tc.SetLinger(0) // reset, not a clean close
+			}
+			_ = conn.Close()
+		}
+		c.conns = nil
+	}
+}
+
+// view records what a Watch reports.
+type view struct {
+	mu  sync.Mutex
+	all []mesh.Instance
+}
+
+func (v *view) set(all []mesh.Instance) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.all = all
+}
+
+func (v *view) get() []mesh.Instance {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.all
+}
+
+func (v *view) waitAddrs(t *testing.T, svc string, want ...mesh.Instance) {
+	t.Helper()
+	w := addrs(want)
+	eventually(t, func() string {
+		if got := addrs(only(v.get(), svc)); !slices.Equal(got, w) {
+			return fmt.Sprintf("watcher sees %v, want %v", got, w)
+		}
+		return ""
+	})
+}
+
+// watch runs r.Watch until the test ends.
+func watch(t *testing.T, r registrysync.Registry) *view {
+	v := &view{}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Watch(ctx, v.set) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; !errors.Is(err, context.Canceled) {
+			t.Errorf("Watch returned %v, want context.Canceled", err)
+		}
+	})
+	return v
+}
+
+func only(all []mesh.Instance, svc string) []mesh.Instance {
+	var out []mesh.Instance
+	for _, i := range all {
+		if i.Service.Name == svc {
+			out = append(out, i)
+		}
+	}
+	return out
+}
+
+func addrs(is []mesh.Instance) []string {
+	out := make([]string, 0, len(is))
+	for _, i := range is {
+		out = append(out, i.Address)
+	}
+	slices.Sort(out)
+	return out
+}
+
+func eventually(t *testing.T, cond func() string) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		msg := cond()
+		if msg == "" {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after 15s: %s", msg)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+type discard struct{}
+
+func (discard) Printf(string, ...any) {}
