@@ -51,7 +51,7 @@ type Topology struct {
 	Egress []string
 	// Ingress lists host:port of beta's ingress tunnel listeners.
 	Ingress []string
-	// Gateways are every gateway instance: alpha's egress, then beta's ingress.
+	// Gateways are every gateway instance: beta's ingress, then alpha's egress.
 	Gateways []*Gateway
 	// AlphaCP and BetaCP are the domains' controlplanes.
 	AlphaCP, BetaCP *Controlplane
