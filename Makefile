@@ -10,11 +10,12 @@ all: build
 build:
 	$(GO) build -o bin/strait ./cmd/strait
 
-# deps: everything the tests need on a fresh machine (idempotent): Go modules, and curl
-# for deploy/local/up.sh.
+# deps: everything the tests need on a fresh machine (idempotent): Go modules, curl for
+# deploy/local/up.sh, and ZooKeeper (Debian's package) for the ZooKeeper registry tests.
 deps:
 	$(GO) mod download
 	@command -v curl >/dev/null 2>&1 || { (apt-get update -qq && apt-get install -y -qq curl) >/dev/null; }
+	@[ -e /usr/share/java/zookeeper.jar ] || { (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq zookeeper) >/dev/null; }
 
 test: deps lint
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) $(PKGS)

@@ -58,7 +58,12 @@ type Options struct {
 	Logger *slog.Logger
 }
 
-// Registry is a registry in ZooKeeper. It is safe for concurrent use.
+// Registry is a registry in ZooKeeper. It is safe for concurrent use, Watch included.
+//
+// ZooKeeper requests cannot be cancelled: a ctx is checked before a call starts, and a
+// request in flight while the server is unreachable fails within the client's timeouts
+// (about a second per connection attempt, two thirds of the session timeout for a
+// request already sent).
 type Registry struct {
 	conn   *zk.Conn
 	events <-chan zk.Event // closed once the client's connection goroutine has stopped
@@ -433,11 +438,8 @@ func (w *watcher) close() {
 }
 
 func (w *watcher) handle(f firing) (bool, error) {
-	if f.ev.Type == zk.EventNotWatching {
-		if errors.Is(f.ev.Err, zk.ErrSessionExpired) {
-			return false, fmt.Errorf("zookeeper registry: watch lost: %w", f.ev.Err)
-		}
-		return false, fmt.Errorf("zookeeper registry: watch lost: %v", f.ev.Err)
+	if f.ev.Type == zk.EventNotWatching { // the session expired, or the Registry was closed
+		return false, fmt.Errorf("zookeeper registry: watch lost: %w", f.ev.Err)
 	}
 	delete(w.armed, f.path)
 	if f.path == root {

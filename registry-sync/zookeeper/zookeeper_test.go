@@ -149,6 +149,23 @@ func equalMaps(a, b map[string]string) bool {
 	return true
 }
 
+// TestNewFails: no server, no Registry, and nothing left running.
+func TestNewFails(t *testing.T) {
+	port, err := freePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	r, err := zookeeper.New([]string{net.JoinHostPort("127.0.0.1", strconv.Itoa(port))}, zookeeper.Options{DialTimeout: 500 * time.Millisecond})
+	if err == nil {
+		r.Close()
+		t.Fatal("New succeeded without a server")
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("New took %v to fail", d)
+	}
+}
+
 // TestDubboWrittenNodes reads nodes the way a Dubbo (Java) provider writes them: the
 // URL-encoded URL (java.net.URLEncoder) with Dubbo's extra parameters as the name of an
 // ephemeral node, next to what Strait must skip (dubbo:// providers, consumers, Dubbo's

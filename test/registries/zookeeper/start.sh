@@ -85,7 +85,7 @@ fi
 
 fourlw() {
 	# Send a four-letter word; the server answers and closes the connection.
-	timeout 2 bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$1" && printf "$2" >&3 && head -c 200 <&3' _ "$port" "$1" 2>/dev/null
+	timeout 2 bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$1" && printf "$2" >&3 && head -c 4096 <&3' _ "$port" "$1" 2>/dev/null
 }
 
 serving() {

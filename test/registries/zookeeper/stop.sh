@@ -8,6 +8,8 @@ if [ $# -ne 1 ]; then
 	exit 2
 fi
 dir=$1
+[ -d "$dir" ] || exit 0
+dir=$(cd "$dir" && pwd) # as start.sh wrote it into the server's command line
 
 if [ -f "$dir/watchdog.pid" ]; then
 	kill "$(cat "$dir/watchdog.pid")" 2>/dev/null
@@ -15,20 +17,32 @@ if [ -f "$dir/watchdog.pid" ]; then
 fi
 [ -f "$dir/pid" ] || exit 0
 pid=$(cat "$dir/pid")
+
+# alive: the process exists and is not a zombie waiting for its (adoptive) parent.
+alive() {
+	local state
+	state=$(sed -n 's/^State:[[:space:]]*\(.\).*/\1/p' "/proc/$pid/status" 2>/dev/null) || return 1
+	[ -n "$state" ] && [ "$state" != Z ]
+}
+# Only the server this DIR started: a stale pid file may name an unrelated process by now.
+if ! tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF "QuorumPeerMain $dir/zoo.cfg"; then
+	rm -f "$dir/pid"
+	exit 0
+fi
 if kill "$pid" 2>/dev/null; then
 	for _ in $(seq 1 100); do # up to 10 s, then SIGKILL
-		kill -0 "$pid" 2>/dev/null || break
+		alive || break
 		sleep 0.1
 	done
-	if kill -0 "$pid" 2>/dev/null; then
+	if alive; then
 		kill -9 "$pid" 2>/dev/null
 		for _ in $(seq 1 50); do
-			kill -0 "$pid" 2>/dev/null || break
+			alive || break
 			sleep 0.1
 		done
 	fi
 fi
-if kill -0 "$pid" 2>/dev/null; then
+if alive; then
 	echo "stop.sh: ZooKeeper (pid $pid) is still running" >&2
 	exit 1
 fi
