@@ -231,6 +231,9 @@ type Export struct {
 	To []string `yaml:"to"`
 	// Methods, if set, is the allow-list of methods; empty allows all.
 	Methods []string `yaml:"methods"`
+	// Metadata lists the provider metadata keys that may cross to the peers; none by
+	// default.
+	Metadata []string `yaml:"metadata"`
 }
 
 // Route sends local consumer calls of a service to a peer domain.

@@ -1,0 +1,237 @@
+package controlplane
+
+import (
+	"log/slog"
+	"sort"
+	"strconv"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/strait-mesh/strait/internal/config"
+	"github.com/strait-mesh/strait/internal/mesh"
+	federationv1 "github.com/strait-mesh/strait/proto/federation/v1"
+	registrysync "github.com/strait-mesh/strait/registry-sync"
+)
+
+// ServiceKey names an exported service in federation updates: protocol/name:version@group.
+func ServiceKey(s *federationv1.Service) string {
+	return s.GetProtocol() + "/" + s.GetName() + ":" + s.GetVersion() + "@" + s.GetGroup()
+}
+
+// ExportsFor computes what d exports to peer: each export that names the peer, with the
+// metadata its allow-list lets cross (taken from a live provider). Providers registered by
+// Strait for another domain (managed) are never exported again. It is a pure function.
+func ExportsFor(d *config.Domain, peer string, providers []mesh.Instance) map[string]*federationv1.Service {
+	out := map[string]*federationv1.Service{}
+	for _, e := range d.Exports {
+		allowed := false
+		for _, to := range e.To {
+			allowed = allowed || to == peer
+		}
+		if !allowed {
+			continue
+		}
+		s := &federationv1.Service{
+			Name: e.Service, Version: e.Version, Group: e.Group, Protocol: string(e.Protocol),
+			Methods: append([]string(nil), e.Methods...),
+		}
+		for _, p := range providers {
+			if registrysync.Managed(p) || p.Service.Name != e.Service || p.Protocol.RPC() != e.Protocol.RPC() ||
+				(e.Version != "" && p.Service.Version != e.Version) || (e.Group != "" && p.Service.Group != e.Group) {
+				continue
+			}
+			for _, k := range e.Metadata {
+				if v, ok := p.Metadata[k]; ok {
+					if s.Metadata == nil {
+						s.Metadata = map[string]string{}
+					}
+					s.Metadata[k] = v
+				}
+			}
+			break
+		}
+		out[ServiceKey(s)] = s
+	}
+	return out
+}
+
+const historyLen = 256
+
+type delta struct {
+	rev      uint64
+	upserted []*federationv1.Service
+	removed  []string
+}
+
+// peerLog is the export history of one peer: the current catalog and the recent deltas,
+// so a caller that reconnects resumes instead of starting over.
+type peerLog struct {
+	rev     uint64
+	cur     map[string]*federationv1.Service
+	history []delta
+}
+
+// Federation serves the Federation API: each peer's exports and this domain's live
+// ingress instances, as a snapshot and then deltas with revisions.
+type Federation struct {
+	federationv1.UnimplementedFederationServer
+	log   *slog.Logger
+	epoch string
+
+	mu      sync.Mutex
+	domain  *config.Domain
+	peers   map[string]*peerLog
+	ingress []string
+	changed chan struct{} // closed and replaced on every change
+}
+
+// NewFederation returns a federation server for the domain d.
+func NewFederation(d *config.Domain, log *slog.Logger) *Federation {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Federation{
+		log: log, epoch: strconv.FormatInt(time.Now().UnixNano(), 36),
+		domain: d, peers: map[string]*peerLog{}, changed: make(chan struct{}),
+	}
+}
+
+// Update recomputes every peer's exports from the domain in force, the providers of the
+// registry and the live ingress instances; peers see the differences.
+func (f *Federation) Update(d *config.Domain, providers []mesh.Instance, ingress []string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.domain = d
+	ingress = append([]string(nil), ingress...)
+	sort.Strings(ingress)
+	ingressChanged := !equalStrings(ingress, f.ingress)
+	f.ingress = ingress
+	changed := ingressChanged
+	for _, p := range d.Peers {
+		l := f.peers[p.Domain]
+		if l == nil {
+			l = &peerLog{cur: map[string]*federationv1.Service{}}
+			f.peers[p.Domain] = l
+		}
+		next := ExportsFor(d, p.Domain, providers)
+		var dl delta
+		for k, s := range next {
+			if old, ok := l.cur[k]; !ok || !proto.Equal(old, s) {
+				dl.upserted = append(dl.upserted, s)
+			}
+		}
+		for k := range l.cur {
+			if _, ok := next[k]; !ok {
+				dl.removed = append(dl.removed, k)
+			}
+		}
+		if len(dl.upserted) == 0 && len(dl.removed) == 0 && !ingressChanged {
+			continue
+		}
+		l.rev++
+		dl.rev = l.rev
+		l.cur = next
+		l.history = append(l.history, dl)
+		if len(l.history) > historyLen {
+			l.history = l.history[len(l.history)-historyLen:]
+		}
+		changed = true
+	}
+	if changed {
+		close(f.changed)
+		f.changed = make(chan struct{})
+	}
+}
+
+func equalStrings(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// Catalog streams the exports to req's domain. The caller's domain must be a peer.
+func (f *Federation) Catalog(req *federationv1.CatalogRequest, stream federationv1.Federation_CatalogServer) error {
+	peer := req.GetDomain()
+	f.mu.Lock()
+	if _, ok := f.domain.Peer(peer); !ok {
+		f.mu.Unlock()
+		return status.Errorf(codes.PermissionDenied, "federation: %q is not a peer of %s", peer, f.domain.Domain)
+	}
+	l := f.peers[peer]
+	if l == nil {
+		l = &peerLog{cur: map[string]*federationv1.Service{}}
+		f.peers[peer] = l
+	}
+	var first *federationv1.CatalogUpdate
+	sent := req.GetResumeRevision()
+	if req.GetEpoch() != f.epoch || !resumable(l, sent) {
+		first = f.fullLocked(l)
+		sent = l.rev
+	}
+	f.mu.Unlock()
+	if first != nil {
+		if err := stream.Send(first); err != nil {
+			return err
+		}
+	}
+	ctx := stream.Context()
+	for {
+		f.mu.Lock()
+		updates := f.sinceLocked(l, sent)
+		wait := f.changed
+		f.mu.Unlock()
+		for _, u := range updates {
+			if err := stream.Send(u); err != nil {
+				return err
+			}
+			sent = u.GetRevision()
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-wait:
+		}
+	}
+}
+
+// resumable reports whether the deltas after rev are all still in the history.
+func resumable(l *peerLog, rev uint64) bool {
+	if rev == l.rev {
+		return true
+	}
+	return rev > 0 && len(l.history) > 0 && l.history[0].rev <= rev+1 && rev < l.rev
+}
+
+func (f *Federation) fullLocked(l *peerLog) *federationv1.CatalogUpdate {
+	u := &federationv1.CatalogUpdate{Epoch: f.epoch, Revision: l.rev, Full: true, Ingress: f.ingress}
+	keys := make([]string, 0, len(l.cur))
+	for k := range l.cur {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		u.Upserted = append(u.Upserted, l.cur[k])
+	}
+	return u
+}
+
+func (f *Federation) sinceLocked(l *peerLog, rev uint64) []*federationv1.CatalogUpdate {
+	var out []*federationv1.CatalogUpdate
+	for _, d := range l.history {
+		if d.rev <= rev {
+			continue
+		}
+		out = append(out, &federationv1.CatalogUpdate{Epoch: f.epoch, Revision: d.rev, Upserted: d.upserted, Removed: d.removed, Ingress: f.ingress})
+	}
+	return out
+}

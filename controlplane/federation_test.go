@@ -1,0 +1,160 @@
+package controlplane
+
+import (
+	"context"
+	"net"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
+	"github.com/strait-mesh/strait/internal/config"
+	"github.com/strait-mesh/strait/internal/mesh"
+	federationv1 "github.com/strait-mesh/strait/proto/federation/v1"
+	registrysync "github.com/strait-mesh/strait/registry-sync"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func betaDomain(exports ...config.Export) *config.Domain {
+	return &config.Domain{
+		Domain: "beta", TrustDomain: "beta.local",
+		Peers: []config.Peer{
+			{Domain: "alpha", TrustDomain: "alpha.local", TrustBundle: "a.pem"},
+			{Domain: "gamma", TrustDomain: "gamma.local", TrustBundle: "g.pem"},
+		},
+		Exports: exports,
+	}
+}
+
+var providers = []mesh.Instance{
+	{Service: mesh.ServiceKey{Name: "com.beta.Pay", Version: "1.0.0"}, Protocol: mesh.ProtocolTriple, Address: "10.0.0.1:1",
+		Metadata: map[string]string{"application": "pay", "secret": "x"}},
+	// Registered by Strait for another domain: never exported again.
+	{Service: mesh.ServiceKey{Name: "com.alpha.Loop"}, Protocol: mesh.ProtocolGRPC, Address: "10.0.0.9:1",
+		Metadata: map[string]string{registrysync.MetaManaged: "true", registrysync.MetaOrigin: "alpha"}},
+}
+
+func TestExportsFor(t *testing.T) {
+	d := betaDomain(
+		config.Export{Service: "com.beta.Pay", Protocol: mesh.ProtocolTriple, Version: "1.0.0", To: []string{"alpha"}, Methods: []string{"Charge"}, Metadata: []string{"application"}},
+		config.Export{Service: "com.beta.Other", Protocol: mesh.ProtocolGRPC, To: []string{"gamma"}},
+	)
+	got := ExportsFor(d, "alpha", providers)
+	if len(got) != 1 {
+		t.Fatalf("exports to alpha: %v", got)
+	}
+	s := got["triple/com.beta.Pay:1.0.0@"]
+	if s == nil || s.Metadata["application"] != "pay" || s.Metadata["secret"] != "" || s.Methods[0] != "Charge" {
+		t.Fatalf("export: %v", s)
+	}
+	if len(ExportsFor(d, "delta", providers)) != 0 {
+		t.Fatal("exported to a domain that is not named")
+	}
+}
+
+type fedServer struct {
+	ln  net.Listener
+	srv *grpc.Server
+}
+
+func serveFederation(t *testing.T, f *Federation, addr string) *fedServer {
+	t.Helper()
+	var ln net.Listener
+	var err error
+	for range 100 {
+		if ln, err = net.Listen("tcp", addr); err == nil {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := grpc.NewServer()
+	federationv1.RegisterFederationServer(s, f)
+	go s.Serve(ln)
+	return &fedServer{ln: ln, srv: s}
+}
+
+func TestFederationStream(t *testing.T) {
+	d := betaDomain(config.Export{Service: "com.beta.Pay", Protocol: mesh.ProtocolTriple, Version: "1.0.0", To: []string{"alpha"}})
+	fed := NewFederation(d, nil)
+	fed.Update(d, providers, []string{"10.1.0.1:15443"})
+	fs := serveFederation(t, fed, "127.0.0.1:0")
+	addr := fs.ln.Addr().String()
+
+	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	client := federationv1.NewFederationClient(cc)
+
+	// A domain that is not a peer is refused.
+	st, err := client.Catalog(context.Background(), &federationv1.CatalogRequest{Domain: "mallory"})
+	if err == nil {
+		_, err = st.Recv()
+	}
+	if status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("non-peer: %v", err)
+	}
+
+	changes := make(chan struct{}, 100)
+	im := NewImporter("alpha", "beta", client, func() { changes <- struct{}{} }, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); im.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+
+	waitImport := func(what string, ok func(Import) bool) Import {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			got := im.Import()
+			if ok(got) {
+				return got
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: %+v", what, got)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	first := waitImport("snapshot", func(i Import) bool {
+		return !i.Stale && len(i.Services) == 1 && i.Services[0].Name == "com.beta.Pay" && len(i.Ingress) == 1
+	})
+
+	// A change: one export withdrawn, another added, an ingress instance more.
+	d2 := betaDomain(config.Export{Service: "com.beta.Ledger", Protocol: mesh.ProtocolGRPC, To: []string{"alpha", "gamma"}})
+	fed.Update(d2, providers, []string{"10.1.0.1:15443", "10.1.0.2:15443"})
+	second := waitImport("delta", func(i Import) bool {
+		return len(i.Services) == 1 && i.Services[0].Name == "com.beta.Ledger" && len(i.Ingress) == 2
+	})
+	if second.Revision <= first.Revision || second.Epoch != first.Epoch {
+		t.Fatalf("revisions: %d then %d", first.Revision, second.Revision)
+	}
+
+	// The peer goes away: the catalog stays, marked stale.
+	fs.srv.Stop()
+	stale := waitImport("stale", func(i Import) bool { return i.Stale })
+	if len(stale.Services) != 1 || len(stale.Ingress) != 2 {
+		t.Fatalf("stale catalog lost: %+v", stale)
+	}
+	// It comes back (a restart: new epoch) without the export: withdrawn means removed.
+	fed2 := NewFederation(betaDomain(), nil)
+	fed2.Update(betaDomain(), providers, []string{"10.1.0.3:15443"})
+	fs2 := serveFederation(t, fed2, addr)
+	defer fs2.srv.Stop()
+	back := waitImport("after restart", func(i Import) bool { return !i.Stale && len(i.Ingress) == 1 && i.Ingress[0] == "10.1.0.3:15443" })
+	if len(back.Services) != 0 || back.Epoch == first.Epoch {
+		t.Fatalf("after restart: %+v", back)
+	}
+	if stale.LastErr == "" {
+		t.Fatal("a stale import does not say why")
+	}
+}

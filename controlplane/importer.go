@@ -1,0 +1,148 @@
+package controlplane
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"sort"
+	"sync"
+	"time"
+
+	federationv1 "github.com/strait-mesh/strait/proto/federation/v1"
+)
+
+// Import is what a peer domain exports to this one, as last heard.
+type Import struct {
+	Peer     string
+	Services []*federationv1.Service
+	// Ingress is the peer's live ingress instances.
+	Ingress []string
+	// Stale is set while the peer cannot be reached: the catalog is kept (calls keep
+	// flowing) but may be out of date. A withdrawn service, by contrast, is removed.
+	Stale    bool
+	Epoch    string
+	Revision uint64
+	LastErr  string
+}
+
+// Importer keeps one peer's catalog current over the Federation stream: a snapshot, then
+// deltas; after a broken stream it reconnects with backoff and resumes from its revision.
+type Importer struct {
+	peer, self string
+	client     federationv1.FederationClient
+	onChange   func()
+	log        *slog.Logger
+
+	mu       sync.Mutex
+	services map[string]*federationv1.Service
+	ingress  []string
+	epoch    string
+	rev      uint64
+	stale    bool
+	lastErr  string
+}
+
+// NewImporter returns an importer of peer's catalog for the domain self. onChange (may be
+// nil) is called after every change, from Run's goroutine.
+func NewImporter(self, peer string, client federationv1.FederationClient, onChange func(), log *slog.Logger) *Importer {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if onChange == nil {
+		onChange = func() {}
+	}
+	return &Importer{
+		peer: peer, self: self, client: client, onChange: onChange,
+		log: log.With("peer", peer), services: map[string]*federationv1.Service{}, stale: true,
+	}
+}
+
+// Run follows the peer's catalog until ctx ends.
+func (im *Importer) Run(ctx context.Context) {
+	backoff := 100 * time.Millisecond
+	for ctx.Err() == nil {
+		start := time.Now()
+		err := im.follow(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		im.mu.Lock()
+		wasStale := im.stale
+		im.stale = true
+		if err != nil {
+			im.lastErr = err.Error()
+		}
+		im.mu.Unlock()
+		if !wasStale {
+			im.log.Warn("peer unreachable; keeping its catalog, marked stale", "err", err)
+			im.onChange()
+		}
+		if time.Since(start) > 10*time.Second {
+			backoff = 100 * time.Millisecond
+		}
+		t := time.NewTimer(backoff)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		backoff = min(2*backoff, 5*time.Second)
+	}
+}
+
+func (im *Importer) follow(ctx context.Context) error {
+	im.mu.Lock()
+	req := &federationv1.CatalogRequest{Domain: im.self, Epoch: im.epoch, ResumeRevision: im.rev}
+	im.mu.Unlock()
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stream, err := im.client.Catalog(sctx, req)
+	if err != nil {
+		return err
+	}
+	for {
+		u, err := stream.Recv()
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				return errors.New("federation: peer closed the stream")
+			}
+			return err
+		}
+		im.apply(u)
+		im.onChange()
+	}
+}
+
+func (im *Importer) apply(u *federationv1.CatalogUpdate) {
+	im.mu.Lock()
+	defer im.mu.Unlock()
+	if u.GetFull() {
+		im.services = map[string]*federationv1.Service{}
+	}
+	for _, k := range u.GetRemoved() {
+		delete(im.services, k)
+	}
+	for _, s := range u.GetUpserted() {
+		im.services[ServiceKey(s)] = s
+	}
+	im.ingress = append([]string(nil), u.GetIngress()...)
+	im.epoch, im.rev = u.GetEpoch(), u.GetRevision()
+	if im.stale {
+		im.log.Info("peer catalog current", "revision", im.rev, "services", len(im.services))
+	}
+	im.stale, im.lastErr = false, ""
+}
+
+// Import returns the catalog as last heard.
+func (im *Importer) Import() Import {
+	im.mu.Lock()
+	defer im.mu.Unlock()
+	out := Import{Peer: im.peer, Ingress: append([]string(nil), im.ingress...), Stale: im.stale, Epoch: im.epoch, Revision: im.rev, LastErr: im.lastErr}
+	for _, s := range im.services {
+		out.Services = append(out.Services, s)
+	}
+	sort.Slice(out.Services, func(a, b int) bool { return ServiceKey(out.Services[a]) < ServiceKey(out.Services[b]) })
+	return out
+}
