@@ -11,6 +11,8 @@ import (
 	"sync"
 
 	"github.com/strait-mesh/strait/internal/config"
+	"github.com/strait-mesh/strait/internal/mesh"
+	federationv1 "github.com/strait-mesh/strait/proto/federation/v1"
 	registrysync "github.com/strait-mesh/strait/registry-sync"
 )
 
@@ -35,11 +37,14 @@ type Controlplane struct {
 	baseDir string
 	dirty   chan struct{}
 
+	fed *Federation
+
 	mu      sync.Mutex
 	domain  *config.Domain
 	bundles map[string][]byte
 	version string
 	lastErr error
+	ingress []string // live ingress instances, from gossip
 }
 
 // New loads the domain's trust bundles and publishes its first configuration.
@@ -53,6 +58,10 @@ func New(o Options) (*Controlplane, error) {
 		dirty:   make(chan struct{}, 1),
 	}
 	c.xds = NewXDS(c.log, o.XDSTLS)
+	// Peers reach the Federation API through an ingress instance of this domain, which
+	// forwards it here over the xDS listener.
+	c.fed = NewFederation(o.Domain, c.log.With("component", "federation"))
+	federationv1.RegisterFederationServer(c.xds.grpc, c.fed)
 	if o.Registry != nil {
 		c.cat = registrysync.NewCatalog(o.Registry, c.log.With("component", "catalog"))
 		c.cat.OnChange(c.markDirty)
@@ -127,9 +136,26 @@ func (c *Controlplane) publishLocked() error {
 		return err
 	}
 	c.version = v
+	c.fed.Update(c.domain, in.Providers, c.ingress)
 	c.log.Debug("published", "version", v)
 	return nil
 }
+
+// SetIngress records the domain's live ingress instances (from gossip); peers learn them
+// over federation.
+func (c *Controlplane) SetIngress(addrs []string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.ingress = append([]string(nil), addrs...)
+	var providers []mesh.Instance
+	if c.cat != nil {
+		providers = c.cat.All()
+	}
+	c.fed.Update(c.domain, providers, c.ingress)
+}
+
+// Federation is the Federation API server.
+func (c *Controlplane) Federation() *Federation { return c.fed }
 
 func (c *Controlplane) markDirty() {
 	select {

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
@@ -159,9 +160,18 @@ func equalStrings(a, b []string) bool {
 	return true
 }
 
-// Catalog streams the exports to req's domain. The caller's domain must be a peer.
+// PeerDomainHeader is the gRPC metadata key in which this domain's ingress, having
+// authenticated the peer controlplane's SVID, names the peer domain.
+const PeerDomainHeader = "strait-peer-domain"
+
+// Catalog streams the exports to req's domain. The caller's domain must be a peer, and
+// the ingress that forwarded the call must have authenticated it as that peer.
 func (f *Federation) Catalog(req *federationv1.CatalogRequest, stream federationv1.Federation_CatalogServer) error {
 	peer := req.GetDomain()
+	md, _ := metadata.FromIncomingContext(stream.Context())
+	if v := md.Get(PeerDomainHeader); len(v) != 1 || v[0] != peer {
+		return status.Errorf(codes.PermissionDenied, "federation: the caller was not authenticated as domain %q", peer)
+	}
 	f.mu.Lock()
 	if _, ok := f.domain.Peer(peer); !ok {
 		f.mu.Unlock()

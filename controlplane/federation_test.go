@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	"github.com/strait-mesh/strait/internal/config"
@@ -81,6 +82,8 @@ func serveFederation(t *testing.T, f *Federation, addr string) *fedServer {
 	return &fedServer{ln: ln, srv: s}
 }
 
+var claimed = "alpha"
+
 func TestFederationStream(t *testing.T) {
 	d := betaDomain(config.Export{Service: "com.beta.Pay", Protocol: mesh.ProtocolTriple, Version: "1.0.0", To: []string{"alpha"}})
 	fed := NewFederation(d, nil)
@@ -88,21 +91,29 @@ func TestFederationStream(t *testing.T) {
 	fs := serveFederation(t, fed, "127.0.0.1:0")
 	addr := fs.ln.Addr().String()
 
-	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	// Calls arrive through this domain's ingress, which names the authenticated peer.
+	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithStreamInterceptor(func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+			return streamer(metadata.AppendToOutgoingContext(ctx, PeerDomainHeader, claimed), desc, cc, method, opts...)
+		}))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer cc.Close()
 	client := federationv1.NewFederationClient(cc)
 
-	// A domain that is not a peer is refused.
-	st, err := client.Catalog(context.Background(), &federationv1.CatalogRequest{Domain: "mallory"})
-	if err == nil {
-		_, err = st.Recv()
+	// A domain that is not a peer is refused, and so is a claim the ingress did not vouch for.
+	for _, c := range []struct{ claim, domain string }{{"mallory", "mallory"}, {"gamma", "alpha"}} {
+		claimed = c.claim
+		st, err := client.Catalog(context.Background(), &federationv1.CatalogRequest{Domain: c.domain})
+		if err == nil {
+			_, err = st.Recv()
+		}
+		if status.Code(err) != codes.PermissionDenied {
+			t.Fatalf("claim %s as %s: %v", c.claim, c.domain, err)
+		}
 	}
-	if status.Code(err) != codes.PermissionDenied {
-		t.Fatalf("non-peer: %v", err)
-	}
+	claimed = "alpha"
 
 	changes := make(chan struct{}, 100)
 	im := NewImporter("alpha", "beta", client, func() { changes <- struct{}{} }, nil)

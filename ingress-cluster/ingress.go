@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -38,6 +39,9 @@ type Config struct {
 	SVID x509svid.Source
 	// Observer records every call (metrics); nil records nothing.
 	Observer proxy.Observer
+	// Controlplane is where federation calls of peer controlplanes go: the domain's
+	// controlplane, reached with Transport (the gateway's mutual TLS to it, or h2c).
+	Controlplane proxy.Upstream
 	// Limits of the tunnel listener (header size, timeouts, streams) are fixed at start;
 	// body size and call timeout follow each Apply.
 	Limits config.Limits
@@ -63,6 +67,11 @@ type Gateway struct {
 	h1      http.RoundTripper
 	rr      atomic.Uint64
 	obs     proxy.Observer
+	cp      proxy.Upstream
+	// federation streams live as long as the peer keeps them; a drain ends them, and the
+	// peer's controlplane resumes through another instance.
+	fedCtx    context.Context
+	fedCancel context.CancelFunc
 }
 
 // New returns an ingress gateway. Serve starts it; until the first Apply it admits no
@@ -78,13 +87,17 @@ func New(c Config) (*Gateway, error) {
 	if c.Observer == nil {
 		c.Observer = proxy.NopObserver{}
 	}
+	fedCtx, fedCancel := context.WithCancel(context.Background())
 	g := &Gateway{
-		obs:     c.Observer,
-		domain:  c.Domain,
-		bundles: x509bundle.NewSet(),
-		log:     c.Logger.With("domain", c.Domain, "instance", c.Instance),
-		h2c:     proxy.NewH2CTransport(l.DialTimeout.D(), uint32(l.MaxHeaderBytes)),
-		h1:      proxy.NewHTTP1Transport(l.DialTimeout.D(), int64(l.MaxHeaderBytes)),
+		fedCtx:    fedCtx,
+		fedCancel: fedCancel,
+		cp:        c.Controlplane,
+		obs:       c.Observer,
+		domain:    c.Domain,
+		bundles:   x509bundle.NewSet(),
+		log:       c.Logger.With("domain", c.Domain, "instance", c.Instance),
+		h2c:       proxy.NewH2CTransport(l.DialTimeout.D(), uint32(l.MaxHeaderBytes)),
+		h1:        proxy.NewHTTP1Transport(l.DialTimeout.D(), int64(l.MaxHeaderBytes)),
 	}
 	g.state.Store(&state{limits: l, peers: map[spiffeid.TrustDomain]string{}})
 	// The handshake admits a peer only if its trust domain is a configured peer and its
@@ -158,6 +171,7 @@ func (g *Gateway) ServeQUIC(pc net.PacketConn) error { return g.quic.Serve(pc) }
 
 // Shutdown sends GOAWAY on every tunnel and waits for calls in flight until ctx ends.
 func (g *Gateway) Shutdown(ctx context.Context) error {
+	g.fedCancel()
 	qerr := make(chan error, 1)
 	go func() { qerr <- g.quic.Shutdown(ctx) }()
 	err := g.srv.Shutdown(ctx)
@@ -176,6 +190,7 @@ func (g *Gateway) QUICTunnelsEstablished() uint64 { return g.quic.Established() 
 
 // Close stops at once.
 func (g *Gateway) Close() error {
+	g.fedCancel()
 	err := g.srv.Close()
 	_ = g.quic.Close()
 	g.closeIdle()
@@ -184,7 +199,7 @@ func (g *Gateway) Close() error {
 
 func (g *Gateway) closeIdle() {
 	type idler interface{ CloseIdleConnections() }
-	for _, t := range []http.RoundTripper{g.h2c, g.h1} {
+	for _, t := range []http.RoundTripper{g.h2c, g.h1, g.cp.Transport} {
 		if i, ok := t.(idler); ok {
 			i.CloseIdleConnections()
 		}
@@ -211,11 +226,14 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request) (call proxy.Call
 	if st.cfg == nil {
 		return call, "", fail(w, call, codes.Unavailable, "strait: ingress has no configuration yet")
 	}
-	id, err := identity.PeerID(r.TLS)
+	id, err := identity.PeerID(tunnel.ConnectionState(r))
 	src, known := st.peers[id.TrustDomain()]
 	if err != nil || !known {
 		// The handshake admits only peer trust domains; this is a second line.
 		return call, "", fail(w, call, codes.PermissionDenied, "strait: caller is not a peer domain")
+	}
+	if strings.HasPrefix(r.URL.Path, federationPrefix) {
+		return g.federation(w, r, id, src)
 	}
 	if call.Service.Name == "" {
 		return call, src, fail(w, call, codes.InvalidArgument, "strait: call names no service")
@@ -257,6 +275,35 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request) (call proxy.Call
 		return call, src, proxy.ForwardError(ctx, w, call, "provider "+inst.Address, err)
 	}
 }
+
+// federationPrefix is the path of the Federation API, which peer controlplanes call
+// through the tunnel.
+const federationPrefix = "/strait.federation.v1.Federation/"
+
+// federation forwards a peer controlplane's Federation call to this domain's
+// controlplane, naming the peer domain its SVID proved.
+func (g *Gateway) federation(w http.ResponseWriter, r *http.Request, id spiffeid.ID, src string) (proxy.Call, string, string) {
+	call := proxy.Call{Protocol: mesh.ProtocolGRPC, Style: proxy.StyleGRPC, Service: mesh.ServiceKey{Name: "strait.federation.v1.Federation"}}
+	if !strings.HasPrefix(id.Path(), "/"+identity.RoleControlplane+"/") {
+		return call, src, fail(w, call, codes.PermissionDenied, "strait: only a peer's controlplane may call the Federation API")
+	}
+	if g.cp.Transport == nil {
+		return call, src, fail(w, call, codes.Unavailable, "strait: this ingress does not reach its controlplane")
+	}
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	stop := context.AfterFunc(g.fedCtx, cancel)
+	defer stop()
+	outcome, err := proxy.Forward(ctx, w, r, call, g.cp, true, func(h http.Header) { h.Set(peerDomainHeader, src) })
+	if err != nil {
+		return call, src, proxy.ForwardError(ctx, w, call, "controlplane", err)
+	}
+	return call, src, outcome
+}
+
+// peerDomainHeader carries the authenticated peer domain to the controlplane
+// (controlplane.PeerDomainHeader).
+const peerDomainHeader = "Strait-Peer-Domain"
 
 // classify reads the tunnel metadata the peer egress attached.
 func classify(r *http.Request) proxy.Call {

@@ -12,11 +12,16 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/fsnotify/fsnotify"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/credentials/insecure"
 	"gopkg.in/yaml.v3"
 
 	"github.com/strait-mesh/strait/controlplane"
@@ -24,6 +29,8 @@ import (
 	"github.com/strait-mesh/strait/internal/config"
 	"github.com/strait-mesh/strait/internal/identity"
 	"github.com/strait-mesh/strait/internal/membership"
+	"github.com/strait-mesh/strait/internal/tunnel"
+	federationv1 "github.com/strait-mesh/strait/proto/federation/v1"
 	registrysync "github.com/strait-mesh/strait/registry-sync"
 	"github.com/strait-mesh/strait/registry-sync/embedded"
 	etcdreg "github.com/strait-mesh/strait/registry-sync/etcd"
@@ -52,12 +59,16 @@ type Controlplane struct {
 	reg      registrysync.Registry
 	embedded *embedded.Server
 	file     string
+	// importers follow each peer's catalog; conns are their connections.
+	importers map[string]*controlplane.Importer
+	conns     []*grpc.ClientConn
 	// gossip holds the controlplane's observer membership of each gateway cluster.
 	gossip map[string]*membership.Cluster
 
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
-	once   sync.Once
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
+	once      sync.Once
+	stopWatch []func()
 }
 
 // StartControlplane starts a domain's controlplane: registry, xDS server, admin API, and a
@@ -102,8 +113,9 @@ func StartControlplane(o ControlplaneOptions) (c *Controlplane, err error) {
 		return nil, err
 	}
 	var xdsTLS *tls.Config
+	var svid *x509svid.SVID
 	if id := d.Controlplane.Identity; id != nil {
-		if xdsTLS, err = controlplaneTLS(id, d.TrustDomain); err != nil {
+		if svid, xdsTLS, err = controlplaneTLS(id, d.TrustDomain); err != nil {
 			return nil, err
 		}
 	} else {
@@ -145,7 +157,15 @@ func StartControlplane(o ControlplaneOptions) (c *Controlplane, err error) {
 		for role, m := range c.gossip {
 			members[role] = viewMembers(m.Members())
 		}
-		return map[string]any{"version": c.cp.Version(), "domain": c.cp.Domain(), "members": members}
+		imports := map[string]any{}
+		for p, im := range c.Imports() {
+			var svcs []string
+			for _, s := range im.Services {
+				svcs = append(svcs, controlplane.ServiceKey(s))
+			}
+			imports[p] = map[string]any{"services": svcs, "ingress": im.Ingress, "stale": im.Stale, "epoch": im.Epoch, "revision": im.Revision, "lastError": im.LastErr}
+		}
+		return map[string]any{"version": c.cp.Version(), "domain": c.cp.Domain(), "members": members, "imports": imports}
 	})
 	c.admin.SetReady(true, "")
 
@@ -162,6 +182,25 @@ func StartControlplane(o ControlplaneOptions) (c *Controlplane, err error) {
 			c.log.Error("admin listener stopped", "err", err)
 		}
 	})
+	if svid != nil {
+		if err := c.startImporters(ctx, d, o.BaseDir, svid); err != nil {
+			return nil, err
+		}
+	} else {
+		c.log.Warn("no controlplane.identity: federation with peers is off")
+	}
+	if m := c.gossip["ingress"]; m != nil {
+		stop := m.Watch(func(ms []membership.Member) {
+			var addrs []string
+			for _, x := range serving(ms) {
+				if x.Meta.Addr != "" {
+					addrs = append(addrs, x.Meta.Addr)
+				}
+			}
+			c.cp.SetIngress(addrs)
+		})
+		c.stopWatch = append(c.stopWatch, stop)
+	}
 	if o.File != "" {
 		w, err := fsnotify.NewWatcher()
 		if err != nil {
@@ -177,23 +216,81 @@ func StartControlplane(o ControlplaneOptions) (c *Controlplane, err error) {
 	return c, nil
 }
 
-func controlplaneTLS(id *config.Identity, trustDomain string) (*tls.Config, error) {
+func controlplaneTLS(id *config.Identity, trustDomain string) (*x509svid.SVID, *tls.Config, error) {
 	svid, err := identity.LoadSVID(identity.Files{Cert: id.Cert, Key: id.Key})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	bundles, err := identity.LoadBundles([]identity.PeerBundle{{TrustDomain: trustDomain, File: id.Bundle}})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	td, err := spiffeid.TrustDomainFromString(trustDomain)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if svid.ID.TrustDomain() != td || !strings.HasPrefix(svid.ID.Path(), "/"+identity.RoleControlplane+"/") {
-		return nil, fmt.Errorf("controlplane: identity %s is not spiffe://%s/controlplane/…", svid.ID, trustDomain)
+		return nil, nil, fmt.Errorf("controlplane: identity %s is not spiffe://%s/controlplane/…", svid.ID, trustDomain)
 	}
-	return identity.ControlplaneServerConfig(svid, bundles, td), nil
+	return svid, identity.ControlplaneServerConfig(svid, bundles, td), nil
+}
+
+// startImporters follows every peer's catalog over the Federation API, through the
+// peer's ingress tunnel port, authenticated with the controlplane's own SVID.
+func (c *Controlplane) startImporters(ctx context.Context, d *config.Domain, baseDir string, svid *x509svid.SVID) error {
+	c.importers = map[string]*controlplane.Importer{}
+	for _, p := range d.Peers {
+		file := p.TrustBundle
+		if !filepath.IsAbs(file) && baseDir != "" {
+			file = filepath.Join(baseDir, file)
+		}
+		bundle, err := identity.LoadBundles([]identity.PeerBundle{{TrustDomain: p.TrustDomain, File: file}})
+		if err != nil {
+			return err
+		}
+		td, err := spiffeid.TrustDomainFromString(p.TrustDomain)
+		if err != nil {
+			return err
+		}
+		conf := identity.ClientConfig(svid, bundle, td, tunnel.ALPN)
+		seeds := append([]string(nil), p.Ingress...)
+		var im *controlplane.Importer
+		var next atomic.Uint64
+		// Each connection goes to one of the peer's ingress instances: the live ones
+		// the peer reported, else those of the domain file.
+		dialer := func(ctx context.Context, _ string) (net.Conn, error) {
+			addrs := seeds
+			if im != nil {
+				if live := im.Import().Ingress; len(live) > 0 {
+					addrs = live
+				}
+			}
+			if len(addrs) == 0 {
+				return nil, fmt.Errorf("federation: no ingress address known for %s", p.Domain)
+			}
+			return tunnel.DialTLS(ctx, addrs[int(next.Add(1))%len(addrs)], conf, 5*time.Second)
+		}
+		cc, err := grpc.NewClient("passthrough:///"+p.Domain, grpc.WithContextDialer(dialer),
+			grpc.WithTransportCredentials(insecure.NewCredentials()),
+			grpc.WithConnectParams(grpc.ConnectParams{Backoff: backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 5 * time.Second}, MinConnectTimeout: 5 * time.Second}))
+		if err != nil {
+			return fmt.Errorf("federation: %s: %w", p.Domain, err)
+		}
+		c.conns = append(c.conns, cc)
+		im = controlplane.NewImporter(d.Domain, p.Domain, federationv1.NewFederationClient(cc), nil, c.log.With("component", "importer"))
+		c.importers[p.Domain] = im
+		c.goRun(func() { im.Run(ctx) })
+	}
+	return nil
+}
+
+// Imports returns what each peer exports to this domain, as last heard.
+func (c *Controlplane) Imports() map[string]controlplane.Import {
+	out := map[string]controlplane.Import{}
+	for p, im := range c.importers {
+		out[p] = im.Import()
+	}
+	return out
 }
 
 func firstNonEmpty(ss ...string) string {
@@ -261,6 +358,9 @@ func serving(ms []membership.Member) []membership.Member {
 // Close stops everything at once; gateways keep their last configuration.
 func (c *Controlplane) Close() {
 	c.once.Do(func() {
+		for _, stop := range c.stopWatch {
+			stop()
+		}
 		for _, m := range c.gossip {
 			_ = m.Close()
 		}
@@ -279,6 +379,9 @@ func (c *Controlplane) Close() {
 			c.xdsLn.Close()
 		}
 		c.wg.Wait()
+		for _, cc := range c.conns {
+			cc.Close()
+		}
 		if c.reg != nil {
 			_ = c.reg.Close()
 		}

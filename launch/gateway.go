@@ -7,6 +7,7 @@ package launch
 
 import (
 	"context"
+
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -16,12 +17,15 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/net/http2"
+
 	egress "github.com/strait-mesh/strait/egress-cluster"
 	ingress "github.com/strait-mesh/strait/ingress-cluster"
 	"github.com/strait-mesh/strait/internal/admin"
 	"github.com/strait-mesh/strait/internal/config"
 	"github.com/strait-mesh/strait/internal/identity"
 	"github.com/strait-mesh/strait/internal/membership"
+	"github.com/strait-mesh/strait/internal/proxy"
 	"github.com/strait-mesh/strait/internal/xdsclient"
 	"github.com/strait-mesh/strait/internal/xdsres"
 )
@@ -95,7 +99,12 @@ func StartGateway(gw *config.Gateway, log *slog.Logger) (g *Gateway, err error) 
 			apply, serve = g.eg.Apply, g.eg.Serve
 		}
 	case xdsres.RoleIngress:
-		g.ig, err = ingress.New(ingress.Config{Domain: gw.Domain, Instance: gw.Instance, SVID: svid, Limits: gw.Limits, Logger: g.log, Observer: g.metrics})
+		// Peer controlplanes' federation calls go on to this domain's controlplane.
+		cp := proxy.Upstream{Transport: proxy.NewH2CTransport(10*time.Second, 64<<10), Scheme: "http", Addr: gw.Controlplane}
+		if xdsTLS != nil {
+			cp = proxy.Upstream{Transport: &http2.Transport{TLSClientConfig: xdsTLS, ReadIdleTimeout: 15 * time.Second, PingTimeout: 5 * time.Second}, Scheme: "https", Addr: gw.Controlplane}
+		}
+		g.ig, err = ingress.New(ingress.Config{Domain: gw.Domain, Instance: gw.Instance, SVID: svid, Limits: gw.Limits, Logger: g.log, Observer: g.metrics, Controlplane: cp})
 		if err == nil {
 			apply, serve = g.ig.Apply, g.ig.Serve
 			// QUIC tunnels arrive on UDP at the same port number.

@@ -64,6 +64,15 @@ func NewClient(tlsConf *tls.Config, o ClientOptions) *Client {
 	return &Client{t: t}
 }
 
+// DialTLS opens one tunnel connection to addr: TCP, the TLS handshake with conf (its
+// NextProtos replaced by ALPN) and the ALPN check. Other protocols that ride the tunnel
+// port (the Federation API's gRPC client) use it as their dialer.
+func DialTLS(ctx context.Context, addr string, conf *tls.Config, timeout time.Duration) (net.Conn, error) {
+	c := conf.Clone()
+	c.NextProtos = []string{ALPN}
+	return dial(ctx, "tcp", addr, c, timeout)
+}
+
 func dial(ctx context.Context, network, addr string, conf *tls.Config, timeout time.Duration) (net.Conn, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
@@ -243,7 +252,21 @@ func (s *Server) serveConn(raw net.Conn) {
 		return
 	}
 	s.established.Add(1)
-	s.h2.ServeConn(tc, &http2.ServeConnOpts{BaseConfig: s.h1, Handler: s.handler})
+	// The connection's TLS state travels in the requests' context: Request.TLS is not set
+	// for every client on connections served with ServeConn.
+	cs := tc.ConnectionState()
+	ctx = context.WithValue(context.Background(), connStateKey{}, &cs)
+	s.h2.ServeConn(tc, &http2.ServeConnOpts{Context: ctx, BaseConfig: s.h1, Handler: s.handler})
+}
+
+type connStateKey struct{}
+
+// ConnectionState returns the TLS state of the tunnel connection r arrived on.
+func ConnectionState(r *http.Request) *tls.ConnectionState {
+	if cs, ok := r.Context().Value(connStateKey{}).(*tls.ConnectionState); ok {
+		return cs
+	}
+	return r.TLS
 }
 
 // Established counts the tunnel connections that completed their handshake since start.

@@ -73,7 +73,7 @@ func startIngress(t *testing.T, p *pki) string {
 	}
 	conf := identity.ServerConfig(p.svid(t, p.beta, "spiffe://beta.test/ingress/i1", identity.IssueOptions{}), bundles, []spiffeid.TrustDomain{p.alphaTD}, tunnel.ALPN)
 	srv := tunnel.NewServer(conf, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		id, err := identity.PeerID(r.TLS)
+		id, err := identity.PeerID(tunnel.ConnectionState(r))
 		if err != nil {
 			http.Error(w, err.Error(), 500)
 			return

@@ -61,7 +61,8 @@ func TestInteropOverQUIC(t *testing.T) {
 		}
 		cc.Close()
 	}
-	// The calls went over QUIC: beta's ingress accepted QUIC tunnels, no HTTP/2 ones.
+	// The calls went over QUIC: beta's ingress accepted QUIC tunnels, and one HTTP/2 tunnel
+	// at most: the Federation stream of alpha's controlplane, which rides HTTP/2.
 	var all, quic uint64
 	for _, g := range topo.Gateways {
 		if ig := g.Ingress(); ig != nil {
@@ -69,7 +70,7 @@ func TestInteropOverQUIC(t *testing.T) {
 			quic += ig.QUICTunnelsEstablished()
 		}
 	}
-	if quic == 0 || all != quic {
+	if quic == 0 || all-quic > 1 {
 		t.Fatalf("%d tunnels, %d of them QUIC", all, quic)
 	}
 }
