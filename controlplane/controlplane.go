@@ -45,6 +45,7 @@ type Controlplane struct {
 	version string
 	lastErr error
 	ingress []string // live ingress instances, from gossip
+	imports func() map[string]Import
 }
 
 // New loads the domain's trust bundles and publishes its first configuration.
@@ -123,6 +124,9 @@ func (c *Controlplane) publishLocked() error {
 	if c.cat != nil {
 		in.Providers = c.cat.All()
 	}
+	if c.imports != nil {
+		in.Imports = c.imports()
+	}
 	res, err := Translate(in)
 	if err != nil {
 		// Translation skipped what it could not translate; the rest is published.
@@ -153,6 +157,18 @@ func (c *Controlplane) SetIngress(addrs []string) {
 	}
 	c.fed.Update(c.domain, providers, c.ingress)
 }
+
+// SetImports sets where the peers' catalogs come from (the importers) and republishes;
+// call Refresh when they change.
+func (c *Controlplane) SetImports(f func() map[string]Import) {
+	c.mu.Lock()
+	c.imports = f
+	c.mu.Unlock()
+	c.markDirty()
+}
+
+// Refresh asks for a new translation and publication (coalesced) from Run.
+func (c *Controlplane) Refresh() { c.markDirty() }
 
 // Federation is the Federation API server.
 func (c *Controlplane) Federation() *Federation { return c.fed }

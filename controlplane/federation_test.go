@@ -3,6 +3,7 @@ package controlplane
 import (
 	"context"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -167,5 +168,23 @@ func TestFederationStream(t *testing.T) {
 	}
 	if stale.LastErr == "" {
 		t.Fatal("a stale import does not say why")
+	}
+}
+
+func TestImportedRoutes(t *testing.T) {
+	d := &config.Domain{Domain: "alpha", Routes: []config.Route{{Service: "com.beta.Pay", Protocol: mesh.ProtocolTriple, Peer: "beta"}}}
+	imports := map[string]Import{"beta": {Peer: "beta", Services: []*federationv1.Service{
+		{Name: "com.beta.Pay", Protocol: "triple"},                // routed by the domain file already
+		{Name: "com.beta.Ledger", Protocol: "grpc", Version: "2"}, // imported
+		{Name: "com.alpha.Native", Protocol: "grpc"},              // exists here: refused
+		{Name: "web", Protocol: "http"},                           // needs a host or path
+	}}}
+	native := []mesh.Instance{{Service: mesh.ServiceKey{Name: "com.alpha.Native"}, Protocol: mesh.ProtocolGRPC, Address: "10.0.0.1:1"}}
+	routes, errs := ImportedRoutes(d, imports, native)
+	if len(routes) != 2 || routes[1].Service != "com.beta.Ledger" || routes[1].Version != "2" || routes[1].Peer != "beta" {
+		t.Fatalf("routes: %+v", routes)
+	}
+	if len(errs) != 1 || !strings.Contains(errs[0].Error(), "exists natively") {
+		t.Fatalf("errs: %v", errs)
 	}
 }

@@ -28,6 +28,7 @@ import (
 	"github.com/strait-mesh/strait/internal/mesh"
 	"github.com/strait-mesh/strait/internal/tunnel"
 	"github.com/strait-mesh/strait/internal/xdsres"
+	registrysync "github.com/strait-mesh/strait/registry-sync"
 )
 
 // Inputs is everything the translation depends on.
@@ -37,6 +38,8 @@ type Inputs struct {
 	Bundles map[string][]byte
 	// Providers are the live providers of the local registry.
 	Providers []mesh.Instance
+	// Imports are what each peer exports to this domain (federation), by peer domain.
+	Imports map[string]Import
 }
 
 // Resources are the xDS resources of one domain, per gateway role.
@@ -69,13 +72,20 @@ func Translate(in Inputs) (*Resources, error) {
 		r.Ingress[resource.SecretType] = append(r.Ingress[resource.SecretType], s)
 	}
 
-	// Egress: a cluster per peer with its ingress instances, routes for what consumers call.
+	// Egress: a cluster per peer with its ingress instances (the live ones the peer
+	// reports, else the domain file's), routes for what consumers call: the domain file's
+	// and the imported services.
 	for _, p := range d.Peers {
 		name := xdsres.PeerCluster(p.Domain)
 		r.Egress[resource.ClusterType] = append(r.Egress[resource.ClusterType], peerCluster(p, l))
+		if imp, ok := in.Imports[p.Domain]; ok && len(imp.Ingress) > 0 {
+			p.Ingress = imp.Ingress
+		}
 		r.Egress[resource.EndpointType] = append(r.Egress[resource.EndpointType], assignment(name, peerEndpoints(p)))
 	}
-	r.Egress[resource.RouteType] = []types.Resource{egressRoutes(d)}
+	routes, rerrs := ImportedRoutes(d, in.Imports, in.Providers)
+	errs = append(errs, rerrs...)
+	r.Egress[resource.RouteType] = []types.Resource{egressRoutes(routes)}
 	r.Egress[resource.ListenerType] = []types.Resource{listener(xdsres.RoleEgress, d, l)}
 
 	// Ingress: a cluster per exported service with its providers, routes for the exports.
@@ -270,10 +280,52 @@ func toCluster(name string) *routev3.Route_Route {
 	return &routev3.Route_Route{Route: &routev3.RouteAction{ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: name}}}
 }
 
-func egressRoutes(d *config.Domain) *routev3.RouteConfiguration {
+// ImportedRoutes is the domain file's routes plus a route for every gRPC or Triple service a
+// peer exports to this domain. An import is refused (and reported) when the service exists
+// natively here, or when the domain file already routes it; plain HTTP services need a
+// host or path in the domain file and are not routed from imports alone.
+func ImportedRoutes(d *config.Domain, imports map[string]Import, providers []mesh.Instance) ([]config.Route, []error) {
+	routes := append([]config.Route(nil), d.Routes...)
+	type key struct {
+		rpc                  bool
+		name, version, group string
+	}
+	have := map[key]bool{}
+	for _, r := range d.Routes {
+		have[key{r.Protocol.RPC(), r.Service, r.Version, r.Group}] = true
+	}
+	native := map[string]bool{}
+	for _, p := range providers {
+		if !registrysync.Managed(p) {
+			native[p.Service.Name] = true
+		}
+	}
+	var errs []error
+	for _, peer := range sortedKeys(imports) {
+		for _, s := range imports[peer].Services {
+			p := mesh.Protocol(s.GetProtocol())
+			if !p.RPC() {
+				continue
+			}
+			k := key{true, s.GetName(), s.GetVersion(), s.GetGroup()}
+			switch {
+			case native[s.GetName()]:
+				errs = append(errs, fmt.Errorf("import of %s from %s refused: the service exists natively in %s", ServiceKey(s), peer, d.Domain))
+				continue
+			case have[k]:
+				continue
+			}
+			have[k] = true
+			routes = append(routes, config.Route{Service: s.GetName(), Protocol: p, Version: s.GetVersion(), Group: s.GetGroup(), Peer: peer})
+		}
+	}
+	return routes, errs
+}
+
+func egressRoutes(rs []config.Route) *routev3.RouteConfiguration {
 	def := &routev3.VirtualHost{Name: "default", Domains: []string{"*"}}
 	hosts := map[string]*routev3.VirtualHost{}
-	for _, r := range d.Routes {
+	for _, r := range rs {
 		meta := md(map[string]any{
 			"protocol": string(r.Protocol), "service": r.Service, "version": r.Version, "group": r.Group,
 			"peer": r.Peer, "host": r.Host, "pathPrefix": r.PathPrefix,

@@ -277,10 +277,11 @@ func (c *Controlplane) startImporters(ctx context.Context, d *config.Domain, bas
 			return fmt.Errorf("federation: %s: %w", p.Domain, err)
 		}
 		c.conns = append(c.conns, cc)
-		im = controlplane.NewImporter(d.Domain, p.Domain, federationv1.NewFederationClient(cc), nil, c.log.With("component", "importer"))
+		im = controlplane.NewImporter(d.Domain, p.Domain, federationv1.NewFederationClient(cc), c.cp.Refresh, c.log.With("component", "importer"))
 		c.importers[p.Domain] = im
 		c.goRun(func() { im.Run(ctx) })
 	}
+	c.cp.SetImports(c.Imports)
 	return nil
 }
 

@@ -1,12 +1,20 @@
 package e2e
 
 import (
+	"context"
 	"sort"
 	"strings"
 	"testing"
 	"time"
 
+	testgrpc "google.golang.org/grpc/interop/grpc_testing"
+
+	testpb "google.golang.org/grpc/interop/grpc_testing"
+
 	"github.com/strait-mesh/strait/controlplane"
+	"github.com/strait-mesh/strait/internal/config"
+	"github.com/strait-mesh/strait/internal/mesh"
+	"github.com/strait-mesh/strait/internal/samples"
 )
 
 // TestFederationThroughTunnel: alpha's controlplane follows what beta exports to it, and
@@ -30,5 +38,27 @@ func TestFederationThroughTunnel(t *testing.T) {
 			t.Fatalf("alpha's import of beta: %+v", im)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestImportedServicesAreRouted: with no gRPC or Triple route in alpha's domain file, the
+// services beta exports to alpha are still routed, from the import.
+func TestImportedServicesAreRouted(t *testing.T) {
+	withRoutes(t, func(a *config.Domain) {
+		var httpOnly []config.Route
+		for _, r := range a.Routes {
+			if r.Protocol == mesh.ProtocolHTTP {
+				httpOnly = append(httpOnly, r)
+			}
+		}
+		a.Routes = httpOnly
+	}, func(*config.Domain) {})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := testgrpc.NewTestServiceClient(dialEgress(t, 0)).EmptyCall(ctx, &testpb.Empty{}); err != nil {
+		t.Fatalf("imported gRPC service: %v", err)
+	}
+	if g, err := samples.TripleGreet(ctx, topo.Egress[1], "imported"); err != nil || g != "hello imported" {
+		t.Fatalf("imported Triple service: %q %v", g, err)
 	}
 }
