@@ -6,6 +6,7 @@ package ingress
 
 import (
 	"context"
+	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -109,6 +110,14 @@ func New(c Config) (*Gateway, error) {
 		}
 		return nil
 	})
+	// Until it has a configuration the ingress refuses handshakes (over TCP and QUIC), so
+	// a dialer moves on to another instance before sending a call.
+	tlsConf.GetConfigForClient = func(*tls.ClientHelloInfo) (*tls.Config, error) {
+		if !g.Ready() {
+			return nil, errors.New("ingress: not configured yet")
+		}
+		return nil, nil
+	}
 	g.quic = tunnel.NewQUICServer(tlsConf, g, tunnel.ServerOptions{
 		IdleTimeout:          l.IdleTimeout.D(),
 		MaxHeaderBytes:       l.MaxHeaderBytes,
