@@ -29,6 +29,7 @@ import (
 	"github.com/strait-mesh/strait/internal/config"
 	"github.com/strait-mesh/strait/internal/identity"
 	"github.com/strait-mesh/strait/internal/membership"
+	"github.com/strait-mesh/strait/internal/mesh"
 	"github.com/strait-mesh/strait/internal/tunnel"
 	federationv1 "github.com/strait-mesh/strait/proto/federation/v1"
 	registrysync "github.com/strait-mesh/strait/registry-sync"
@@ -62,6 +63,9 @@ type Controlplane struct {
 	// importers follow each peer's catalog; conns are their connections.
 	importers map[string]*controlplane.Importer
 	conns     []*grpc.ClientConn
+	// publisher writes imported services into the registry; republishCh wakes it.
+	publisher   *registrysync.Publisher
+	republishCh chan struct{}
 	// gossip holds the controlplane's observer membership of each gateway cluster.
 	gossip map[string]*membership.Cluster
 
@@ -189,6 +193,15 @@ func StartControlplane(o ControlplaneOptions) (c *Controlplane, err error) {
 	} else {
 		c.log.Warn("no controlplane.identity: federation with peers is off")
 	}
+	if m := c.gossip["egress"]; m != nil && svid != nil {
+		// Imported services are published in this domain's registry with the live egress
+		// instances as their providers.
+		c.publisher = registrysync.NewPublisher(c.reg, c.log.With("component", "publisher"))
+		c.republishCh = make(chan struct{}, 1)
+		c.goRun(func() { c.publishImports(ctx, d.Domain) })
+		stop := m.Watch(func([]membership.Member) { c.republish() })
+		c.stopWatch = append(c.stopWatch, stop)
+	}
 	if m := c.gossip["ingress"]; m != nil {
 		stop := m.Watch(func(ms []membership.Member) {
 			var addrs []string
@@ -277,12 +290,89 @@ func (c *Controlplane) startImporters(ctx context.Context, d *config.Domain, bas
 			return fmt.Errorf("federation: %s: %w", p.Domain, err)
 		}
 		c.conns = append(c.conns, cc)
-		im = controlplane.NewImporter(d.Domain, p.Domain, federationv1.NewFederationClient(cc), c.cp.Refresh, c.log.With("component", "importer"))
+		im = controlplane.NewImporter(d.Domain, p.Domain, federationv1.NewFederationClient(cc), func() {
+			c.cp.Refresh()
+			c.republish()
+		}, c.log.With("component", "importer"))
 		c.importers[p.Domain] = im
 		c.goRun(func() { im.Run(ctx) })
 	}
 	c.cp.SetImports(c.Imports)
 	return nil
+}
+
+// republish asks publishImports for a pass (coalesced).
+func (c *Controlplane) republish() {
+	if c.republishCh == nil {
+		return
+	}
+	select {
+	case c.republishCh <- struct{}{}:
+	default:
+	}
+}
+
+// publishImports keeps the registry's managed entries equal to the imported gRPC and Triple
+// services × the live egress instances, until ctx ends. A stale peer's services stay (calls
+// keep flowing); a withdrawn service or a dead egress leaves.
+func (c *Controlplane) publishImports(ctx context.Context, domain string) {
+	retry := time.NewTimer(time.Hour)
+	defer retry.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			// Withdraw what we published: nothing may outlive its owner.
+			wctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			_ = c.publisher.Set(wctx, nil)
+			cancel()
+			return
+		case <-c.republishCh:
+		case <-retry.C:
+		}
+		var egress []string
+		for _, m := range serving(c.gossip["egress"].Members()) {
+			if m.Meta.Addr != "" {
+				egress = append(egress, m.Meta.Addr)
+			}
+		}
+		var desired []mesh.Instance
+		native := map[string]bool{}
+		if all, err := c.reg.List(ctx); err == nil {
+			for _, i := range all {
+				if !registrysync.Managed(i) {
+					native[i.Service.Name] = true
+				}
+			}
+		}
+		for peer, im := range c.Imports() {
+			for _, s := range im.Services {
+				p := mesh.Protocol(s.GetProtocol())
+				if !p.RPC() || native[s.GetName()] {
+					continue
+				}
+				for _, addr := range egress {
+					md := map[string]string{}
+					for k, v := range s.GetMetadata() {
+						md[k] = v
+					}
+					md[registrysync.MetaManaged] = "true"
+					md[registrysync.MetaOrigin] = peer
+					md[registrysync.MetaOwner] = domain + "/controlplane"
+					desired = append(desired, mesh.Instance{
+						Service:  mesh.ServiceKey{Name: s.GetName(), Version: s.GetVersion(), Group: s.GetGroup()},
+						Protocol: p, Address: addr, Metadata: md,
+					})
+				}
+			}
+		}
+		sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err := c.publisher.Set(sctx, desired)
+		cancel()
+		if err != nil {
+			c.log.Warn("publishing imports; retrying", "err", err)
+			retry.Reset(time.Second)
+		}
+	}
 }
 
 // Imports returns what each peer exports to this domain, as last heard.

@@ -15,6 +15,8 @@ import (
 	"github.com/strait-mesh/strait/internal/config"
 	"github.com/strait-mesh/strait/internal/mesh"
 	"github.com/strait-mesh/strait/internal/samples"
+	"github.com/strait-mesh/strait/launch"
+	registrysync "github.com/strait-mesh/strait/registry-sync"
 )
 
 // TestFederationThroughTunnel: alpha's controlplane follows what beta exports to it, and
@@ -60,5 +62,46 @@ func TestImportedServicesAreRouted(t *testing.T) {
 	}
 	if g, err := samples.TripleGreet(ctx, topo.Egress[1], "imported"); err != nil || g != "hello imported" {
 		t.Fatalf("imported Triple service: %q %v", g, err)
+	}
+}
+
+// TestImportsPublishedInRegistry: alpha's registry lists beta's exported gRPC and Triple
+// services with alpha's live egress instances as their providers, marked as managed.
+func TestImportsPublishedInRegistry(t *testing.T) {
+	want := map[string]bool{}
+	for _, e := range topo.Egress {
+		want[e] = true
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		all, err := topo.AlphaCP.Registry().List(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := map[string]map[string]bool{}
+		for _, i := range all {
+			if !registrysync.Managed(i) || i.Metadata[registrysync.MetaOrigin] != "beta" {
+				continue
+			}
+			if got[i.Service.Name] == nil {
+				got[i.Service.Name] = map[string]bool{}
+			}
+			got[i.Service.Name][i.Address] = true
+		}
+		ok := len(got) == 2
+		for _, svc := range []string{launch.GRPCService, launch.TripleService} {
+			ok = ok && len(got[svc]) == len(want)
+			for a := range got[svc] {
+				ok = ok && want[a]
+			}
+		}
+		if ok {
+			t.Logf("alpha's registry: %v", got)
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("alpha's registry has %v, want both services at %v", got, topo.Egress)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
