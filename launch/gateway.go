@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"net"
 	"sort"
+	"strconv"
 	"sync"
 	"time"
 
@@ -137,7 +138,9 @@ func StartGateway(gw *config.Gateway, log *slog.Logger) (g *Gateway, err error) 
 	g.admin.SetReady(false, "waiting for the first configuration from the controlplane")
 	g.admin.SetConfigSource(g.debugConfig)
 	if gw.Gossip != nil {
-		g.gossip, err = joinGossip(gw.Gossip, gw.Domain, gw.Role, g.Name(), membership.Meta{
+		// A node name per incarnation: a restarted instance is a new member at once, while
+		// a crashed one is still being declared dead.
+		g.gossip, err = joinGossip(gw.Gossip, gw.Domain, gw.Role, g.Name()+"-"+strconv.FormatInt(time.Now().UnixNano()%(1<<30), 36), membership.Meta{
 			Domain: gw.Domain, Role: membership.Role(gw.Role), Instance: gw.Instance, Addr: g.ln.Addr().String(),
 		}, false, g.log)
 		if err != nil {
@@ -236,6 +239,8 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 func (g *Gateway) Kill() {
 	g.shutdown.Do(func() {
 		if g.gossip != nil {
+			// No goodbye: the cluster finds out by failure detection.
+			_ = g.gossip.Abandon()
 			_ = g.gossip.Close()
 		}
 		if g.eg != nil {

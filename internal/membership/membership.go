@@ -394,6 +394,23 @@ func (c *Cluster) Leave(timeout time.Duration) error {
 	return nil
 }
 
+// Abandon stops gossiping at once without leaving, as a crash would: the others find out
+// by failure detection. Close still releases what is left. For failure drills and tests.
+func (c *Cluster) Abandon() error {
+	c.life.Lock()
+	defer c.life.Unlock()
+	if c.closed || c.left {
+		return nil
+	}
+	c.left = true // Close must not leave a shut-down memberlist
+	if c.stopRejoin != nil {
+		// The rejoin loop only joins; it stops with Close.
+		_ = c.ml.Shutdown()
+		return nil
+	}
+	return c.ml.Shutdown()
+}
+
 // Close leaves the cluster (waiting at most half a second), shuts memberlist down and stops
 // all watches. It returns once every goroutine of this package has ended; memberlist's
 // own goroutines end shortly after. Closing twice is a no-op. Close must not be called

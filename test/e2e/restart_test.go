@@ -21,6 +21,7 @@ import (
 
 	"github.com/strait-mesh/strait/internal/membership"
 	"github.com/strait-mesh/strait/launch"
+	registrysync "github.com/strait-mesh/strait/registry-sync"
 )
 
 // dialAllEgress is a consumer that knows every egress address (as it would from its
@@ -204,4 +205,49 @@ func TestControlplaneSeesMembers(t *testing.T) {
 		t.Logf("refused: %v", err)
 	}
 	wait(topo.BetaCP, "ingress", len(topo.Ingress))
+}
+
+// TestKilledEgressLeavesRegistry: an egress that dies stops being published as a provider
+// of the imported services in alpha's registry; when it comes back, so do its entries.
+func TestKilledEgressLeavesRegistry(t *testing.T) {
+	idx := -1
+	for i, g := range topo.Gateways {
+		if g.Ingress() == nil {
+			idx = i
+			break
+		}
+	}
+	addr := topo.Gateways[idx].Addr()
+	published := func() bool {
+		all, err := topo.AlphaCP.Registry().List(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, i := range all {
+			if registrysync.Managed(i) && i.Address == addr {
+				return true
+			}
+		}
+		return false
+	}
+	waitFor := func(want bool) time.Duration {
+		t.Helper()
+		start := time.Now()
+		for published() != want {
+			if time.Since(start) > 10*time.Second {
+				t.Fatalf("egress %s published=%v after 10s, want %v", addr, !want, want)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		return time.Since(start)
+	}
+	waitFor(true)
+	topo.Gateways[idx].Kill()
+	t.Logf("a killed egress left alpha's registry in %v", waitFor(false))
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	if _, err := topo.RestartGateway(ctx, idx, true, nil); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("and came back in %v", waitFor(true))
 }
