@@ -35,6 +35,8 @@ import (
 	registrysync "github.com/strait-mesh/strait/registry-sync"
 	"github.com/strait-mesh/strait/registry-sync/embedded"
 	etcdreg "github.com/strait-mesh/strait/registry-sync/etcd"
+	"github.com/strait-mesh/strait/registry-sync/nacos"
+	"github.com/strait-mesh/strait/registry-sync/zookeeper"
 )
 
 // ControlplaneOptions configure StartControlplane.
@@ -113,7 +115,7 @@ func StartControlplane(o ControlplaneOptions) (c *Controlplane, err error) {
 		endpoints = []string{c.embedded.Endpoint()}
 		c.log.Info("embedded registry", "endpoint", c.embedded.Endpoint())
 	}
-	if c.reg, err = etcdreg.New(endpoints, etcdreg.Options{Logger: c.log}); err != nil {
+	if c.reg, err = OpenRegistry(d.Registry.Kind, endpoints, d.Registry.Namespace, c.log); err != nil {
 		return nil, err
 	}
 	var xdsTLS *tls.Config
@@ -382,6 +384,19 @@ func (c *Controlplane) Imports() map[string]controlplane.Import {
 		out[p] = im.Import()
 	}
 	return out
+}
+
+// OpenRegistry connects to a registry of the given kind ("embedded" and "etcd" are etcd).
+func OpenRegistry(kind string, endpoints []string, namespace string, log *slog.Logger) (registrysync.Registry, error) {
+	switch kind {
+	case "", "embedded", "etcd":
+		return etcdreg.New(endpoints, etcdreg.Options{Logger: log})
+	case "zookeeper":
+		return zookeeper.New(endpoints, zookeeper.Options{Logger: log})
+	case "nacos":
+		return nacos.New(endpoints, nacos.Options{Namespace: namespace, Logger: log})
+	}
+	return nil, fmt.Errorf("registry kind %q is not one of embedded, etcd, zookeeper, nacos", kind)
 }
 
 func firstNonEmpty(ss ...string) string {

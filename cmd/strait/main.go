@@ -25,8 +25,8 @@ Usage:
         check a domain file; every error is printed with its path
   strait certs -o DIR -trust-domain TD [-svid ROLE/NAME]...
         write a CA bundle and SVIDs for one trust domain
-  strait samples -registry HOST:PORT
-        run the demo's sample providers, registered in an etcd registry
+  strait samples -registry HOST:PORT [-kind etcd|zookeeper|nacos]
+        run the demo's sample providers, registered in a registry
   strait version
         print the version
 

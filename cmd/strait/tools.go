@@ -19,7 +19,6 @@ import (
 	"github.com/strait-mesh/strait/internal/mesh"
 	"github.com/strait-mesh/strait/internal/samples"
 	"github.com/strait-mesh/strait/launch"
-	etcdreg "github.com/strait-mesh/strait/registry-sync/etcd"
 )
 
 type multiFlag []string
@@ -91,12 +90,13 @@ func runCerts(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-// runSamples is `strait samples -registry HOST:PORT`: the demo's three providers,
-// registered in an etcd registry, until SIGINT or SIGTERM.
+// runSamples is `strait samples -registry HOST:PORT [-kind KIND]`: the demo's three
+// providers, registered in a registry, until SIGINT or SIGTERM.
 func runSamples(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("samples", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	reg := fs.String("registry", "", "etcd endpoint of the providers' registry")
+	reg := fs.String("registry", "", "endpoint of the providers' registry (host:port)")
+	kind := fs.String("kind", "etcd", "registry kind: etcd, zookeeper or nacos")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -128,7 +128,7 @@ func runSamples(args []string, stdout, stderr io.Writer) int {
 		_ = tp.Close(cctx)
 		_ = hp.Close(cctx)
 	}()
-	r, err := etcdreg.New([]string{*reg}, etcdreg.Options{})
+	r, err := launch.OpenRegistry(*kind, []string{*reg}, "", nil)
 	if err != nil {
 		fmt.Fprintln(stderr, "strait samples:", err)
 		return 1

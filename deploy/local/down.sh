@@ -16,5 +16,12 @@ done
 while read -r name pid; do
   if kill -0 "$pid" 2>/dev/null; then echo "down.sh: $name ($pid) did not stop in 20 s; killing" >&2; kill -KILL "$pid" 2>/dev/null; fi
 done < "$STATE/pids"
+# Then the registry servers up.sh started, if any.
+if [ -f "$STATE/registries" ]; then
+  ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+  while read -r name kind dir; do
+    "$ROOT/test/registries/$kind/stop.sh" "$dir" >/dev/null 2>&1 || echo "down.sh: could not stop $name" >&2
+  done < "$STATE/registries"
+fi
 rm -rf "$STATE"
 echo "down.sh: stopped"

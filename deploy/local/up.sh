@@ -6,7 +6,21 @@
 #
 # State (binary, config copies, certificates, logs, pids) goes to $STRAIT_STATE
 # (default /tmp/strait-local).
+#
+#   up.sh [--registry embedded|zookeeper|nacos]
+# With zookeeper or nacos, each domain gets its own registry server of that kind (installed
+# on first use, as `make test` does) instead of the controlplane's embedded etcd.
 set -euo pipefail
+KIND=embedded
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --registry) KIND=${2:-}; shift 2 ;;
+    --registry=*) KIND=${1#*=}; shift ;;
+    *) echo "up.sh: unknown argument $1 (use --registry embedded|zookeeper|nacos)" >&2; exit 2 ;;
+  esac
+done
+case "$KIND" in embedded|etcd|zookeeper|nacos) ;; *) echo "up.sh: --registry $KIND is not embedded, zookeeper or nacos" >&2; exit 2 ;; esac
+[ "$KIND" = etcd ] && KIND=embedded
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 STATE=${STRAIT_STATE:-/tmp/strait-local}
 EX="$ROOT/deploy/examples/two-domains"
@@ -55,9 +69,27 @@ first_line() {
 
 field() { sed -n "s/.*\"$2\":\"\\([^\"]*\\)\".*/\\1/p" <<< "$1"; }
 
+# registry DOMAIN PORT: starts that domain's registry server (zookeeper or nacos) and points
+# the domain file at it.
+registry() {
+  local dom=$1 port=$2
+  "$ROOT/test/registries/$KIND/start.sh" "$STATE/registry-$dom" "$port" >"$STATE/registry-$dom.log" 2>&1 \
+    || fail "$KIND for $dom did not start: $(tail -n 5 "$STATE/registry-$dom.log")"
+  echo "registry-$dom $KIND $STATE/registry-$dom" >> "$STATE/registries"
+  sed -i "s|^  kind: embedded\$|  kind: $KIND\n  endpoints: [\"127.0.0.1:$port\"]|" "$STATE/$dom.yaml"
+}
+
+: > "$STATE/registries"
+SAMPLES_KIND=etcd
+if [ "$KIND" != embedded ]; then
+  case "$KIND" in zookeeper) ALPHA_PORT=17150 BETA_PORT=17250 ;; nacos) ALPHA_PORT=17160 BETA_PORT=17260 ;; esac
+  registry alpha $ALPHA_PORT
+  registry beta $BETA_PORT
+  SAMPLES_KIND=$KIND
+fi
 start beta-controlplane-1 controlplane -c "$STATE/beta.yaml" --data-dir "$STATE/beta-registry"
 BETA_REG=$(field "$(first_line beta-controlplane-1)" registry)
-start beta-samples-1 samples -registry "$BETA_REG"
+start beta-samples-1 samples -registry "$BETA_REG" -kind "$SAMPLES_KIND"
 first_line beta-samples-1 >/dev/null
 start beta-ingress-1 ingress -c "$STATE/beta-ingress-1.yaml"
 start beta-ingress-2 ingress -c "$STATE/beta-ingress-2.yaml"
@@ -80,6 +112,15 @@ for name in "${!ADMIN[@]}"; do
   [ -n "$ok" ] || fail "$name not ready within 10 s: $(tail -n 3 "$STATE/$name.log")"
 done
 
+# Ready means callable: beta's providers must have reached its ingress (a registry that
+# discovers new services by listing, like Nacos, takes a moment).
+ok=
+for _ in $(seq 1 400); do
+  if [ "$(curl -s -m 1 -o /dev/null -w '%{http_code}' -d up http://127.0.0.1:17110/echo/up)" = 200 ]; then ok=1; break; fi
+  sleep 0.05
+done
+[ -n "$ok" ] || fail "no call went through within 20 s"
+
 admin_json=; pid_json=
 while read -r name pid; do
   pid_json+="${pid_json:+,}\"$name\":$pid"
@@ -89,4 +130,5 @@ E=127.0.0.1:17110
 printf '{"event":"ready","egress":"%s","ingress":["127.0.0.1:17210","127.0.0.1:17220"],' "$E"
 printf '"services":{"grpc":{"service":"grpc.testing.TestService"},"triple":{"service":"strait.demo.greet.v1.GreetService","method":"Greet","body":{"name":"alpha"}},"http":{"url":"http://%s/echo/","host":""}},' "$E"
 printf '"egress_instances":["127.0.0.1:17110","127.0.0.1:17120"],"admin":{%s},"pids":{%s},' "$admin_json" "$pid_json"
-printf '"registries":{"alpha":"etcd://%s","beta":"etcd://%s"},"state":"%s"}\n' "$ALPHA_REG" "$BETA_REG" "$STATE"
+SCHEME=$([ "$KIND" = embedded ] && echo etcd || echo "$KIND")
+printf '"registries":{"alpha":"%s://%s","beta":"%s://%s"},"state":"%s"}\n' "$SCHEME" "$ALPHA_REG" "$SCHEME" "$BETA_REG" "$STATE"

@@ -201,10 +201,14 @@ func (g *Gateway) Validate() error {
 
 // Registry says where the domain's service registry is.
 type Registry struct {
-	// Kind is "etcd" (an external etcd) or "embedded" (an etcd embedded in the process).
+	// Kind is "embedded" (an etcd inside the controlplane, the default), "etcd",
+	// "zookeeper" or "nacos".
 	Kind string `yaml:"kind"`
-	// Endpoints are the etcd client URLs or host:port pairs, for kind etcd.
+	// Endpoints are the servers' host:port (Nacos: the HTTP port; the SDK uses it + 1000
+	// for gRPC).
 	Endpoints []string `yaml:"endpoints"`
+	// Namespace is the Nacos namespace; empty is the public one.
+	Namespace string `yaml:"namespace"`
 }
 
 // Peer is another domain this one talks to.
@@ -411,11 +415,11 @@ func (d *Domain) Validate() error {
 	switch d.Registry.Kind {
 	case "", "embedded":
 		if len(d.Registry.Endpoints) > 0 {
-			add("registry.endpoints", "only for kind etcd")
+			add("registry.endpoints", "not for an embedded registry")
 		}
-	case "etcd":
+	case "etcd", "zookeeper", "nacos":
 		if len(d.Registry.Endpoints) == 0 {
-			add("registry.endpoints", "required for kind etcd")
+			add("registry.endpoints", "required for kind %s", d.Registry.Kind)
 		}
 		for i, ep := range d.Registry.Endpoints {
 			if ep == "" {
@@ -423,7 +427,7 @@ func (d *Domain) Validate() error {
 			}
 		}
 	default:
-		add("registry.kind", "%q is not one of embedded, etcd", d.Registry.Kind)
+		add("registry.kind", "%q is not one of embedded, etcd, zookeeper, nacos", d.Registry.Kind)
 	}
 
 	peers := map[string]bool{}

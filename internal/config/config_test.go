@@ -64,7 +64,7 @@ limits:
 	want := []string{
 		`domain: "Alpha" is not a DNS label`,
 		`trustDomain: required`,
-		`registry.kind: "consul" is not one of embedded, etcd`,
+		`registry.kind: "consul" is not one of embedded, etcd, zookeeper, nacos`,
 		`peers[0].trustDomain: required`,
 		`peers[0].ingress[0]: "nohostport" is not host:port`,
 		`peers[0].transport: "carrier-pigeon" is not a supported transport (h2, quic)`,

@@ -1,0 +1,107 @@
+package local
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	testgrpc "google.golang.org/grpc/interop/grpc_testing"
+
+	testpb "google.golang.org/grpc/interop/grpc_testing"
+
+	"github.com/strait-mesh/strait/launch"
+	registrysync "github.com/strait-mesh/strait/registry-sync"
+)
+
+// TestUpDownRegistries runs the local topology with each domain on its own ZooKeeper, then
+// its own Nacos: calls cross, and alpha's registry lists beta's exported services with
+// alpha's egress instances as providers, in the layout Dubbo consumers read.
+func TestUpDownRegistries(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts processes")
+	}
+	for _, kind := range []string{"zookeeper", "nacos"} {
+		t.Run(kind, func(t *testing.T) {
+			state := filepath.Join(t.TempDir(), "state")
+			env := append(os.Environ(), "STRAIT_STATE="+state)
+			up := exec.Command("bash", "../../deploy/local/up.sh", "--registry", kind)
+			up.Env = env
+			var stderr bytes.Buffer
+			up.Stderr = &stderr
+			out, err := up.Output()
+			if err != nil {
+				t.Fatalf("up.sh --registry %s: %v\n%s", kind, err, stderr.String())
+			}
+			var r struct {
+				ready
+				Registries map[string]string `json:"registries"`
+			}
+			jerr := json.Unmarshal(bytes.TrimSpace(out), &r)
+			defer func() {
+				cmd := exec.Command("bash", "../../deploy/local/down.sh")
+				cmd.Env = env
+				if b, err := cmd.CombinedOutput(); err != nil {
+					t.Errorf("down.sh: %v\n%s", err, b)
+				}
+				for name, pid := range r.PIDs {
+					if syscall.Kill(pid, 0) == nil {
+						t.Errorf("%s (%d) still running after down.sh", name, pid)
+					}
+				}
+			}()
+			if jerr != nil {
+				t.Fatalf("ready line %q: %v", out, jerr)
+			}
+			if !strings.HasPrefix(r.Registries["alpha"], kind+"://") || !strings.HasPrefix(r.Registries["beta"], kind+"://") {
+				t.Fatalf("registries: %v", r.Registries)
+			}
+			cc, err := grpc.NewClient(r.Egress, grpc.WithTransportCredentials(insecure.NewCredentials()))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer cc.Close()
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			if _, err := testgrpc.NewTestServiceClient(cc).EmptyCall(ctx, &testpb.Empty{}); err != nil {
+				t.Fatalf("grpc through %s topology: %v", kind, err)
+			}
+			if got := post(t, "http://"+r.Egress+"/echo/x", "text/plain", kind); got != kind {
+				t.Fatalf("http echo: %q", got)
+			}
+			reg, err := launch.OpenRegistry(kind, []string{strings.TrimPrefix(r.Registries["alpha"], kind+"://")}, "", nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer reg.Close()
+			deadline := time.Now().Add(15 * time.Second)
+			for {
+				all, err := reg.List(ctx)
+				if err != nil {
+					t.Fatal(err)
+				}
+				found := map[string]int{}
+				for _, i := range all {
+					if registrysync.Managed(i) && i.Metadata[registrysync.MetaOrigin] == "beta" {
+						found[i.Service.Name]++
+					}
+				}
+				if found[launch.GRPCService] == 2 && found[launch.TripleService] == 2 {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("alpha's %s lists %v", kind, found)
+				}
+				time.Sleep(100 * time.Millisecond)
+			}
+		})
+	}
+}
