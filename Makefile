@@ -3,7 +3,7 @@ GO        ?= go
 PKGS      := ./...
 TEST_TIMEOUT ?= 15m
 
-.PHONY: all build test lint deps proto clean bench-config bench
+.PHONY: all build test lint deps proto clean bench-config bench bench-sync
 
 all: build
 
@@ -44,3 +44,8 @@ bench-config:
 # closed-loop maximum; QUICK=1 for a short run. Writes loadtest/results/latest.json.
 bench:
 	QUICK=$(QUICK) bash loadtest/bench.sh
+
+# bench-sync: catalog propagation over 100 changes (a provider registered in beta's
+# registry → callable by alpha's consumer).
+bench-sync:
+	$(GO) run ./loadtest/benchsync -changes 100
