@@ -25,7 +25,10 @@ func ServiceKey(s *federationv1.Service) string {
 
 // ExportsFor computes what d exports to peer: each export that names the peer, with the
 // metadata its allow-list lets cross (taken from a live provider). Providers registered by
-// Strait for another domain (managed) are never exported again. It is a pure function.
+// Strait for another domain (managed) are never exported again: an export whose only
+// providers here are managed is itself an import, and is left out (no loops, even when two
+// domains export the same service to each other). An export with no provider at all stays
+// (its callers get UNAVAILABLE until one registers). It is a pure function.
 func ExportsFor(d *config.Domain, peer string, providers []mesh.Instance) map[string]*federationv1.Service {
 	out := map[string]*federationv1.Service{}
 	for _, e := range d.Exports {
@@ -40,11 +43,17 @@ func ExportsFor(d *config.Domain, peer string, providers []mesh.Instance) map[st
 			Name: e.Service, Version: e.Version, Group: e.Group, Protocol: string(e.Protocol),
 			Methods: append([]string(nil), e.Methods...),
 		}
+		managedOnly := false
 		for _, p := range providers {
-			if registrysync.Managed(p) || p.Service.Name != e.Service || p.Protocol.RPC() != e.Protocol.RPC() ||
+			if p.Service.Name != e.Service || p.Protocol.RPC() != e.Protocol.RPC() ||
 				(e.Version != "" && p.Service.Version != e.Version) || (e.Group != "" && p.Service.Group != e.Group) {
 				continue
 			}
+			if registrysync.Managed(p) {
+				managedOnly = true
+				continue
+			}
+			managedOnly = false
 			for _, k := range e.Metadata {
 				if v, ok := p.Metadata[k]; ok {
 					if s.Metadata == nil {
@@ -54,6 +63,9 @@ func ExportsFor(d *config.Domain, peer string, providers []mesh.Instance) map[st
 				}
 			}
 			break
+		}
+		if managedOnly {
+			continue
 		}
 		out[ServiceKey(s)] = s
 	}

@@ -57,6 +57,13 @@ func TestExportsFor(t *testing.T) {
 	if len(ExportsFor(d, "delta", providers)) != 0 {
 		t.Fatal("exported to a domain that is not named")
 	}
+	// Exporting back what was imported (only managed providers here) would loop: left out.
+	loop := betaDomain(config.Export{Service: "com.alpha.Loop", Protocol: mesh.ProtocolGRPC, To: []string{"alpha"}},
+		config.Export{Service: "com.beta.NoProviderYet", Protocol: mesh.ProtocolGRPC, To: []string{"alpha"}})
+	got = ExportsFor(loop, "alpha", providers)
+	if len(got) != 1 || got["grpc/com.beta.NoProviderYet:@"] == nil {
+		t.Fatalf("loop export: %v", got)
+	}
 }
 
 type fedServer struct {
