@@ -1,0 +1,92 @@
+// Package dubbo checks that an ordinary dubbo-go consumer in alpha, configured only with
+// alpha's registry, discovers beta's Triple GreetService there (its providers are alpha's
+// egress instances, registered by alpha's controlplane) and calls it through Strait.
+//
+// There is no goroutine leak check in this package: dubbo-go keeps process-wide state
+// (registries, directories, invokers and their connections) that cannot be closed; see
+// TripleGreetViaRegistry.
+package dubbo
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+type ready struct {
+	Registries map[string]string `json:"registries"`
+	PIDs       map[string]int    `json:"pids"`
+}
+
+// TestGreetViaRegistry runs the local topology on each registry kind and calls beta's
+// GreetService with a dubbo-go client that knows only alpha's registry.
+func TestGreetViaRegistry(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts processes")
+	}
+	for _, kind := range []string{"zookeeper", "nacos"} {
+		t.Run(kind, func(t *testing.T) {
+			state := filepath.Join(t.TempDir(), "state")
+			env := append(os.Environ(), "STRAIT_STATE="+state)
+			up := exec.Command("bash", "../../deploy/local/up.sh", "--registry", kind)
+			up.Env = env
+			var stderr bytes.Buffer
+			up.Stderr = &stderr
+			out, uerr := up.Output()
+			var r ready
+			// Always stop what up.sh may have started, even when it failed.
+			defer func() {
+				cmd := exec.Command("bash", "../../deploy/local/down.sh")
+				cmd.Env = env
+				if b, err := cmd.CombinedOutput(); err != nil {
+					t.Errorf("down.sh: %v\n%s", err, b)
+				}
+				for name, pid := range r.PIDs {
+					if syscall.Kill(pid, 0) == nil {
+						t.Errorf("%s (%d) still running after down.sh", name, pid)
+					}
+				}
+			}()
+			if uerr != nil {
+				t.Fatalf("up.sh --registry %s: %v\n%s", kind, uerr, stderr.String())
+			}
+			if err := json.Unmarshal(bytes.TrimSpace(out), &r); err != nil {
+				t.Fatalf("ready line %q: %v", out, err)
+			}
+			addr, ok := strings.CutPrefix(r.Registries["alpha"], kind+"://")
+			if !ok {
+				t.Fatalf("registries: %v", r.Registries)
+			}
+
+			// A consumer that starts while the providers are already registered finds them
+			// in its first read of the registry; retry briefly in case the controlplane is
+			// still importing GreetService into alpha's registry.
+			name := "dubbo-" + kind
+			deadline := time.Now().Add(20 * time.Second)
+			for {
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				got, err := TripleGreetViaRegistry(ctx, kind, addr, name)
+				cancel()
+				if err == nil {
+					if want := "hello " + name; got != want {
+						t.Fatalf("Greet via %s registry: %q, want %q", kind, got, want)
+					}
+					t.Logf("Greet via %s registry %s: %q", kind, addr, got)
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("Greet via %s registry %s: %v", kind, addr, err)
+				}
+				t.Logf("Greet via %s registry %s: %v (retrying)", kind, addr, err)
+				time.Sleep(500 * time.Millisecond)
+			}
+		})
+	}
+}
