@@ -20,8 +20,13 @@ deps:
 	@{ command -v java && command -v mvn; } >/dev/null 2>&1 || { (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openjdk-17-jre-headless maven) >/dev/null; }
 	@bash test/registries/nacos/start.sh --assemble
 
+# The packages that run deploy/local/up.sh use its fixed ports: they run one at a time,
+# after the others.
+PROCESS_TESTS := ./test/local ./test/dubbo
+
 test: deps lint
-	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) $(PKGS)
+	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) $$($(GO) list ./... | grep -v -e /test/local -e /test/dubbo)
+	$(GO) test -count=1 -p 1 -timeout $(TEST_TIMEOUT) $(PROCESS_TESTS)
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
