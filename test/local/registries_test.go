@@ -102,6 +102,21 @@ func TestUpDownRegistries(t *testing.T) {
 				}
 				time.Sleep(100 * time.Millisecond)
 			}
+
+			// Beta's registry goes down: calls keep working on the endpoints already known.
+			stop := exec.Command("bash", "../../test/registries/"+kind+"/stop.sh", filepath.Join(state, "registry-beta"))
+			if b, err := stop.CombinedOutput(); err != nil {
+				t.Fatalf("stopping beta's %s: %v\n%s", kind, err, b)
+			}
+			time.Sleep(time.Second)
+			for i := range 20 {
+				cctx, ccancel := context.WithTimeout(context.Background(), 5*time.Second)
+				_, err := testgrpc.NewTestServiceClient(cc).EmptyCall(cctx, &testpb.Empty{})
+				ccancel()
+				if err != nil {
+					t.Fatalf("call %d with beta's %s down: %v", i, kind, err)
+				}
+			}
 		})
 	}
 }
