@@ -105,3 +105,42 @@ func TestImportsPublishedInRegistry(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// TestWithdrawnExportLeavesRegistry: when beta stops exporting a service to alpha, alpha
+// stops routing it and its entries leave alpha's registry; exported again, they return.
+func TestWithdrawnExportLeavesRegistry(t *testing.T) {
+	count := func() int {
+		all, err := topo.AlphaCP.Registry().List(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for _, i := range all {
+			if registrysync.Managed(i) && i.Service.Name == launch.TripleService {
+				n++
+			}
+		}
+		return n
+	}
+	wait := func(want func(int) bool, what string) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for !want(count()) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: %d entries", what, count())
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	wait(func(n int) bool { return n == len(topo.Egress) }, "published")
+	withRoutes(t, func(*config.Domain) {}, func(b *config.Domain) {
+		var keep []config.Export
+		for _, e := range b.Exports {
+			if e.Service != launch.TripleService {
+				keep = append(keep, e)
+			}
+		}
+		b.Exports = keep
+	})
+	wait(func(n int) bool { return n == 0 }, "withdrawn")
+}
