@@ -31,7 +31,7 @@ func TestGreetViaRegistry(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts processes")
 	}
-	for _, kind := range []string{"zookeeper", "nacos"} {
+	for _, kind := range []string{"etcd", "zookeeper", "nacos"} {
 		t.Run(kind, func(t *testing.T) {
 			state := filepath.Join(t.TempDir(), "state")
 			env := append(os.Environ(), "STRAIT_STATE="+state)

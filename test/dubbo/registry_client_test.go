@@ -30,6 +30,7 @@ import (
 	_ "dubbo.apache.org/dubbo-go/v3/filter/graceful_shutdown"
 	_ "dubbo.apache.org/dubbo-go/v3/protocol/triple"
 	_ "dubbo.apache.org/dubbo-go/v3/registry/directory"
+	_ "dubbo.apache.org/dubbo-go/v3/registry/etcdv3"
 	_ "dubbo.apache.org/dubbo-go/v3/registry/nacos"
 	_ "dubbo.apache.org/dubbo-go/v3/registry/protocol"
 	_ "dubbo.apache.org/dubbo-go/v3/registry/zookeeper"
@@ -145,8 +146,10 @@ func registryClientFor(kind, addr string) (greetv1.GreetService, error) {
 			"nacos.cacheDir": filepath.Join(dir, "cache"),
 			"nacos.logLevel": "error",
 		})}
+	case "etcd":
+		regKind = []registry.Option{registry.WithEtcdV3()}
 	default:
-		return nil, fmt.Errorf("triple registry client: kind %q is not zookeeper or nacos", kind)
+		return nil, fmt.Errorf("triple registry client: kind %q is not zookeeper, nacos or etcd", kind)
 	}
 	key := kind + "://" + addr
 	registryClients.Lock()
