@@ -8,16 +8,12 @@
 package dubbo
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
+
+	"github.com/strait-mesh/strait/test/localtopo"
 )
 
 type ready struct {
@@ -28,38 +24,9 @@ type ready struct {
 // TestGreetViaRegistry runs the local topology on each registry kind and calls beta's
 // GreetService with a dubbo-go client that knows only alpha's registry.
 func TestGreetViaRegistry(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts processes")
-	}
 	for _, kind := range []string{"etcd", "zookeeper", "nacos"} {
 		t.Run(kind, func(t *testing.T) {
-			state := filepath.Join(t.TempDir(), "state")
-			env := append(os.Environ(), "STRAIT_STATE="+state)
-			up := exec.Command("bash", "../../deploy/local/up.sh", "--registry", kind)
-			up.Env = env
-			var stderr bytes.Buffer
-			up.Stderr = &stderr
-			out, uerr := up.Output()
-			var r ready
-			// Always stop what up.sh may have started, even when it failed.
-			defer func() {
-				cmd := exec.Command("bash", "../../deploy/local/down.sh")
-				cmd.Env = env
-				if b, err := cmd.CombinedOutput(); err != nil {
-					t.Errorf("down.sh: %v\n%s", err, b)
-				}
-				for name, pid := range r.PIDs {
-					if syscall.Kill(pid, 0) == nil {
-						t.Errorf("%s (%d) still running after down.sh", name, pid)
-					}
-				}
-			}()
-			if uerr != nil {
-				t.Fatalf("up.sh --registry %s: %v\n%s", kind, uerr, stderr.String())
-			}
-			if err := json.Unmarshal(bytes.TrimSpace(out), &r); err != nil {
-				t.Fatalf("ready line %q: %v", out, err)
-			}
+			r := localtopo.Up(t, kind)
 			addr, ok := strings.CutPrefix(r.Registries["alpha"], kind+"://")
 			if !ok {
 				t.Fatalf("registries: %v", r.Registries)

@@ -5,19 +5,16 @@ package local
 
 import (
 	"bufio"
-	"bytes"
 	"context"
-	"encoding/json"
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
+	"github.com/strait-mesh/strait/test/localtopo"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
@@ -25,59 +22,9 @@ import (
 	testpb "google.golang.org/grpc/interop/grpc_testing"
 )
 
-type ready struct {
-	Event           string            `json:"event"`
-	Egress          string            `json:"egress"`
-	EgressInstances []string          `json:"egress_instances"`
-	Ingress         []string          `json:"ingress"`
-	Admin           map[string]string `json:"admin"`
-	PIDs            map[string]int    `json:"pids"`
-	State           string            `json:"state"`
-}
-
 func TestUpDown(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts processes")
-	}
-	state := filepath.Join(t.TempDir(), "state")
-	env := append(os.Environ(), "STRAIT_STATE="+state)
-	up := exec.Command("bash", "../../deploy/local/up.sh")
-	up.Env = env
-	var stderr bytes.Buffer
-	up.Stderr = &stderr
-	out, err := up.Output()
-	if err != nil {
-		t.Fatalf("up.sh: %v\n%s", err, stderr.String())
-	}
-	down := func() {
-		cmd := exec.Command("bash", "../../deploy/local/down.sh")
-		cmd.Env = env
-		if b, err := cmd.CombinedOutput(); err != nil {
-			t.Errorf("down.sh: %v\n%s", err, b)
-		}
-	}
-	var r ready
-	if err := json.Unmarshal(bytes.TrimSpace(out), &r); err != nil {
-		down()
-		t.Fatalf("ready line %q: %v", out, err)
-	}
-	defer func() {
-		if t.Failed() {
-			for name := range r.PIDs {
-				b, _ := os.ReadFile(filepath.Join(state, name+".log"))
-				t.Logf("%s.log:\n%s", name, tail(string(b), 1500))
-			}
-		}
-		down()
-		for name, pid := range r.PIDs {
-			if syscall.Kill(pid, 0) == nil {
-				t.Errorf("%s (%d) still running after down.sh", name, pid)
-			}
-		}
-		if _, err := os.Stat(state); !os.IsNotExist(err) {
-			t.Errorf("state %s left behind", state)
-		}
-	}()
+	r := localtopo.Up(t, "embedded")
+	state := r.State
 	if len(r.EgressInstances) != 2 || len(r.Ingress) != 2 || len(r.PIDs) != 7 || len(r.Admin) != 6 {
 		t.Fatalf("ready line incomplete: %+v", r)
 	}
@@ -166,7 +113,7 @@ func TestUpDown(t *testing.T) {
 }
 
 // waitRoute waits until every egress' /debug/config lists (or no longer lists) service.
-func waitRoute(t *testing.T, r ready, service string, present bool) {
+func waitRoute(t *testing.T, r *localtopo.Ready, service string, present bool) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {

@@ -1,14 +1,10 @@
 package local
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -20,47 +16,17 @@ import (
 
 	"github.com/strait-mesh/strait/launch"
 	registrysync "github.com/strait-mesh/strait/registry-sync"
+	"github.com/strait-mesh/strait/test/localtopo"
 )
 
 // TestUpDownRegistries runs the local topology with each domain on its own ZooKeeper, then
 // its own Nacos: calls cross, and alpha's registry lists beta's exported services with
 // alpha's egress instances as providers, in the layout Dubbo consumers read.
 func TestUpDownRegistries(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts processes")
-	}
 	for _, kind := range []string{"zookeeper", "nacos"} {
 		t.Run(kind, func(t *testing.T) {
-			state := filepath.Join(t.TempDir(), "state")
-			env := append(os.Environ(), "STRAIT_STATE="+state)
-			up := exec.Command("bash", "../../deploy/local/up.sh", "--registry", kind)
-			up.Env = env
-			var stderr bytes.Buffer
-			up.Stderr = &stderr
-			out, err := up.Output()
-			if err != nil {
-				t.Fatalf("up.sh --registry %s: %v\n%s", kind, err, stderr.String())
-			}
-			var r struct {
-				ready
-				Registries map[string]string `json:"registries"`
-			}
-			jerr := json.Unmarshal(bytes.TrimSpace(out), &r)
-			defer func() {
-				cmd := exec.Command("bash", "../../deploy/local/down.sh")
-				cmd.Env = env
-				if b, err := cmd.CombinedOutput(); err != nil {
-					t.Errorf("down.sh: %v\n%s", err, b)
-				}
-				for name, pid := range r.PIDs {
-					if syscall.Kill(pid, 0) == nil {
-						t.Errorf("%s (%d) still running after down.sh", name, pid)
-					}
-				}
-			}()
-			if jerr != nil {
-				t.Fatalf("ready line %q: %v", out, jerr)
-			}
+			r := localtopo.Up(t, kind)
+			state := r.State
 			if !strings.HasPrefix(r.Registries["alpha"], kind+"://") || !strings.HasPrefix(r.Registries["beta"], kind+"://") {
 				t.Fatalf("registries: %v", r.Registries)
 			}
