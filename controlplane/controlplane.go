@@ -120,10 +120,7 @@ func (c *Controlplane) SetDomain(d *config.Domain) (string, error) {
 }
 
 func (c *Controlplane) publishLocked() error {
-	in := Inputs{Domain: c.domain, Bundles: c.bundles}
-	if c.cat != nil {
-		in.Providers = c.cat.All()
-	}
+	in := Inputs{Domain: c.domain, Bundles: c.bundles, Providers: c.Providers()}
 	if c.imports != nil {
 		in.Imports = c.imports()
 	}
@@ -151,11 +148,7 @@ func (c *Controlplane) SetIngress(addrs []string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.ingress = append([]string(nil), addrs...)
-	var providers []mesh.Instance
-	if c.cat != nil {
-		providers = c.cat.All()
-	}
-	c.fed.Update(c.domain, providers, c.ingress)
+	c.fed.Update(c.domain, c.Providers(), c.ingress)
 }
 
 // SetImports sets where the peers' catalogs come from (the importers) and republishes;
@@ -169,6 +162,14 @@ func (c *Controlplane) SetImports(f func() map[string]Import) {
 
 // Refresh asks for a new translation and publication (coalesced) from Run.
 func (c *Controlplane) Refresh() { c.markDirty() }
+
+// Providers returns the registry's providers as last seen by the controlplane's watch.
+func (c *Controlplane) Providers() []mesh.Instance {
+	if c.cat == nil {
+		return nil
+	}
+	return c.cat.All()
+}
 
 // Federation is the Federation API server.
 func (c *Controlplane) Federation() *Federation { return c.fed }

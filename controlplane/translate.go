@@ -1,3 +1,7 @@
+// Package controlplane drives one domain's gateways: it holds the domain configuration in
+// force, watches the registry, translates both (with what peers export to it) into Envoy
+// resources by a pure function, serves them over ADS, and serves and follows the
+// Federation API between peer domains.
 package controlplane
 
 import (

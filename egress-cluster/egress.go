@@ -253,15 +253,10 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	g.obs.Observe(string(call.Protocol), peer, outcome, time.Since(start))
 }
 
-func (g *Gateway) fail(w http.ResponseWriter, call proxy.Call, code codes.Code, msg string) string {
-	proxy.WriteError(w, call.Style, code, msg)
-	return proxy.Outcome(call.Style, code)
-}
-
 func (g *Gateway) serve(w http.ResponseWriter, r *http.Request) (call proxy.Call, peerName, outcome string) {
 	call, rpc := proxy.Classify(r)
 	if !g.ready.Load() {
-		return call, "", g.fail(w, call, codes.Unavailable, "strait: egress has no configuration yet")
+		return call, "", proxy.Fail(w, call, codes.Unavailable, "strait: egress has no configuration yet")
 	}
 	lim := g.limits.Load()
 	t := g.routes.Table()
@@ -280,16 +275,16 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request) (call proxy.Call
 	}
 	if !found {
 		if call.Style == proxy.StyleHTTP {
-			return call, "", g.fail(w, call, codes.Unimplemented, fmt.Sprintf("strait: no route for host %q path %q", r.Host, r.URL.Path))
+			return call, "", proxy.Fail(w, call, codes.Unimplemented, fmt.Sprintf("strait: no route for host %q path %q", r.Host, r.URL.Path))
 		}
-		return call, "", g.fail(w, call, codes.Unimplemented, fmt.Sprintf("strait: unknown service %q", call.Service.String()))
+		return call, "", proxy.Fail(w, call, codes.Unimplemented, fmt.Sprintf("strait: unknown service %q", call.Service.String()))
 	}
 	if !proxy.LimitBody(w, r, call, lim.MaxBodyBytes) {
 		return call, route.Peer, proxy.Outcome(call.Style, codes.ResourceExhausted)
 	}
 	p := (*g.peers.Load())[route.Peer]
 	if p == nil || p.set.Len() == 0 {
-		return call, route.Peer, g.fail(w, call, codes.Unavailable, fmt.Sprintf("strait: peer domain %q has no reachable ingress", route.Peer))
+		return call, route.Peer, proxy.Fail(w, call, codes.Unavailable, fmt.Sprintf("strait: peer domain %q has no reachable ingress", route.Peer))
 	}
 	ctx, cancel := proxy.CallContext(r, call, lim.CallTimeout.D())
 	defer cancel()

@@ -224,43 +224,38 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	g.obs.Observe(string(call.Protocol), src, outcome, time.Since(start))
 }
 
-func fail(w http.ResponseWriter, call proxy.Call, code codes.Code, msg string) string {
-	proxy.WriteError(w, call.Style, code, msg)
-	return proxy.Outcome(call.Style, code)
-}
-
 func (g *Gateway) serve(w http.ResponseWriter, r *http.Request) (call proxy.Call, src, outcome string) {
 	call = classify(r)
 	st := g.state.Load()
 	if st.cfg == nil {
-		return call, "", fail(w, call, codes.Unavailable, "strait: ingress has no configuration yet")
+		return call, "", proxy.Fail(w, call, codes.Unavailable, "strait: ingress has no configuration yet")
 	}
 	id, err := identity.PeerID(tunnel.ConnectionState(r))
 	src, known := st.peers[id.TrustDomain()]
 	if err != nil || !known {
 		// The handshake admits only peer trust domains; this is a second line.
-		return call, "", fail(w, call, codes.PermissionDenied, "strait: caller is not a peer domain")
+		return call, "", proxy.Fail(w, call, codes.PermissionDenied, "strait: caller is not a peer domain")
 	}
 	if strings.HasPrefix(r.URL.Path, federationPrefix) {
 		return g.federation(w, r, id, src)
 	}
 	if call.Service.Name == "" {
-		return call, src, fail(w, call, codes.InvalidArgument, "strait: call names no service")
+		return call, src, proxy.Fail(w, call, codes.InvalidArgument, "strait: call names no service")
 	}
 	_, decision := st.cfg.Table.Authorize(src, call.Protocol, call.Service, call.Method)
 	switch decision {
 	case routing.UnknownService:
-		return call, src, fail(w, call, codes.Unimplemented, fmt.Sprintf("strait: unknown service %q in domain %s", call.Service.String(), g.domain))
+		return call, src, proxy.Fail(w, call, codes.Unimplemented, fmt.Sprintf("strait: unknown service %q in domain %s", call.Service.String(), g.domain))
 	case routing.Forbidden:
 		g.log.Warn("call refused", "peer", src, "service", call.Service.Name, "method", call.Method)
-		return call, src, fail(w, call, codes.PermissionDenied, fmt.Sprintf("strait: domain %s may not call %s/%s", src, call.Service.String(), call.Method))
+		return call, src, proxy.Fail(w, call, codes.PermissionDenied, fmt.Sprintf("strait: domain %s may not call %s/%s", src, call.Service.String(), call.Method))
 	}
 	if !proxy.LimitBody(w, r, call, st.limits.MaxBodyBytes) {
 		return call, src, proxy.Outcome(call.Style, codes.ResourceExhausted)
 	}
 	eps := st.cfg.Endpoints(call.Service, call.Protocol)
 	if len(eps) == 0 {
-		return call, src, fail(w, call, codes.Unavailable, fmt.Sprintf("strait: no live provider of %s in domain %s", call.Service.String(), g.domain))
+		return call, src, proxy.Fail(w, call, codes.Unavailable, fmt.Sprintf("strait: no live provider of %s in domain %s", call.Service.String(), g.domain))
 	}
 	rt := g.h2c
 	if call.Protocol == mesh.ProtocolHTTP {
@@ -294,10 +289,10 @@ const federationPrefix = "/strait.federation.v1.Federation/"
 func (g *Gateway) federation(w http.ResponseWriter, r *http.Request, id spiffeid.ID, src string) (proxy.Call, string, string) {
 	call := proxy.Call{Protocol: mesh.ProtocolGRPC, Style: proxy.StyleGRPC, Service: mesh.ServiceKey{Name: "strait.federation.v1.Federation"}}
 	if !strings.HasPrefix(id.Path(), "/"+identity.RoleControlplane+"/") {
-		return call, src, fail(w, call, codes.PermissionDenied, "strait: only a peer's controlplane may call the Federation API")
+		return call, src, proxy.Fail(w, call, codes.PermissionDenied, "strait: only a peer's controlplane may call the Federation API")
 	}
 	if g.cp.Transport == nil {
-		return call, src, fail(w, call, codes.Unavailable, "strait: this ingress does not reach its controlplane")
+		return call, src, proxy.Fail(w, call, codes.Unavailable, "strait: this ingress does not reach its controlplane")
 	}
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()

@@ -339,11 +339,9 @@ func (c *Controlplane) publishImports(ctx context.Context, domain string) {
 		}
 		var desired []mesh.Instance
 		native := map[string]bool{}
-		if all, err := c.reg.List(ctx); err == nil {
-			for _, i := range all {
-				if !registrysync.Managed(i) {
-					native[i.Service.Name] = true
-				}
+		for _, i := range c.cp.Providers() {
+			if !registrysync.Managed(i) {
+				native[i.Service.Name] = true
 			}
 		}
 		for peer, im := range c.Imports() {

@@ -108,27 +108,5 @@ func (c *Catalog) Generation() uint64 { return c.gen.Load() }
 // and Triple providers serve each other's callers). An empty version or group in k
 // matches any. The slice must not be modified.
 func (c *Catalog) Endpoints(k mesh.ServiceKey, p mesh.Protocol) []mesh.Instance {
-	all := (*c.snap.Load())[k.Name]
-	n := 0
-	for _, i := range all {
-		if ok(i, k, p) {
-			n++
-		}
-	}
-	if n == len(all) {
-		return all
-	}
-	out := make([]mesh.Instance, 0, n)
-	for _, i := range all {
-		if ok(i, k, p) {
-			out = append(out, i)
-		}
-	}
-	return out
-}
-
-func ok(i mesh.Instance, k mesh.ServiceKey, p mesh.Protocol) bool {
-	return i.Protocol.RPC() == p.RPC() &&
-		(k.Version == "" || i.Service.Version == k.Version) &&
-		(k.Group == "" || i.Service.Group == k.Group)
+	return mesh.Serving((*c.snap.Load())[k.Name], k, p)
 }

@@ -63,3 +63,33 @@ type Instance struct {
 func (i Instance) String() string {
 	return fmt.Sprintf("%s %s://%s", i.Service, i.Protocol, i.Address)
 }
+
+// Serves reports whether i can answer a call of service k over protocol p: same protocol
+// family (gRPC and Triple providers serve each other's callers), and the version and group
+// of k unless they are empty (any).
+func (i Instance) Serves(k ServiceKey, p Protocol) bool {
+	return i.Protocol.RPC() == p.RPC() &&
+		(k.Version == "" || i.Service.Version == k.Version) &&
+		(k.Group == "" || i.Service.Group == k.Group)
+}
+
+// Serving returns the instances of all that serve k over p. It returns all itself, not a
+// copy, when every instance qualifies; the result must not be modified.
+func Serving(all []Instance, k ServiceKey, p Protocol) []Instance {
+	n := 0
+	for _, i := range all {
+		if i.Serves(k, p) {
+			n++
+		}
+	}
+	if n == len(all) {
+		return all
+	}
+	out := make([]Instance, 0, n)
+	for _, i := range all {
+		if i.Serves(k, p) {
+			out = append(out, i)
+		}
+	}
+	return out
+}

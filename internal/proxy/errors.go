@@ -9,6 +9,12 @@ import (
 	"google.golang.org/grpc/codes"
 )
 
+// Fail answers c with a failure (WriteError) and returns its outcome for metrics.
+func Fail(w http.ResponseWriter, c Call, code codes.Code, msg string) string {
+	WriteError(w, c.Style, code, msg)
+	return Outcome(c.Style, code)
+}
+
 // WriteError answers a call with a failure in the style its protocol expects.
 func WriteError(w http.ResponseWriter, style ErrorStyle, code codes.Code, msg string) {
 	h := w.Header()

@@ -360,15 +360,5 @@ func list(m *corev3.Metadata, k string) []string {
 // Endpoints returns the providers of service k in the protocol family of p, filtered by
 // version and group (empty matches any). It implements the ingress' Endpoints.
 func (c *GatewayConfig) Endpoints(k mesh.ServiceKey, p mesh.Protocol) []mesh.Instance {
-	all := c.Providers[ServiceCluster(p, k.Name)]
-	if k.Version == "" && k.Group == "" {
-		return all
-	}
-	var out []mesh.Instance
-	for _, i := range all {
-		if (k.Version == "" || i.Service.Version == k.Version) && (k.Group == "" || i.Service.Group == k.Group) {
-			out = append(out, i)
-		}
-	}
-	return out
+	return mesh.Serving(c.Providers[ServiceCluster(p, k.Name)], k, p)
 }
