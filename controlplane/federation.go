@@ -23,15 +23,29 @@ func ServiceKey(s *federationv1.Service) string {
 	return s.GetProtocol() + "/" + s.GetName() + ":" + s.GetVersion() + "@" + s.GetGroup()
 }
 
-// ExportsFor computes what d exports to peer: each export that names the peer, with the
-// metadata its allow-list lets cross (taken from a live provider). Providers registered by
-// Strait for another domain (managed) are never exported again: an export whose only
-// providers here are managed is itself an import, and is left out (no loops, even when two
-// domains export the same service to each other). An export with no provider at all stays
-// (its callers get UNAVAILABLE until one registers). It is a pure function.
+// ExportsFor computes what d exports to peer: each export that names the peer, pattern
+// exports resolved against the providers (ResolveExports), with the metadata its
+// allow-list lets cross (taken from a live provider). Providers registered by Strait for
+// another domain (managed) are never exported again: an export whose only providers here
+// are managed is itself an import, and is left out (no loops, even when two domains export
+// the same service to each other). An export with no provider at all stays (its callers
+// get UNAVAILABLE until one registers). It is a pure function.
 func ExportsFor(d *config.Domain, peer string, providers []mesh.Instance) map[string]*federationv1.Service {
+	return exportsFor(ResolveExports(d, providers), peer, indexByName(providers))
+}
+
+func indexByName(providers []mesh.Instance) map[string][]mesh.Instance {
+	m := map[string][]mesh.Instance{}
+	for _, p := range providers {
+		m[p.Service.Name] = append(m[p.Service.Name], p)
+	}
+	return m
+}
+
+// exportsFor is ExportsFor over resolved exports and the providers by service name.
+func exportsFor(exports []config.Export, peer string, byName map[string][]mesh.Instance) map[string]*federationv1.Service {
 	out := map[string]*federationv1.Service{}
-	for _, e := range d.Exports {
+	for _, e := range exports {
 		allowed := false
 		for _, to := range e.To {
 			allowed = allowed || to == peer
@@ -44,9 +58,8 @@ func ExportsFor(d *config.Domain, peer string, providers []mesh.Instance) map[st
 			Methods: append([]string(nil), e.Methods...),
 		}
 		managedOnly := false
-		for _, p := range providers {
-			if p.Service.Name != e.Service || p.Protocol.RPC() != e.Protocol.RPC() ||
-				(e.Version != "" && p.Service.Version != e.Version) || (e.Group != "" && p.Service.Group != e.Group) {
+		for _, p := range byName[e.Service] {
+			if !p.Serves(mesh.ServiceKey{Name: e.Service, Version: e.Version, Group: e.Group}, e.Protocol) {
 				continue
 			}
 			if registrysync.Managed(p) {
@@ -124,13 +137,14 @@ func (f *Federation) Update(d *config.Domain, providers []mesh.Instance, ingress
 	ingressChanged := !equalStrings(ingress, f.ingress)
 	f.ingress = ingress
 	changed := ingressChanged
+	exports, byName := ResolveExports(d, providers), indexByName(providers)
 	for _, p := range d.Peers {
 		l := f.peers[p.Domain]
 		if l == nil {
 			l = &peerLog{cur: map[string]*federationv1.Service{}}
 			f.peers[p.Domain] = l
 		}
-		next := ExportsFor(d, p.Domain, providers)
+		next := exportsFor(exports, p.Domain, byName)
 		var dl delta
 		for k, s := range next {
 			if old, ok := l.cur[k]; !ok || !proto.Equal(old, s) {

@@ -3,6 +3,7 @@ package controlplane
 import (
 	"context"
 	"net"
+	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -16,6 +17,8 @@ import (
 
 	"github.com/strait-mesh/strait/internal/config"
 	"github.com/strait-mesh/strait/internal/mesh"
+	"github.com/strait-mesh/strait/internal/routing"
+	"github.com/strait-mesh/strait/internal/xdsres"
 	federationv1 "github.com/strait-mesh/strait/proto/federation/v1"
 	registrysync "github.com/strait-mesh/strait/registry-sync"
 )
@@ -193,5 +196,104 @@ func TestImportedRoutes(t *testing.T) {
 	}
 	if len(errs) != 1 || !strings.Contains(errs[0].Error(), "exists natively") {
 		t.Fatalf("errs: %v", errs)
+	}
+}
+
+// TestPatternExports: a pattern export exports every native service it matches, with its
+// own methods and metadata allow-list; managed (imported) services never match; a service
+// that registers later is exported by the next update with no config change, and one
+// whose last provider leaves is withdrawn.
+func TestPatternExports(t *testing.T) {
+	d := betaDomain(
+		config.Export{Service: "com.beta.*", Protocol: mesh.ProtocolTriple, To: []string{"alpha"}, Methods: []string{"Get"}, Metadata: []string{"application"}},
+		config.Export{Service: "*", Protocol: mesh.ProtocolGRPC, To: []string{"gamma"}},
+	)
+	managed := map[string]string{registrysync.MetaManaged: "true", registrysync.MetaOrigin: "alpha"}
+	provs := append([]mesh.Instance{
+		{Service: mesh.ServiceKey{Name: "com.beta.Ledger"}, Protocol: mesh.ProtocolGRPC, Address: "10.0.0.2:1", Metadata: map[string]string{"application": "ledger"}},
+		// An import from alpha whose name matches both patterns.
+		{Service: mesh.ServiceKey{Name: "com.beta.Mirror"}, Protocol: mesh.ProtocolTriple, Address: "10.0.0.9:2", Metadata: managed},
+	}, providers...)
+	keys := func(m map[string]*federationv1.Service) string {
+		var ks []string
+		for k := range m {
+			ks = append(ks, k)
+		}
+		sort.Strings(ks)
+		return strings.Join(ks, " ")
+	}
+	alpha := ExportsFor(d, "alpha", provs)
+	if got, want := keys(alpha), "grpc/com.beta.Ledger:@ triple/com.beta.Pay:@"; got != want {
+		t.Fatalf("to alpha: %s, want %s", got, want)
+	}
+	if s := alpha["grpc/com.beta.Ledger:@"]; s.Metadata["application"] != "ledger" || len(s.Methods) != 1 || s.Methods[0] != "Get" {
+		t.Fatalf("ledger: %v", s)
+	}
+	if s := alpha["triple/com.beta.Pay:@"]; s.Metadata["application"] != "pay" || s.Metadata["secret"] != "" {
+		t.Fatalf("pay: %v", s)
+	}
+	// gamma: "*" takes what "com.beta.*" (alpha's) did not claim; managed never.
+	if got := keys(ExportsFor(d, "gamma", provs)); got != "" {
+		t.Fatalf("to gamma: %s", got)
+	}
+	other := append([]mesh.Instance{{Service: mesh.ServiceKey{Name: "org.Other"}, Protocol: mesh.ProtocolGRPC, Address: "10.0.0.3:1"}}, provs...)
+	if got := keys(ExportsFor(d, "gamma", other)); got != "grpc/org.Other:@" {
+		t.Fatalf("to gamma: %s", got)
+	}
+
+	// Live: the federation re-evaluates on every update of the providers.
+	fed := NewFederation(d, nil)
+	fed.Update(d, provs, nil)
+	rev := fed.peers["alpha"].rev
+	grown := append([]mesh.Instance{{Service: mesh.ServiceKey{Name: "com.beta.New"}, Protocol: mesh.ProtocolTriple, Address: "10.0.0.4:1"}}, provs...)
+	fed.Update(d, grown, nil)
+	l := fed.peers["alpha"]
+	if l.rev != rev+1 || len(l.history[len(l.history)-1].upserted) != 1 || l.history[len(l.history)-1].upserted[0].GetName() != "com.beta.New" {
+		t.Fatalf("new service not exported as a delta: rev %d→%d %+v", rev, l.rev, l.history[len(l.history)-1])
+	}
+	fed.Update(d, provs, nil)
+	if last := l.history[len(l.history)-1]; len(last.removed) != 1 || last.removed[0] != "triple/com.beta.New:@" {
+		t.Fatalf("gone service not withdrawn: %+v", last)
+	}
+}
+
+// TestPatternExportsTranslated: the ingress authorizes calls to pattern-exported services
+// as resolved, refuses the rest, and never sends a call to a managed provider.
+func TestPatternExportsTranslated(t *testing.T) {
+	in := loadInput(t, "testdata/in/patterns-beta.yaml")
+	res, err := Translate(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ig, err := xdsres.Decode(xdsres.RoleIngress, toResources(res.Ingress))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		src, svc, version, method string
+		p                         mesh.Protocol
+		want                      routing.Decision
+	}{
+		{"alpha", "com.beta.orders.OrderService", "", "Get", mesh.ProtocolGRPC, routing.Allowed},
+		{"alpha", "com.beta.orders.OrderService", "", "Delete", mesh.ProtocolTriple, routing.Forbidden},
+		{"gamma", "com.beta.orders.OrderService", "", "Get", mesh.ProtocolTriple, routing.Forbidden},
+		{"gamma", "com.beta.orders.Special", "", "Any", mesh.ProtocolGRPC, routing.Allowed},
+		{"alpha", "com.beta.orders.Special", "", "Get", mesh.ProtocolGRPC, routing.Forbidden},
+		{"alpha", "com.beta.v2.Catalog", "2.0.0", "Any", mesh.ProtocolGRPC, routing.Allowed},
+		{"gamma", "com.beta.v1.Catalog", "", "Any", mesh.ProtocolGRPC, routing.Allowed},
+		{"gamma", "other.Thing", "", "Any", mesh.ProtocolGRPC, routing.Allowed},
+		{"alpha", "web-shop", "", "", mesh.ProtocolHTTP, routing.Allowed},
+		{"alpha", "plain", "", "", mesh.ProtocolHTTP, routing.UnknownService},
+		{"gamma", "com.alpha.Loop", "", "Any", mesh.ProtocolGRPC, routing.UnknownService},
+		{"alpha", "com.beta.orders.Imported", "", "Get", mesh.ProtocolTriple, routing.UnknownService},
+		{"alpha", "com.beta.orders.NotRegistered", "", "Get", mesh.ProtocolTriple, routing.UnknownService},
+	} {
+		_, got := ig.Table.Authorize(c.src, c.p, mesh.ServiceKey{Name: c.svc, Version: c.version}, c.method)
+		if got != c.want {
+			t.Errorf("%s → %s %s/%s: %v, want %v", c.src, c.p, c.svc, c.method, got, c.want)
+		}
+	}
+	if eps := ig.Endpoints(mesh.ServiceKey{Name: "com.beta.orders.Mixed"}, mesh.ProtocolGRPC); len(eps) != 2 {
+		t.Errorf("Mixed endpoints: %v", eps)
 	}
 }

@@ -92,15 +92,19 @@ func Translate(in Inputs) (*Resources, error) {
 	r.Egress[resource.RouteType] = []types.Resource{egressRoutes(routes)}
 	r.Egress[resource.ListenerType] = []types.Resource{listener(xdsres.RoleEgress, d, l)}
 
-	// Ingress: a cluster per exported service with its providers, routes for the exports.
+	// Ingress: a cluster per exported service (pattern exports resolved against the
+	// registry) with its native providers, routes for the exports. Managed providers are
+	// this domain's own egress instances standing in for another domain's service: an
+	// ingress never forwards to them.
+	exports := ResolveExports(d, in.Providers)
 	clusters := map[string]mesh.Protocol{}
-	for _, e := range d.Exports {
+	for _, e := range exports {
 		clusters[xdsres.ServiceCluster(e.Protocol, e.Service)] = e.Protocol
 	}
 	eps := map[string][]*endpointv3.LbEndpoint{}
 	for _, p := range in.Providers {
 		name := xdsres.ServiceCluster(p.Protocol, p.Service.Name)
-		if _, exported := clusters[name]; !exported {
+		if _, exported := clusters[name]; !exported || registrysync.Managed(p) {
 			continue
 		}
 		ep, err := providerEndpoint(p)
@@ -114,7 +118,7 @@ func Translate(in Inputs) (*Resources, error) {
 		r.Ingress[resource.ClusterType] = append(r.Ingress[resource.ClusterType], serviceCluster(name, clusters[name], l))
 		r.Ingress[resource.EndpointType] = append(r.Ingress[resource.EndpointType], assignment(name, eps[name]))
 	}
-	r.Ingress[resource.RouteType] = []types.Resource{ingressRoutes(d)}
+	r.Ingress[resource.RouteType] = []types.Resource{ingressRoutes(exports)}
 	r.Ingress[resource.ListenerType] = []types.Resource{listener(xdsres.RoleIngress, d, l)}
 	return r, errors.Join(errs...)
 }
@@ -368,9 +372,9 @@ func egressRoutes(rs []config.Route) *routev3.RouteConfiguration {
 	return rc
 }
 
-func ingressRoutes(d *config.Domain) *routev3.RouteConfiguration {
+func ingressRoutes(exports []config.Export) *routev3.RouteConfiguration {
 	vh := &routev3.VirtualHost{Name: "exports", Domains: []string{"*"}}
-	for _, e := range d.Exports {
+	for _, e := range exports {
 		meta := md(map[string]any{
 			"protocol": string(e.Protocol), "service": e.Service, "version": e.Version, "group": e.Group,
 			"allow": strs(e.To), "methods": strs(e.Methods),

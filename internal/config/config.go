@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"path"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -225,8 +226,15 @@ type Peer struct {
 	Transport string `yaml:"transport"`
 }
 
-// Export lets peers call one local service.
+// Export lets peers call one local service, or every local service whose name matches a
+// pattern.
 type Export struct {
+	// Service is a service name, or a pattern (path.Match syntax: '*', '?', '[…]') that
+	// exports every service of the registry whose name matches, as if each had an export of
+	// its own with this export's other fields; services registering later are exported as
+	// they appear. An export naming the service exactly wins over a pattern; among patterns
+	// the first in the document wins. Services Strait registered for another domain
+	// (managed) never match.
 	Service  string        `yaml:"service"`
 	Protocol mesh.Protocol `yaml:"protocol"`
 	Version  string        `yaml:"version"`
@@ -238,6 +246,21 @@ type Export struct {
 	// Metadata lists the provider metadata keys that may cross to the peers; none by
 	// default.
 	Metadata []string `yaml:"metadata"`
+}
+
+// IsPattern reports whether the export names its services by a pattern.
+func (e Export) IsPattern() bool { return IsPattern(e.Service) }
+
+// IsPattern reports whether a service name in an export is a pattern (has '*', '?' or '[').
+func IsPattern(service string) bool { return strings.ContainsAny(service, "*?[") }
+
+// MatchService reports whether the service name matches the export's name or pattern.
+func (e Export) MatchService(name string) bool {
+	if !e.IsPattern() {
+		return e.Service == name
+	}
+	ok, err := path.Match(e.Service, name)
+	return ok && err == nil
 }
 
 // Route sends local consumer calls of a service to a peer domain.
@@ -384,6 +407,7 @@ var (
 	trustDomainRE = regexp.MustCompile(`^[a-z0-9._-]+$`)
 	serviceRE     = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_.$-]*$`)
 	methodRE      = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+	patternRE     = regexp.MustCompile(`^[][A-Za-z0-9_.$*?^!\\-]+$`)
 )
 
 // Validate checks d and returns Errors listing every problem, or nil.
@@ -473,7 +497,11 @@ func (d *Domain) Validate() error {
 	exported := map[skey]bool{}
 	for i, e := range d.Exports {
 		path := fmt.Sprintf("exports[%d]", i)
-		checkService(add, path, e.Service, e.Protocol)
+		if e.IsPattern() {
+			checkPattern(add, path, e.Service, e.Protocol)
+		} else {
+			checkService(add, path, e.Service, e.Protocol)
+		}
 		k := skey{e.Protocol, mesh.ServiceKey{Name: e.Service, Version: e.Version, Group: e.Group}}
 		if e.Service != "" && exported[k] {
 			add(path+".service", "%q is exported twice", k.k)
@@ -595,6 +623,17 @@ func checkService(add func(string, string, ...any), path, name string, p mesh.Pr
 	case !p.Valid():
 		add(path+".protocol", "%q is not one of grpc, triple, http", p)
 	}
+}
+
+// checkPattern checks a pattern export's service: path.Match syntax over the characters
+// of service names.
+func checkPattern(add func(string, string, ...any), at, pattern string, p mesh.Protocol) {
+	if _, err := path.Match(pattern, ""); err != nil {
+		add(at+".service", "%q is not a valid pattern (path.Match syntax: '*', '?', '[a-z]'): %v", pattern, err)
+	} else if !patternRE.MatchString(pattern) {
+		add(at+".service", "%q is not a service name pattern (letters, digits, '_', '.', '$', '-', and '*', '?', '[…]')", pattern)
+	}
+	checkService(add, at, "x", p)
 }
 
 func checkHostPort(a string) error {

@@ -109,3 +109,69 @@ func TestDefaults(t *testing.T) {
 		t.Fatalf("defaults not applied: %+v", l)
 	}
 }
+
+func TestExportPatterns(t *testing.T) {
+	head := `
+domain: beta
+trustDomain: beta.local
+peers:
+  - {domain: alpha, trustDomain: alpha.local, trustBundle: a.pem}
+exports:
+`
+	good := head + `
+  - {service: "com.example.orders.*", protocol: triple, to: [alpha], methods: [Get], metadata: [zone]}
+  - {service: "*", protocol: grpc, to: [alpha]}
+  - {service: "svc.v[0-9]", protocol: http, to: [alpha]}
+  - {service: com.example.orders.Special, protocol: triple, to: [alpha]}
+`
+	d, err := Parse([]byte(good))
+	if err != nil {
+		t.Fatalf("good patterns refused: %v", err)
+	}
+	for _, c := range []struct {
+		i    int
+		name string
+		want bool
+	}{
+		{0, "com.example.orders.OrderService", true},
+		{0, "com.example.orders", false},
+		{0, "com.example.payments.PayService", false},
+		{1, "anything.At.All", true},
+		{2, "svc.v2", true},
+		{2, "svc.v10", false},
+		{3, "com.example.orders.Special", true},
+		{3, "com.example.orders.Specials", false},
+	} {
+		if got := d.Exports[c.i].MatchService(c.name); got != c.want {
+			t.Errorf("exports[%d] %q matches %q: %v, want %v", c.i, d.Exports[c.i].Service, c.name, got, c.want)
+		}
+	}
+	bad := head + `
+  - {service: "com.example.[orders", protocol: grpc, to: [alpha]}
+  - {service: "com/example/*", protocol: grpc, to: [alpha]}
+  - {service: "*", protocol: soap, to: [alpha]}
+  - {service: "*", protocol: triple}
+  - {service: "*", protocol: grpc, to: [alpha]}
+  - {service: "*", protocol: grpc, to: [alpha]}
+`
+	_, err = Parse([]byte(bad))
+	want := []string{
+		`exports[0].service: "com.example.[orders" is not a valid pattern`,
+		`exports[1].service: "com/example/*" is not a service name pattern`,
+		`exports[2].protocol: "soap" is not one of grpc, triple, http`,
+		`exports[3].to: required`,
+		`exports[5].service: "*" is exported twice`,
+	}
+	var es Errors
+	if !errors.As(err, &es) {
+		t.Fatalf("want Errors, got %v", err)
+	}
+	for _, w := range want {
+		if !strings.Contains(err.Error(), w) {
+			t.Errorf("missing %q in:\n%s", w, err)
+		}
+	}
+	if len(es) != len(want) {
+		t.Errorf("got %d errors, want %d:\n%s", len(es), len(want), err)
+	}
+}
