@@ -5,7 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
+	"slices"
 	"sort"
+	"strings"
 	"sync"
 
 	"github.com/strait-mesh/strait/internal/mesh"
@@ -23,6 +26,95 @@ const (
 // Managed reports whether i was registered by Strait for another domain.
 func Managed(i mesh.Instance) bool { return i.Metadata[MetaManaged] == "true" }
 
+// AppInstance is one instance of an application in Dubbo's application-level service
+// discovery: an address, and the services the application serves there.
+type AppInstance struct {
+	App     string
+	Address string // host:port
+	// Services are the services served at Address: their keys, protocols and metadata
+	// (their Address is Address).
+	Services []mesh.Instance
+	// Metadata of the instance itself (e.g. the managed marks).
+	Metadata map[string]string
+}
+
+// AppRegistry is a Registry that also speaks Dubbo's application-level layout: an
+// application's instances (ZooKeeper /services/<app>/<host:port>, Nacos service <app>),
+// each pointing to the description of its services (a MetadataInfo in the metadata
+// report, by revision), and the interface → application mapping consumers start from.
+// Like Register, RegisterApp ties the instance's liveness to the registering process;
+// the metadata and the mapping are persistent, as Dubbo leaves them.
+type AppRegistry interface {
+	Registry
+	// RegisterApp publishes (or replaces) the instance of a.App at a.Address.
+	RegisterApp(ctx context.Context, a AppInstance) error
+	// DeregisterApp withdraws an instance this process registered with RegisterApp.
+	DeregisterApp(ctx context.Context, app, address string) error
+}
+
+// AppName is the application an instance is published under at application level:
+// strait-<origin domain> for a managed instance (all the services imported from one
+// domain form one application), else its "application" metadata; "" for none.
+func AppName(i mesh.Instance) string {
+	if Managed(i) && i.Metadata[MetaOrigin] != "" {
+		return "strait-" + i.Metadata[MetaOrigin]
+	}
+	return i.Metadata["application"]
+}
+
+// AppInstances groups instances into application instances by AppName and address;
+// instances without an application are left out. The result is sorted by application
+// and address, each one's services by key.
+func AppInstances(insts []mesh.Instance) []AppInstance {
+	byKey := map[string]*AppInstance{}
+	for _, i := range insts {
+		app := AppName(i)
+		if app == "" {
+			continue
+		}
+		k := app + "|" + i.Address
+		a := byKey[k]
+		if a == nil {
+			a = &AppInstance{App: app, Address: i.Address, Metadata: map[string]string{}}
+			byKey[k] = a
+		}
+		a.Services = append(a.Services, i)
+		for _, m := range []string{MetaManaged, MetaOrigin, MetaOwner} {
+			if v, ok := i.Metadata[m]; ok {
+				a.Metadata[m] = v
+			}
+		}
+	}
+	out := make([]AppInstance, 0, len(byKey))
+	for _, a := range byKey {
+		sort.Slice(a.Services, func(x, y int) bool { return instanceKey(a.Services[x]) < instanceKey(a.Services[y]) })
+		out = append(out, *a)
+	}
+	sort.Slice(out, func(x, y int) bool {
+		if out[x].App != out[y].App {
+			return out[x].App < out[y].App
+		}
+		return out[x].Address < out[y].Address
+	})
+	return out
+}
+
+// fingerprint identifies an AppInstance's content: equal fingerprints need no re-registration.
+func (a AppInstance) fingerprint() string {
+	var b strings.Builder
+	b.WriteString(a.App + "|" + a.Address)
+	for _, k := range slices.Sorted(maps.Keys(a.Metadata)) {
+		b.WriteString("|" + k + "=" + a.Metadata[k])
+	}
+	for _, s := range a.Services {
+		b.WriteString("\n" + instanceKey(s))
+		for _, k := range slices.Sorted(maps.Keys(s.Metadata)) {
+			b.WriteString("|" + k + "=" + s.Metadata[k])
+		}
+	}
+	return b.String()
+}
+
 func instanceKey(i mesh.Instance) string {
 	return fmt.Sprintf("%s|%s|%s|%s|%s", i.Protocol, i.Service.Name, i.Service.Version, i.Service.Group, i.Address)
 }
@@ -36,6 +128,7 @@ type Publisher struct {
 
 	mu   sync.Mutex
 	have map[string]mesh.Instance
+	apps map[string]AppInstance // app|address → what is registered at application level
 }
 
 // NewPublisher returns a publisher writing to reg.
@@ -43,11 +136,15 @@ func NewPublisher(reg Registry, log *slog.Logger) *Publisher {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Publisher{reg: reg, log: log, have: map[string]mesh.Instance{}}
+	return &Publisher{reg: reg, log: log, have: map[string]mesh.Instance{}, apps: map[string]AppInstance{}}
 }
 
 // Set makes the published set equal to desired. Failures are returned joined; what failed
 // is tried again by the next Set.
+//
+// When the registry is an AppRegistry, the desired instances are also published at
+// application level, grouped by AppName and address (see AppInstances), so that Dubbo
+// consumers using either interface-level or application-level discovery find them.
 func (p *Publisher) Set(ctx context.Context, desired []mesh.Instance) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -77,6 +174,41 @@ func (p *Publisher) Set(ctx context.Context, desired []mesh.Instance) error {
 		}
 		p.have[k] = i
 		p.log.Info("published", "service", i.Service.Name, "instance", i.Address)
+	}
+	if ar, ok := p.reg.(AppRegistry); ok {
+		errs = append(errs, p.setApps(ctx, ar, desired))
+	}
+	return errors.Join(errs...)
+}
+
+// setApps is Set's application-level half; p.mu is held.
+func (p *Publisher) setApps(ctx context.Context, ar AppRegistry, desired []mesh.Instance) error {
+	want := map[string]AppInstance{}
+	for _, a := range AppInstances(desired) {
+		want[a.App+"|"+a.Address] = a
+	}
+	var errs []error
+	for k, a := range p.apps {
+		if _, ok := want[k]; ok {
+			continue
+		}
+		if err := ar.DeregisterApp(ctx, a.App, a.Address); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		delete(p.apps, k)
+		p.log.Info("withdrawn application instance", "service", a.App, "instance", a.Address)
+	}
+	for k, a := range want {
+		if old, ok := p.apps[k]; ok && old.fingerprint() == a.fingerprint() {
+			continue
+		}
+		if err := ar.RegisterApp(ctx, a); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		p.apps[k] = a
+		p.log.Info("published application instance", "service", a.App, "instance", a.Address, "services", len(a.Services))
 	}
 	return errors.Join(errs...)
 }

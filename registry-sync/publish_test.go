@@ -2,6 +2,8 @@ package registrysync_test
 
 import (
 	"context"
+	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -70,5 +72,40 @@ func TestPublisher(t *testing.T) {
 	}
 	if len(p.Published()) != 0 {
 		t.Fatal("publisher still holds instances")
+	}
+}
+
+// TestAppInstances groups imports into application instances: one application per origin
+// domain, one instance per address, each with its services and the managed marks.
+func TestAppInstances(t *testing.T) {
+	imp := func(name, origin, addr string) mesh.Instance {
+		return mesh.Instance{
+			Service: mesh.ServiceKey{Name: name}, Protocol: mesh.ProtocolTriple, Address: addr,
+			Metadata: map[string]string{registrysync.MetaManaged: "true", registrysync.MetaOrigin: origin, registrysync.MetaOwner: "alpha/cp"},
+		}
+	}
+	native := mesh.Instance{Service: mesh.ServiceKey{Name: "N"}, Protocol: mesh.ProtocolGRPC, Address: "10.0.0.9:1",
+		Metadata: map[string]string{"application": "shop"}}
+	bare := mesh.Instance{Service: mesh.ServiceKey{Name: "B"}, Protocol: mesh.ProtocolGRPC, Address: "10.0.0.9:2"}
+	got := registrysync.AppInstances([]mesh.Instance{
+		imp("S2", "beta", "10.0.0.1:1"), imp("S1", "beta", "10.0.0.1:1"), imp("S1", "beta", "10.0.0.2:1"),
+		imp("S1", "gamma", "10.0.0.1:1"), native, bare,
+	})
+	var desc []string
+	for _, a := range got {
+		var names []string
+		for _, s := range a.Services {
+			names = append(names, s.Service.Name)
+		}
+		desc = append(desc, fmt.Sprintf("%s@%s%v origin=%s", a.App, a.Address, names, a.Metadata[registrysync.MetaOrigin]))
+	}
+	want := []string{
+		"shop@10.0.0.9:1[N] origin=",
+		"strait-beta@10.0.0.1:1[S1 S2] origin=beta",
+		"strait-beta@10.0.0.2:1[S1] origin=beta",
+		"strait-gamma@10.0.0.1:1[S1] origin=gamma",
+	}
+	if strings.Join(desc, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("got\n%s\nwant\n%s", strings.Join(desc, "\n"), strings.Join(want, "\n"))
 	}
 }

@@ -13,6 +13,21 @@
 // as Dubbo does. A Watch, however, returns an error wrapping ErrSessionExpired (its watches
 // are gone and changes may have been missed) and the caller subscribes again, which
 // registrysync.Catalog.Run does.
+//
+// Application level. The Registry also speaks Dubbo 3's application-level service
+// discovery (see package dubboapp): RegisterApp writes an application instance as Dubbo
+// does, an ephemeral Curator JSON node /services/<app>/<host:port> whose metadata carry
+// the revision of its services, the MetadataInfo of that revision (persistent, at
+// /dubbo/metadata/<app>/<revision> for Java Dubbo and /dubbo/<app>/<revision> for dubbo-go
+// 3.3, which read different paths) and the interface → application mapping
+// /dubbo/mapping/<interface> (persistent, comma-separated applications, updated with
+// compare-and-set). List and Watch read every application under /services and report the
+// services of its instances as providers, alongside the interface-level ones (one
+// provider registered both ways is reported once). Watch follows /services and each
+// application with child watches, each instance node with a data watch, and a revision's
+// MetadataInfo that is not there yet with an exists watch. Reading the application list
+// directly makes the mapping unnecessary for reading it. MetadataInfo is read from the
+// metadata report only: instances with local metadata storage are skipped.
 package zookeeper
 
 import (
@@ -31,12 +46,15 @@ import (
 
 	"github.com/strait-mesh/strait/internal/mesh"
 	registrysync "github.com/strait-mesh/strait/registry-sync"
+	"github.com/strait-mesh/strait/registry-sync/dubboapp"
 	"github.com/strait-mesh/strait/registry-sync/etcd"
 )
 
 const (
 	root      = "/dubbo"
 	providers = "/providers"
+	// services is the root of application-level instances (Curator service discovery).
+	services = "/services"
 )
 
 // ErrSessionExpired is wrapped by the error a Watch returns when the ZooKeeper session
@@ -77,6 +95,10 @@ type Registry struct {
 	// mu serializes Register, Deregister and the re-registration after a new session.
 	mu   sync.Mutex
 	mine map[string][]byte // path → data of the nodes this process registered
+
+	infoMu  sync.Mutex
+	infos   map[string]*dubboapp.MetadataInfo // app/revision → its MetadataInfo (revisions never change)
+	skipped sync.Map                          // app/revision of local-storage instances already logged
 }
 
 // New connects to the ZooKeeper ensemble at servers (host:port) and waits up to
@@ -97,6 +119,7 @@ func New(servers []string, o Options) (*Registry, error) {
 		quit:   make(chan struct{}),
 		kept:   make(chan struct{}),
 		mine:   map[string][]byte{},
+		infos:  map[string]*dubboapp.MetadataInfo{},
 	}
 	dial := o.Dialer
 	if dial == nil {
@@ -328,7 +351,11 @@ func (r *Registry) List(ctx context.Context) ([]mesh.Instance, error) {
 		}
 		all[iface] = r.parse(iface, nodes, nil)
 	}
-	return values(all), nil
+	apps, err := r.listApps(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return dubboapp.Dedupe(values(all), apps), nil
 }
 
 // parse reads provider node names, reusing the instances of known.
@@ -382,12 +409,17 @@ func (r *Registry) Watch(ctx context.Context, fn func([]mesh.Instance)) error {
 		armed:     map[string]bool{},
 		ifaces:    map[string]bool{},
 		providers: map[string]map[string]mesh.Instance{},
+		apps:      map[string]map[string]appNode{},
+		waiting:   map[string]string{},
 	}
 	defer w.close()
 	if _, err := w.refreshRoot(); err != nil {
 		return err
 	}
-	fn(values(w.providers))
+	if _, err := w.refreshApps(); err != nil {
+		return err
+	}
+	fn(w.values())
 	for {
 		var f firing
 		select {
@@ -409,7 +441,7 @@ func (r *Registry) Watch(ctx context.Context, fn func([]mesh.Instance)) error {
 			}
 		}
 		if changed {
-			fn(values(w.providers))
+			fn(w.values())
 		}
 	}
 }
@@ -430,6 +462,9 @@ type watcher struct {
 	armed     map[string]bool // paths with a watch this watcher has not yet seen fire
 	ifaces    map[string]bool // children of /dubbo
 	providers map[string]map[string]mesh.Instance
+
+	apps    map[string]map[string]appNode // application → instance id → instance
+	waiting map[string]string             // MetadataInfo path with an exists watch → application
 }
 
 func (w *watcher) close() {
@@ -444,6 +479,20 @@ func (w *watcher) handle(f firing) (bool, error) {
 	delete(w.armed, f.path)
 	if f.path == root {
 		return w.refreshRoot()
+	}
+	if f.path == services {
+		return w.refreshApps()
+	}
+	if rest, ok := strings.CutPrefix(f.path, services+"/"); ok {
+		app, id, node := strings.Cut(rest, "/")
+		if !node {
+			return w.refreshApp(app)
+		}
+		return w.refreshNode(app, id)
+	}
+	if app, ok := w.waiting[f.path]; ok {
+		delete(w.waiting, f.path)
+		return w.metadataArrived(app, f.path)
 	}
 	iface := strings.TrimSuffix(strings.TrimPrefix(f.path, root+"/"), providers)
 	if !w.ifaces[iface] {

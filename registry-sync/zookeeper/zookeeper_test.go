@@ -89,15 +89,20 @@ func newRegistry(t *testing.T, o zookeeper.Options) *zookeeper.Registry {
 	return r
 }
 
-func TestConformance(t *testing.T) {
-	conformance.Run(t, conformance.Options{New: func(t *testing.T) registrysync.Registry {
+func conformanceOptions() conformance.Options {
+	return conformance.Options{New: func(t *testing.T) registrysync.Registry {
 		r, err := zookeeper.New(servers, zookeeper.Options{SessionTimeout: sessionTimeout})
 		if err != nil {
 			t.Fatal(err)
 		}
 		return r
-	}})
+	}}
 }
+
+func TestConformance(t *testing.T) { conformance.Run(t, conformanceOptions()) }
+
+// TestConformanceApp runs the application-level cases (/services, /dubbo/mapping, metadata).
+func TestConformanceApp(t *testing.T) { conformance.RunApp(t, conformanceOptions()) }
 
 func TestNodeRoundTrip(t *testing.T) {
 	in := mesh.Instance{
