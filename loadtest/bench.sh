@@ -1,55 +1,175 @@
 #!/usr/bin/env bash
-# make bench [QUICK=1]: gRPC unary with 1 KiB each way, open loop at 1,000 calls/s and
-# closed-loop maximum, against
-#   direct: consumer → provider
-#   strait: consumer → egress → mTLS tunnel → ingress → provider (deploy/local/up.sh,
-#           each gateway GOMAXPROCS=1)
-# Prints a table and writes loadtest/results/latest.json. nginx and HAProxy chains are not
-# measured yet (see the open issue).
+# make bench [QUICK=1]: Strait against two chained nginx and two chained HAProxy, in one run
+# with the same providers (beta's samples from deploy/local/up.sh: gRPC interop TestService,
+# Triple GreetService, HTTP echo). Targets:
+#   direct:  consumer → provider
+#   strait:  consumer → alpha-egress-1 → mTLS tunnel → beta-ingress-1 → provider
+#            (up.sh's topology, GOMAXPROCS=1 per gateway; the second egress and ingress are
+#            stopped so that each hop is one process, as in the other chains)
+#   nginx:   consumer → nginx hop1 (h2c / HTTP/1.1) → TLS 1.3 + client certificate → nginx
+#            hop2 → provider; worker_processes 1, grpc_pass / proxy_pass, upstream keepalive
+#   haproxy: the same with HAProxy, mode http, nbthread 1, ssl verify required + crt
+# Protocols gRPC unary, gRPC bidi, Triple gRPC mode, Triple HTTP/1.1 JSON and HTTP/1.1,
+# payloads 1 KiB and 64 KiB, open loop at 1,000 calls/s and max throughput (4 connections ×
+# 20 streams). QUICK=1 measures gRPC unary 1 KiB and a few others only (it says which).
+#
+# Writes loadtest/results/latest.json (one object per measurement), latest.svg (the plot)
+# and pprof CPU/allocation profiles of one egress and one ingress; prints a table and the
+# summary of issue 5's figures. Installs nginx and haproxy from Debian's packages if they
+# are missing (their system services are not started); runs its own instances from a temp
+# directory on loopback ports 17310-17323 and stops everything it started on exit. Uses
+# up.sh's fixed ports: run it under `flock /tmp/strait-ports.lock` on a shared machine.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
-WORK=$(mktemp -d)
-export STRAIT_STATE="$WORK/state" STRAIT_GATEWAY_GOMAXPROCS=1
 OUT="$ROOT/loadtest/results"
-mkdir -p "$OUT"
-if [ -n "${QUICK:-}" ]; then DUR=5s; MAXDUR=3s; else DUR=20s; MAXDUR=10s; fi
+CHAINS="$ROOT/loadtest/chains"
 
-deploy/local/up.sh > "$WORK/ready.json"
-trap 'deploy/local/down.sh >/dev/null 2>&1; rm -rf "$WORK"' EXIT
-go build -o "$WORK/load" ./loadtest/load
+# Ports of the proxy chains (loopback): hop1 h2c / HTTP/1.1, hop2 TLS h2 / TLS HTTP/1.1.
+NGINX_HOP1_H2=17310 NGINX_HOP1_H1=17311 NGINX_HOP2_H2=17312 NGINX_HOP2_H1=17313
+HAPROXY_HOP1_H2=17320 HAPROXY_HOP1_H1=17321 HAPROXY_HOP2_H2=17322 HAPROXY_HOP2_H1=17323
 
-DIRECT=$(sed -n 's/.*"grpc":"\([^"]*\)".*/\1/p' "$STRAIT_STATE/beta-samples-1.out")
-EGRESS=127.0.0.1:17110
-GATEWAYS=$(awk '$1 ~ /-(egress|ingress)-/ {print $2}' "$STRAIT_STATE/pids")
-TCK=$(getconf CLK_TCK)
+say() { echo "bench: $*" >&2; }
+die() { say "$*"; exit 1; }
 
-cpu() { # total CPU seconds of the gateway processes
-  local t=0
-  for p in $GATEWAYS; do
-    read -r -a f < "/proc/$p/stat"
-    t=$((t + f[13] + f[14]))
+# install_proxies: nginx and haproxy from Debian's packages, quietly, only if missing,
+# without letting the packages start their system services.
+install_proxies() {
+  command -v nginx >/dev/null 2>&1 && command -v haproxy >/dev/null 2>&1 && return 0
+  local sudo=
+  [ "$(id -u)" = 0 ] || sudo=sudo
+  say "installing nginx and haproxy (Debian packages)"
+  local policy=
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' | $sudo tee /usr/sbin/policy-rc.d >/dev/null
+    $sudo chmod +x /usr/sbin/policy-rc.d
+    policy=1
+  fi
+  local rc=0
+  { $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq nginx haproxy; } \
+    >/tmp/strait-bench-apt.log 2>&1 || rc=$?
+  [ -n "$policy" ] && $sudo rm -f /usr/sbin/policy-rc.d
+  [ "$rc" = 0 ] || die "apt-get install nginx haproxy failed: $(tail -n 5 /tmp/strait-bench-apt.log)"
+  # Should a service have started anyway (a system with systemd), stop and disable it.
+  for s in nginx haproxy; do
+    if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet "$s" 2>/dev/null; then
+      $sudo systemctl stop "$s" || true
+      $sudo systemctl disable --quiet "$s" 2>/dev/null || true
+    fi
   done
-  echo "scale=2; $t / $TCK" | bc
 }
+install_proxies
+NGINX=$(command -v nginx) HAPROXY=$(command -v haproxy)
 
-: > "$WORK/results.jsonl"
-for spec in "direct $DIRECT" "strait $EGRESS"; do
-  read -r name addr <<< "$spec"
-  for mode in open max; do
-    before=$(cpu)
-    line=$("$WORK/load" -name "$name" -target "$addr" -protocol grpc-unary -payload 1024 -mode "$mode" -rate 1000 \
-      -duration "$([ "$mode" = open ] && echo "$DUR" || echo "$MAXDUR")" -concurrency 80)
-    after=$(cpu)
-    if [ "$name" = strait ]; then c=$(echo "$after - $before" | bc); else c=0; fi
-    echo "${line%\}},\"cpu_seconds\":{\"gateways\":$c}}" >> "$WORK/results.jsonl"
+WORK=$(mktemp -d /tmp/strait-bench.XXXXXX)
+export STRAIT_STATE="$WORK/state" STRAIT_GATEWAY_GOMAXPROCS=1
+PROXY_PIDS=()
+cleanup() {
+  local p
+  for p in "${PROXY_PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  for p in "${PROXY_PIDS[@]}"; do
+    for _ in $(seq 1 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.05; done
+    kill -KILL "$p" 2>/dev/null || true
   done
+  deploy/local/down.sh >/dev/null 2>&1 || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+say "building"
+go build -o "$WORK/load" ./loadtest/load
+go build -o "$WORK/bench" ./loadtest/bench
+go build -o "$WORK/plot" ./loadtest/plot
+
+say "starting the two-domain topology (deploy/local/up.sh, gateways GOMAXPROCS=1)"
+deploy/local/up.sh > "$WORK/ready.json"
+pid_of() { awk -v n="$1" '$1==n {print $2}' "$STRAIT_STATE/pids"; }
+# One process per hop, like the other chains: stop the second egress and ingress (they
+# drain and leave the gossip cluster; the egress then uses beta-ingress-1 only).
+for name in alpha-egress-2 beta-ingress-2; do kill -TERM "$(pid_of "$name")"; done
+for name in alpha-egress-2 beta-ingress-2; do
+  p=$(pid_of "$name")
+  for _ in $(seq 1 400); do kill -0 "$p" 2>/dev/null || break; sleep 0.05; done
+  kill -0 "$p" 2>/dev/null && die "$name did not stop"
 done
 
-{ echo "["; paste -sd, "$WORK/results.jsonl"; echo "]"; } > "$OUT/latest.json"
-printf '%-8s %-5s %10s %10s %8s %8s %8s %8s %7s %8s\n' target mode offered achieved p50_ms p90_ms p99_ms p999_ms errors cpu_s
-sed -e 's/[{}"]//g' "$WORK/results.jsonl" | tr ',' '\n' | awk -F: '
-  /^target/ {t=$2} /^mode/ {m=$2} /^offered_rps/ {o=$2} /^achieved_rps/ {a=$2} /^p50_ms/ {p50=$2}
-  /^p90_ms/ {p90=$2} /^p99_ms/ {p99=$2} /^p999_ms/ {p999=$2} /^errors/ {e=$2}
-  /^cpu_seconds/ {c=$3; printf "%-8s %-5s %10.0f %10.0f %8.3f %8.3f %8.3f %8.3f %7d %8s\n", t, m, o, a, p50, p90, p99, p999, e, c}'
-echo "wrote $OUT/latest.json"
+field() { sed -n "s/.*\"$1\":\"\\([^\"]*\\)\".*/\\1/p" "$STRAIT_STATE/beta-samples-1.out"; }
+GRPC=$(field grpc) TRIPLE=$(field triple) HTTP=$(field http)
+[ -n "$GRPC" ] && [ -n "$TRIPLE" ] && [ -n "$HTTP" ] || die "no provider addresses in beta-samples-1.out"
+
+# Certificates for the proxy chains: one CA, hop2's server certificate (DNS
+# hop2.bench.local), hop1's client certificate; ECDSA P-256 like Strait's SVIDs.
+C="$WORK/certs"
+mkdir -p "$C"
+(
+  cd "$C"
+  openssl ecparam -name prime256v1 -genkey -noout -out ca-key.pem
+  openssl req -x509 -new -key ca-key.pem -days 2 -subj "/CN=bench CA" -out ca.pem
+  for h in hop1 hop2; do
+    openssl ecparam -name prime256v1 -genkey -noout -out "$h-key.pem"
+    openssl req -new -key "$h-key.pem" -subj "/CN=$h.bench.local" -out "$h.csr"
+    if [ "$h" = hop2 ]; then ext="subjectAltName=DNS:hop2.bench.local,IP:127.0.0.1
+extendedKeyUsage=serverAuth"; else ext="extendedKeyUsage=clientAuth"; fi
+    openssl x509 -req -in "$h.csr" -CA ca.pem -CAkey ca-key.pem -CAcreateserial -days 2 \
+      -extfile <(echo "$ext") -out "$h.pem"
+    cat "$h.pem" "$h-key.pem" > "$h-full.pem"
+  done
+) >"$WORK/certs.log" 2>&1 || die "openssl: $(tail -n 5 "$WORK/certs.log")"
+
+render() { # render TEMPLATE OUT
+  sed -e "s|@DIR@|$WORK|g" -e "s|@GRPC@|$GRPC|g" -e "s|@TRIPLE@|$TRIPLE|g" -e "s|@HTTP@|$HTTP|g" \
+    -e "s|@NGINX_HOP1_H2@|$NGINX_HOP1_H2|g" -e "s|@NGINX_HOP1_H1@|$NGINX_HOP1_H1|g" \
+    -e "s|@NGINX_HOP2_H2@|$NGINX_HOP2_H2|g" -e "s|@NGINX_HOP2_H1@|$NGINX_HOP2_H1|g" \
+    -e "s|@HAPROXY_HOP1_H2@|$HAPROXY_HOP1_H2|g" -e "s|@HAPROXY_HOP1_H1@|$HAPROXY_HOP1_H1|g" \
+    -e "s|@HAPROXY_HOP2_H2@|$HAPROXY_HOP2_H2|g" -e "s|@HAPROXY_HOP2_H1@|$HAPROXY_HOP2_H1|g" \
+    "$1" > "$2"
+}
+wait_port() { # wait_port PORT NAME PID
+  for _ in $(seq 1 200); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    kill -0 "$3" 2>/dev/null || die "$2 exited: $(tail -n 5 "$WORK/$2.log" "$WORK/$2.error.log" 2>/dev/null)"
+    sleep 0.05
+  done
+  die "$2 is not listening on $1 within 10 s"
+}
+
+say "starting nginx and haproxy chains"
+for hop in hop1 hop2; do
+  mkdir -p "$WORK/nginx-$hop-tmp"
+  render "$CHAINS/nginx-$hop.conf" "$WORK/nginx-$hop.conf"
+  "$NGINX" -p "$WORK" -e "$WORK/nginx-$hop.error.log" -c "$WORK/nginx-$hop.conf" >"$WORK/nginx-$hop.log" 2>&1 &
+  PROXY_PIDS+=($!)
+  render "$CHAINS/haproxy-$hop.cfg" "$WORK/haproxy-$hop.cfg"
+  "$HAPROXY" -db -f "$WORK/haproxy-$hop.cfg" >"$WORK/haproxy-$hop.log" 2>&1 &
+  PROXY_PIDS+=($!)
+done
+NGINX_HOP1=${PROXY_PIDS[0]} HAPROXY_HOP1=${PROXY_PIDS[1]} NGINX_HOP2=${PROXY_PIDS[2]} HAPROXY_HOP2=${PROXY_PIDS[3]}
+wait_port $NGINX_HOP1_H2 nginx-hop1 "$NGINX_HOP1"; wait_port $NGINX_HOP1_H1 nginx-hop1 "$NGINX_HOP1"
+wait_port $NGINX_HOP2_H2 nginx-hop2 "$NGINX_HOP2"; wait_port $NGINX_HOP2_H1 nginx-hop2 "$NGINX_HOP2"
+wait_port $HAPROXY_HOP1_H2 haproxy-hop1 "$HAPROXY_HOP1"; wait_port $HAPROXY_HOP1_H1 haproxy-hop1 "$HAPROXY_HOP1"
+wait_port $HAPROXY_HOP2_H2 haproxy-hop2 "$HAPROXY_HOP2"; wait_port $HAPROXY_HOP2_H1 haproxy-hop2 "$HAPROXY_HOP2"
+# nginx: the master and its one worker, both counted.
+with_children() { echo "$1" $(pgrep -P "$1" || true) | tr ' ' ','; }
+
+addrs() { # addrs H2ADDR H1ADDR: the protocol → address map of one target
+  printf '{"grpc-unary":"%s","grpc-bidi":"%s","triple-grpc":"%s","triple-json":"%s","http":"%s"}' "$1" "$1" "$1" "$2" "$2"
+}
+E=127.0.0.1:17110
+cat > "$WORK/targets.json" <<EOF
+{"targets":[
+ {"name":"direct","addrs":{"grpc-unary":"$GRPC","grpc-bidi":"$GRPC","triple-grpc":"$TRIPLE","triple-json":"$TRIPLE","http":"$HTTP"},"procs":{}},
+ {"name":"strait","addrs":$(addrs $E $E),"procs":{"alpha-egress-1":[$(pid_of alpha-egress-1)],"beta-ingress-1":[$(pid_of beta-ingress-1)]},
+  "profile":{"strait-egress":"127.0.0.1:17111","strait-ingress":"127.0.0.1:17211"}},
+ {"name":"nginx","addrs":$(addrs 127.0.0.1:$NGINX_HOP1_H2 127.0.0.1:$NGINX_HOP1_H1),"procs":{"nginx-hop1":[$(with_children "$NGINX_HOP1")],"nginx-hop2":[$(with_children "$NGINX_HOP2")]}},
+ {"name":"haproxy","addrs":$(addrs 127.0.0.1:$HAPROXY_HOP1_H2 127.0.0.1:$HAPROXY_HOP1_H1),"procs":{"haproxy-hop1":[$HAPROXY_HOP1],"haproxy-hop2":[$HAPROXY_HOP2]}}
+],
+"providers":[$(pid_of beta-samples-1)]}
+EOF
+
+say "measuring (nginx $("$NGINX" -v 2>&1 | sed 's|.*/||'), HAProxy $("$HAPROXY" -v | sed -n '1s/HAProxy version \([^ ]*\).*/\1/p'), $(nproc) cores)"
+"$WORK/bench" -config "$WORK/targets.json" -load "$WORK/load" -out "$OUT" \
+  ${QUICK:+-quick -profile 4s}
+"$WORK/plot" -in "$OUT/latest.json" -out "$OUT/latest.svg" \
+  -title "Strait vs two chained nginx / HAProxy, $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) shared cores${QUICK:+ (QUICK run)}"
+echo "wrote $OUT/latest.svg"

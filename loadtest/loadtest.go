@@ -6,6 +6,7 @@ package loadtest
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -80,7 +81,14 @@ type OpenLoop struct {
 	Workers  int
 	// Timeout bounds each call (default 5 s).
 	Timeout time.Duration
+	// Drain bounds how long the run may go on after Duration while calls are still
+	// queued (default Duration, at least 2 s): a call still queued then is not sent and
+	// counts as an error, so a target that cannot keep up ends the run in bounded time.
+	Drain time.Duration
 }
+
+// errNotSent is recorded for a call that was still queued when the drain time ran out.
+var errNotSent = errors.New("not sent: the target fell too far behind the offered rate")
 
 // Run runs the load and returns what it measured. It stops early when ctx ends.
 func (o OpenLoop) Run(ctx context.Context, call Call) Result {
@@ -90,15 +98,24 @@ func (o OpenLoop) Run(ctx context.Context, call Call) Result {
 	if o.Timeout <= 0 {
 		o.Timeout = 5 * time.Second
 	}
+	if o.Drain <= 0 {
+		o.Drain = max(o.Duration, 2*time.Second)
+	}
 	total := int(float64(o.Rate) * o.Duration.Seconds())
 	sched := make(chan time.Time, total)
 	rec := newRecorder()
+	start := time.Now()
+	stopAt := start.Add(o.Duration + o.Drain)
 	var wg sync.WaitGroup
 	for range o.Workers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for at := range sched {
+				if time.Now().After(stopAt) {
+					rec.record(0, errNotSent)
+					continue
+				}
 				cctx, cancel := context.WithTimeout(ctx, o.Timeout)
 				err := call(cctx)
 				cancel()
@@ -106,7 +123,6 @@ func (o OpenLoop) Run(ctx context.Context, call Call) Result {
 			}
 		}()
 	}
-	start := time.Now()
 	interval := time.Second / time.Duration(o.Rate)
 	for i := 0; i < total && ctx.Err() == nil; i++ {
 		at := start.Add(time.Duration(i) * interval)

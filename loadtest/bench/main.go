@@ -1,0 +1,576 @@
+// Command bench runs the comparison of `make bench` (loadtest/bench.sh starts the targets
+// and calls it): every protocol × payload × mode against every target, one `load` process
+// per measurement, reading each proxy process's CPU counters over exactly the measured
+// interval. It writes the results as a JSON list, prints a table and a summary of issue 5's
+// figures, and captures pprof CPU and allocation profiles of one egress and one ingress
+// during an extra max-throughput run of the strait target.
+//
+//	bench -config targets.json -load ./load -out loadtest/results [-quick]
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// Config names the targets; loadtest/bench.sh writes it.
+type Config struct {
+	Targets []Target `json:"targets"`
+	// Providers are the provider processes' pids (CPU reported apart from the proxies').
+	Providers []int `json:"providers"`
+}
+
+// Target is one way to reach the providers.
+type Target struct {
+	Name string `json:"name"`
+	// Addrs maps a protocol (as `load -protocol` names it) to the address to call.
+	Addrs map[string]string `json:"addrs"`
+	// Procs maps a proxy process name to its pids (a process and its workers): the CPU
+	// of each is reported under that name.
+	Procs map[string][]int `json:"procs"`
+	// Profile maps a file name prefix (e.g. strait-egress) to an admin address serving
+	// /debug/pprof: profiled during the extra max run.
+	Profile map[string]string `json:"profile,omitempty"`
+}
+
+// Row is one measurement as written to latest.json.
+type Row struct {
+	Target       string             `json:"target"`
+	Protocol     string             `json:"protocol"`
+	Mode         string             `json:"mode"`
+	PayloadBytes int                `json:"payload_bytes"`
+	OfferedRPS   float64            `json:"offered_rps"`
+	AchievedRPS  float64            `json:"achieved_rps"`
+	P50          float64            `json:"p50_ms"`
+	P90          float64            `json:"p90_ms"`
+	P99          float64            `json:"p99_ms"`
+	P999         float64            `json:"p999_ms"`
+	Errors       int64              `json:"errors"`
+	CPUSeconds   map[string]float64 `json:"cpu_seconds"`
+	Calls        int64              `json:"calls"`
+	Seconds      float64            `json:"seconds"`
+	LoadCPU      float64            `json:"load_cpu_seconds"`
+	ProviderCPU  float64            `json:"provider_cpu_seconds"`
+	FirstError   string             `json:"first_error,omitempty"`
+	// Profiled marks the extra strait max run during which pprof profiles were taken
+	// (left out of the summary and the plot: profiling costs the gateways some CPU).
+	Profiled bool `json:"profiled,omitempty"`
+}
+
+// loadOut is what `load` prints.
+type loadOut struct {
+	Event       string  `json:"event"`
+	Offered     float64 `json:"offered_rps"`
+	Achieved    float64 `json:"achieved_rps"`
+	P50         float64 `json:"p50_ms"`
+	P90         float64 `json:"p90_ms"`
+	P99         float64 `json:"p99_ms"`
+	P999        float64 `json:"p999_ms"`
+	Calls       int64   `json:"calls"`
+	Errors      int64   `json:"errors"`
+	Seconds     float64 `json:"seconds"`
+	FirstError  string  `json:"first_error"`
+	LoadCPU     float64 `json:"load_cpu_seconds"`
+	ProtocolOut string  `json:"protocol"`
+}
+
+// step is one group of measurements: every target, one protocol, payload and mode.
+type step struct {
+	protocol string
+	payload  int
+	mode     string
+	duration time.Duration
+}
+
+const (
+	headlineProtocol = "grpc-unary"
+	headlinePayload  = 1024
+	openRate         = 1000
+	// Max mode: 4 connections × 20 streams (ARCHITECTURE.md), for HTTP/1.1 80 connections.
+	maxConcurrency = 80
+	maxConns       = 4
+)
+
+func plan(quick bool) []step {
+	if quick {
+		return []step{
+			{"grpc-unary", 1024, "open", 5 * time.Second},
+			{"grpc-unary", 1024, "max", 3 * time.Second},
+			{"grpc-unary", 65536, "max", 3 * time.Second},
+			{"triple-grpc", 1024, "open", 3 * time.Second},
+			{"http", 1024, "open", 3 * time.Second},
+		}
+	}
+	var s []step
+	for _, p := range []string{"grpc-unary", "grpc-bidi", "triple-grpc", "triple-json", "http"} {
+		for _, size := range []int{1024, 65536} {
+			// 64 KiB at 1,000 calls/s saturates some targets on 2 cores: a shorter open run,
+			// since a saturated one drains for as long again (loadtest.OpenLoop.Drain).
+			open, max := 8*time.Second, 5*time.Second
+			switch {
+			case p == headlineProtocol && size == headlinePayload:
+				open, max = 15*time.Second, 8*time.Second
+			case size > headlinePayload:
+				open, max = 5*time.Second, 4*time.Second
+			}
+			s = append(s, step{p, size, "open", open}, step{p, size, "max", max})
+		}
+	}
+	return s
+}
+
+func main() {
+	cfgPath := flag.String("config", "", "targets file (JSON, written by loadtest/bench.sh)")
+	loadBin := flag.String("load", "", "the load generator binary (loadtest/load)")
+	outDir := flag.String("out", "loadtest/results", "where latest.json and the profiles go")
+	quick := flag.Bool("quick", false, "a short run: gRPC unary 1 KiB open and max, gRPC unary 64 KiB max, Triple gRPC and HTTP 1 KiB open")
+	profileFor := flag.Duration("profile", 10*time.Second, "length of the profiled strait max run (0: none)")
+	flag.Parse()
+	if *cfgPath == "" || *loadBin == "" {
+		fmt.Fprintln(os.Stderr, "bench: -config and -load are required")
+		os.Exit(2)
+	}
+	cfg, err := readConfig(*cfgPath)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(2)
+	}
+	if err := os.MkdirAll(*outDir, 0o755); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	steps := plan(*quick)
+	if *quick {
+		fmt.Println("QUICK run: gRPC unary 1 KiB (open 1,000/s and max), gRPC unary 64 KiB (max), Triple gRPC-mode and HTTP/1.1 1 KiB (open) only; `make bench` runs every protocol × 1 KiB/64 KiB × open/max.")
+	}
+	var rows []Row
+	for _, st := range steps {
+		for _, t := range cfg.Targets {
+			if ctx.Err() != nil {
+				break
+			}
+			addr := t.Addrs[st.protocol]
+			if addr == "" {
+				continue
+			}
+			row, err := measure(ctx, *loadBin, t, cfg.Providers, addr, st, nil, "")
+			if err != nil {
+				fmt.Fprintf(os.Stderr, "bench: %s %s %d %s: %v\n", t.Name, st.protocol, st.payload, st.mode, err)
+				continue
+			}
+			printRow(row, len(rows) == 0)
+			rows = append(rows, row)
+		}
+	}
+	var profiles []string
+	if *profileFor > 0 && ctx.Err() == nil {
+		for _, t := range cfg.Targets {
+			if len(t.Profile) == 0 || t.Addrs[headlineProtocol] == "" {
+				continue
+			}
+			st := step{headlineProtocol, headlinePayload, "max", *profileFor}
+			row, err := measure(ctx, *loadBin, t, cfg.Providers, t.Addrs[headlineProtocol], st, t.Profile, *outDir)
+			if err != nil {
+				fmt.Fprintf(os.Stderr, "bench: profiled run of %s: %v\n", t.Name, err)
+				continue
+			}
+			row.Profiled = true
+			printRow(row, false)
+			rows = append(rows, row)
+			for prefix := range t.Profile {
+				for _, kind := range []string{"cpu", "allocs"} {
+					p := filepath.Join(*outDir, prefix+"."+kind+".pprof")
+					if _, err := os.Stat(p); err == nil {
+						profiles = append(profiles, p)
+					}
+				}
+			}
+		}
+	}
+	if len(rows) == 0 {
+		fmt.Fprintln(os.Stderr, "bench: nothing was measured")
+		os.Exit(1)
+	}
+	b, _ := json.MarshalIndent(rows, "", " ")
+	latest := filepath.Join(*outDir, "latest.json")
+	if err := os.WriteFile(latest, append(b, '\n'), 0o644); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+	fmt.Println()
+	summary(os.Stdout, rows)
+	fmt.Println()
+	fmt.Println("wrote", latest)
+	sort.Strings(profiles)
+	for _, p := range profiles {
+		fmt.Println("profile", p, "(go tool pprof -top "+p+")")
+	}
+	if ctx.Err() != nil {
+		os.Exit(130)
+	}
+}
+
+func readConfig(path string) (Config, error) {
+	var cfg Config
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return cfg, fmt.Errorf("config: %w", err)
+	}
+	if err := json.Unmarshal(b, &cfg); err != nil {
+		return cfg, fmt.Errorf("config %s: %w", path, err)
+	}
+	if len(cfg.Targets) == 0 {
+		return cfg, fmt.Errorf("config %s: no targets", path)
+	}
+	return cfg, nil
+}
+
+// measure runs one load process against addr and reads the target's process CPU over the
+// interval it measured. With profile, it saves CPU and allocation profiles of those admin
+// addresses taken while measuring, as DIR/PREFIX.cpu.pprof and DIR/PREFIX.allocs.pprof.
+func measure(ctx context.Context, loadBin string, t Target, providers []int, addr string, st step, profile map[string]string, dir string) (Row, error) {
+	args := []string{
+		"-name", t.Name, "-target", addr, "-protocol", st.protocol, "-payload", strconv.Itoa(st.payload),
+		"-mode", st.mode, "-rate", strconv.Itoa(openRate), "-duration", st.duration.String(),
+		"-concurrency", strconv.Itoa(maxConcurrency), "-conns", strconv.Itoa(maxConns),
+	}
+	cmd := exec.CommandContext(ctx, loadBin, args...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return Row{}, err
+	}
+	if err := cmd.Start(); err != nil {
+		return Row{}, fmt.Errorf("start load: %w", err)
+	}
+	var (
+		before, after map[string]float64
+		prov0, prov1  float64
+		out           loadOut
+		got           bool
+		profWG        sync.WaitGroup
+		profErrs      = make(chan error, 2*len(profile))
+	)
+	sc := bufio.NewScanner(stdout)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		var o loadOut
+		if err := json.Unmarshal(sc.Bytes(), &o); err != nil {
+			continue
+		}
+		if o.Event == "start" {
+			before, prov0 = cpuOf(t.Procs), cpuSum(providers)
+			secs := int(st.duration.Seconds()) - 1
+			for prefix, admin := range profile {
+				for kind, path := range map[string]string{"cpu": "/debug/pprof/profile", "allocs": "/debug/pprof/allocs"} {
+					profWG.Go(func() {
+						url := fmt.Sprintf("http://%s%s?seconds=%d", admin, path, max(secs, 1))
+						if err := fetch(ctx, url, filepath.Join(dir, prefix+"."+kind+".pprof")); err != nil {
+							profErrs <- err
+						}
+					})
+				}
+			}
+			continue
+		}
+		after, prov1 = cpuOf(t.Procs), cpuSum(providers)
+		out, got = o, true
+	}
+	werr := cmd.Wait()
+	profWG.Wait()
+	close(profErrs)
+	for err := range profErrs {
+		fmt.Fprintln(os.Stderr, "bench: profile:", err)
+	}
+	if !got || before == nil {
+		return Row{}, fmt.Errorf("load printed no result (%v): %s", werr, strings.TrimSpace(stderr.String()))
+	}
+	cpu := map[string]float64{}
+	for name := range t.Procs {
+		cpu[name] = round(after[name]-before[name], 2)
+	}
+	return Row{
+		Target: t.Name, Protocol: st.protocol, Mode: st.mode, PayloadBytes: st.payload,
+		OfferedRPS: out.Offered, AchievedRPS: round(out.Achieved, 1),
+		P50: out.P50, P90: out.P90, P99: out.P99, P999: out.P999,
+		Errors: out.Errors, CPUSeconds: cpu, Calls: out.Calls, Seconds: round(out.Seconds, 3),
+		LoadCPU: round(out.LoadCPU, 2), ProviderCPU: round(prov1-prov0, 2), FirstError: out.FirstError,
+	}, nil
+}
+
+func fetch(ctx context.Context, url, path string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("get %s: %w", url, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		return fmt.Errorf("get %s: %s: %s", url, resp.Status, strings.TrimSpace(string(b)))
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		f.Close()
+		return fmt.Errorf("get %s: %w", url, err)
+	}
+	return f.Close()
+}
+
+// clkTck is USER_HZ, the unit of /proc/PID/stat times: 100 on Linux (getconf CLK_TCK).
+const clkTck = 100
+
+// cpuOf reads the CPU seconds (user + system) of each named group of processes.
+func cpuOf(procs map[string][]int) map[string]float64 {
+	m := make(map[string]float64, len(procs))
+	for name, pids := range procs {
+		m[name] = cpuSum(pids)
+	}
+	return m
+}
+
+func cpuSum(pids []int) float64 {
+	var t float64
+	for _, pid := range pids {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			continue // exited: counts nothing more
+		}
+		// The command name (field 2) may hold spaces; fields after its ")" are fixed.
+		i := bytes.LastIndexByte(b, ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(string(b[i+1:]))
+		// utime and stime are fields 14 and 15 of the line, 12 and 13 after ")".
+		if len(f) < 13 {
+			continue
+		}
+		u, _ := strconv.ParseFloat(f[11], 64)
+		s, _ := strconv.ParseFloat(f[12], 64)
+		t += (u + s) / clkTck
+	}
+	return t
+}
+
+func round(v float64, places int) float64 {
+	p := 1.0
+	for range places {
+		p *= 10
+	}
+	if v < 0 {
+		return -float64(int64(-v*p+0.5)) / p
+	}
+	return float64(int64(v*p+0.5)) / p
+}
+
+func printRow(r Row, header bool) {
+	if header {
+		fmt.Printf("%-8s %-11s %6s %-4s %9s %10s %8s %8s %8s %8s %6s %7s %7s  %s\n",
+			"target", "protocol", "bytes", "mode", "offered", "achieved", "p50_ms", "p90_ms", "p99_ms", "p999_ms", "errors", "load_s", "prov_s", "cpu_seconds per proxy process")
+	}
+	offered := "max"
+	if r.Mode == "open" {
+		offered = fmt.Sprintf("%.0f", r.OfferedRPS)
+	}
+	mode := r.Mode
+	if r.Profiled {
+		mode += "*"
+	}
+	fmt.Printf("%-8s %-11s %6d %-4s %9s %10.0f %8.3f %8.3f %8.3f %8.3f %6d %7.2f %7.2f  %s\n",
+		r.Target, r.Protocol, r.PayloadBytes, mode, offered, r.AchievedRPS, r.P50, r.P90, r.P99, r.P999,
+		r.Errors, r.LoadCPU, r.ProviderCPU, cpuString(r.CPUSeconds))
+	if r.FirstError != "" {
+		fmt.Printf("         first error: %s\n", r.FirstError)
+	}
+}
+
+func cpuString(m map[string]float64) string {
+	if len(m) == 0 {
+		return "-"
+	}
+	names := make([]string, 0, len(m))
+	for n := range m {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	parts := make([]string, len(names))
+	for i, n := range names {
+		parts[i] = fmt.Sprintf("%s=%.2f", n, m[n])
+	}
+	return strings.Join(parts, " ")
+}
+
+func find(rows []Row, target, protocol string, payload int, mode string) (Row, bool) {
+	for _, r := range rows {
+		if r.Target == target && r.Protocol == protocol && r.PayloadBytes == payload && r.Mode == mode && !r.Profiled {
+			return r, true
+		}
+	}
+	return Row{}, false
+}
+
+var chains = []string{"strait", "nginx", "haproxy"}
+
+// summary prints issue 5's figures computed from rows.
+func summary(w io.Writer, rows []Row) {
+	fmt.Fprintf(w, "Summary (issue 5), %s %d B:\n", headlineProtocol, headlinePayload)
+	direct, okD := find(rows, "direct", headlineProtocol, headlinePayload, "open")
+	added := map[string][2]float64{}
+	if okD {
+		fmt.Fprintf(w, "  latency added over direct at %d calls/s (direct p50 %.3f ms, p99 %.3f ms):\n", openRate, direct.P50, direct.P99)
+		for _, c := range chains {
+			r, ok := find(rows, c, headlineProtocol, headlinePayload, "open")
+			if !ok {
+				continue
+			}
+			a := [2]float64{r.P50 - direct.P50, r.P99 - direct.P99}
+			added[c] = a
+			fmt.Fprintf(w, "    %-8s +%.3f ms p50   +%.3f ms p99   (errors %d)\n", c, a[0], a[1], r.Errors)
+		}
+	}
+	maxOf := map[string]float64{}
+	for _, c := range append([]string{"direct"}, chains...) {
+		if r, ok := find(rows, c, headlineProtocol, headlinePayload, "max"); ok {
+			maxOf[c] = r.AchievedRPS
+		}
+	}
+	if len(maxOf) > 0 {
+		fmt.Fprintf(w, "  max throughput (calls/s):")
+		for _, c := range append([]string{"direct"}, chains...) {
+			if v, ok := maxOf[c]; ok {
+				fmt.Fprintf(w, " %s %.0f", c, v)
+			}
+		}
+		fmt.Fprintln(w)
+	}
+	ratio := func(a, b string) (float64, bool) {
+		if maxOf[a] > 0 && maxOf[b] > 0 {
+			return maxOf[a] / maxOf[b], true
+		}
+		return 0, false
+	}
+	rN, okN := ratio("strait", "nginx")
+	rH, okH := ratio("strait", "haproxy")
+	if okN {
+		fmt.Fprintf(w, "  max throughput ratio strait/nginx   %.2f\n", rN)
+	}
+	if okH {
+		fmt.Fprintf(w, "  max throughput ratio strait/haproxy %.2f\n", rH)
+	}
+	fmt.Fprintf(w, "  cores per 1,000 calls/s per hop (open loop at %d/s; CPU seconds ÷ seconds ÷ thousands of calls/s), and CPU per call from the max run:\n", openRate)
+	worstStrait := -1.0
+	for _, c := range chains {
+		r, ok := find(rows, c, headlineProtocol, headlinePayload, "open")
+		if !ok || r.AchievedRPS <= 0 || r.Seconds <= 0 {
+			continue
+		}
+		m, okM := find(rows, c, headlineProtocol, headlinePayload, "max")
+		names := make([]string, 0, len(r.CPUSeconds))
+		for n := range r.CPUSeconds {
+			names = append(names, n)
+		}
+		sort.Strings(names)
+		for _, n := range names {
+			cores := r.CPUSeconds[n] / r.Seconds / (r.AchievedRPS / 1000)
+			if c == "strait" && cores > worstStrait {
+				worstStrait = cores
+			}
+			perCall := ""
+			if okM && m.Calls > 0 {
+				perCall = fmt.Sprintf("   %.1f µs/call at max", m.CPUSeconds[n]/float64(m.Calls-m.Errors)*1e6)
+			}
+			fmt.Fprintf(w, "    %-8s %-16s %.3f cores%s\n", c, n, cores, perCall)
+		}
+	}
+	fmt.Fprintln(w, "  issue 5 targets (this run):")
+	check := func(name string, ok, known bool) {
+		s := "NOT met"
+		switch {
+		case !known:
+			s = "not measured"
+		case ok:
+			s = "met"
+		}
+		fmt.Fprintf(w, "    %-62s %s\n", name, s)
+	}
+	s, okS := added["strait"]
+	n, okNg := added["nginx"]
+	check("strait added p50 < 0.3 ms", okS && s[0] < 0.3, okS)
+	check("strait added p50 and p99 ≤ nginx's", okS && okNg && s[0] <= n[0] && s[1] <= n[1], okS && okNg)
+	check("strait max ≥ 1.3 × nginx", okN && rN >= 1.3, okN)
+	check("strait max ≥ haproxy", okH && rH >= 1, okH)
+	check("strait ≤ 0.1 core per 1,000 calls/s per hop", worstStrait >= 0 && worstStrait <= 0.1, worstStrait >= 0)
+
+	// Max throughput ratios for every protocol and payload measured.
+	type key struct {
+		p    string
+		size int
+	}
+	var keys []key
+	seen := map[key]bool{}
+	for _, r := range rows {
+		k := key{r.Protocol, r.PayloadBytes}
+		if r.Mode == "max" && !seen[k] {
+			seen[k] = true
+			keys = append(keys, k)
+		}
+	}
+	if len(keys) > 0 {
+		fmt.Fprintln(w, "  max throughput by protocol (calls/s; ratio strait/nginx, strait/haproxy):")
+		for _, k := range keys {
+			fmt.Fprintf(w, "    %-11s %6d B:", k.p, k.size)
+			vals := map[string]float64{}
+			for _, c := range append([]string{"direct"}, chains...) {
+				if r, ok := find(rows, c, k.p, k.size, "max"); ok {
+					vals[c] = r.AchievedRPS
+					fmt.Fprintf(w, " %s %.0f", c, r.AchievedRPS)
+				}
+			}
+			for _, c := range []string{"nginx", "haproxy"} {
+				if vals["strait"] > 0 && vals[c] > 0 {
+					fmt.Fprintf(w, "; /%s %.2f", c, vals["strait"]/vals[c])
+				}
+			}
+			fmt.Fprintln(w)
+		}
+	}
+	var errs []string
+	for _, r := range rows {
+		if r.Errors > 0 {
+			errs = append(errs, fmt.Sprintf("%s %s %d %s: %d (%s)", r.Target, r.Protocol, r.PayloadBytes, r.Mode, r.Errors, r.FirstError))
+		}
+	}
+	if len(errs) > 0 {
+		fmt.Fprintln(w, "  measurements with errors:")
+		for _, e := range errs {
+			fmt.Fprintln(w, "    "+e)
+		}
+	}
+}
