@@ -15,6 +15,10 @@ import (
 	"github.com/nacos-group/nacos-sdk-go/v2/common/http_agent"
 	"github.com/nacos-group/nacos-sdk-go/v2/common/logger"
 	"github.com/nacos-group/nacos-sdk-go/v2/common/nacos_server"
+	"github.com/nacos-group/nacos-sdk-go/v2/common/remote/rpc"
+	"github.com/nacos-group/nacos-sdk-go/v2/common/remote/rpc/rpc_request"
+	"github.com/nacos-group/nacos-sdk-go/v2/common/remote/rpc/rpc_response"
+	"github.com/nacos-group/nacos-sdk-go/v2/common/security"
 	"github.com/nacos-group/nacos-sdk-go/v2/model"
 	"github.com/nacos-group/nacos-sdk-go/v2/util"
 )
@@ -39,12 +43,24 @@ import (
 // package's init), and a package map in common/remote/rpc that keeps every gRPC client it
 // ever created, closed ones included (a few KB per Registry).
 type client struct {
+	ctx    context.Context
 	cancel context.CancelFunc
 	proxy  *naming_grpc.NamingGrpcProxy
 	holder *naming_cache.ServiceInfoHolder
 	dir    string
 	once   sync.Once
+
+	// The config half (application-level metadata and mappings): a second gRPC connection,
+	// labelled for the config module as the SDK's ConfigClient labels its own, opened on
+	// first use. Only requests and answers go over it (no listeners, no pushes).
+	srv    *nacos_server.NacosServer
+	cc     constant.ClientConfig
+	cfgMu  sync.Mutex
+	cfg    *rpc.RpcClient
+	closed bool
 }
+
+var configClients atomic.Uint64 // names the config connections, unique in the SDK's client map
 
 func dial(servers []constant.ServerConfig, cc constant.ClientConfig, log *slog.Logger) (*client, error) {
 	useLogger(log)
@@ -57,12 +73,13 @@ func dial(servers []constant.ServerConfig, cc constant.ClientConfig, log *slog.L
 	cc.NotLoadCacheAtStart = true
 	cc.UpdateCacheWhenEmpty = true // an emptied service is a change to report
 	ctx, cancel := context.WithCancel(context.Background())
-	c := &client{cancel: cancel, dir: dir}
+	c := &client{ctx: ctx, cancel: cancel, dir: dir, cc: cc}
 	srv, err := nacos_server.NewNacosServer(ctx, servers, cc, &http_agent.HttpAgent{}, cc.TimeoutMs, "", nil)
 	if err != nil {
 		c.close()
 		return nil, err
 	}
+	c.srv = srv
 	c.holder = naming_cache.NewServiceInfoHolder(cc.NamespaceId, dir, true, true)
 	c.proxy, err = naming_grpc.NewNamingGrpcProxy(ctx, cc, srv, c.holder)
 	if err != nil {
@@ -76,6 +93,12 @@ func dial(servers []constant.ServerConfig, cc constant.ClientConfig, log *slog.L
 // stops the SDK's goroutines of this client and removes the cache directory.
 func (c *client) close() {
 	c.once.Do(func() {
+		c.cfgMu.Lock()
+		c.closed = true
+		if c.cfg != nil {
+			c.cfg.Shutdown()
+		}
+		c.cfgMu.Unlock()
 		if c.proxy != nil {
 			c.proxy.CloseClient()
 		}
@@ -138,6 +161,82 @@ func (c *client) unsubscribe(service string, cb *func([]model.Instance, error)) 
 	c.holder.StopUpdateIfContain(key, "")
 	return c.proxy.Unsubscribe(service, Group, "")
 }
+
+// config returns the config connection, opening it on first use.
+func (c *client) config() (*rpc.RpcClient, error) {
+	c.cfgMu.Lock()
+	defer c.cfgMu.Unlock()
+	if c.closed {
+		return nil, errors.New("closed")
+	}
+	if c.cfg != nil {
+		return c.cfg, nil
+	}
+	name := fmt.Sprintf("strait-config-%d-%d", os.Getpid(), configClients.Add(1))
+	ic, err := rpc.CreateClient(c.ctx, name, rpc.GRPC, map[string]string{
+		constant.LABEL_SOURCE: constant.LABEL_SOURCE_SDK,
+		constant.LABEL_MODULE: constant.LABEL_MODULE_CONFIG,
+	}, c.srv, &c.cc.TLSCfg, c.cc.AppConnLabels)
+	if err != nil {
+		return nil, err
+	}
+	rc := ic.GetRpcClient()
+	rc.Tenant = c.tenant()
+	rc.Start()
+	c.cfg = rc
+	return rc, nil
+}
+
+// tenant is the config namespace: configs of the public namespace have the empty tenant
+// (naming calls it "public"), which is where Dubbo's config clients read and write.
+func (c *client) tenant() string {
+	if c.cc.NamespaceId == constant.DEFAULT_NAMESPACE_ID {
+		return ""
+	}
+	return c.cc.NamespaceId
+}
+
+func (c *client) configRequest(req rpc_request.IRequest) (rpc_response.IResponse, error) {
+	rc, err := c.config()
+	if err != nil {
+		return nil, err
+	}
+	c.srv.InjectSecurityInfo(req.GetHeaders(), security.BuildConfigResourceByRequest(req))
+	return rc.Request(req, int64(c.cc.TimeoutMs))
+}
+
+// getConfig reads a config; found is false when it does not exist.
+func (c *client) getConfig(dataID, group string) (content string, found bool, err error) {
+	resp, err := c.configRequest(rpc_request.NewConfigQueryRequest(group, dataID, c.tenant()))
+	if err != nil {
+		return "", false, err
+	}
+	q, ok := resp.(*rpc_response.ConfigQueryResponse)
+	if !ok {
+		return "", false, fmt.Errorf("config %s/%s: unexpected answer %T", group, dataID, resp)
+	}
+	if q.GetErrorCode() == 300 { // not found
+		return "", false, nil
+	}
+	if !q.IsSuccess() {
+		return "", false, fmt.Errorf("config %s/%s: %s (code %d)", group, dataID, q.GetMessage(), q.GetErrorCode())
+	}
+	return q.Content, true, nil
+}
+
+// publishConfig writes a config; with casMD5 set, only if its content still has that MD5.
+func (c *client) publishConfig(dataID, group, content, casMD5 string) error {
+	resp, err := c.configRequest(rpc_request.NewConfigPublishRequest(group, dataID, c.tenant(), content, casMD5))
+	if err != nil {
+		return err
+	}
+	if !resp.IsSuccess() {
+		return fmt.Errorf("config %s/%s: %w: %s (code %d)", group, dataID, errConfigRefused, resp.GetMessage(), resp.GetErrorCode())
+	}
+	return nil
+}
+
+var errConfigRefused = errors.New("the server refused the publication")
 
 // The SDK logs through one process-wide logger (nacos-sdk-go/v2/common/logger), which by
 // default prints to stderr. The adapter replaces it with a bridge to the slog.Logger of the

@@ -17,6 +17,22 @@
 // service to it. Nacos has no watch on the list of services, though: Watch finds services
 // that appear by listing them every Options.Discovery (default 2 s), and at once when this
 // Registry registers a service new to it. Changes of services it already knows arrive by push.
+//
+// Application level. The Registry also speaks Dubbo 3's application-level service
+// discovery (see package dubboapp). RegisterApp registers an application instance as
+// Dubbo does: an ephemeral instance of the Nacos service <app> (group DEFAULT_GROUP) whose
+// metadata carry the revision of its services, the MetadataInfo of that revision as the
+// config dataId <app>, group <revision>, and the interface → application mapping as the
+// config dataId <interface>, group "mapping" (comma-separated applications, updated with
+// the server's compare-and-set on MD5). Configs go over a second gRPC connection of the
+// config module, opened on first use. List and Watch treat every service of the group
+// that is not one of Dubbo's interface-level categories (providers:, consumers:,
+// configurators:, routers:) as an application: Watch subscribes to it like to the
+// providers: services, and reports the services of its instances as providers, alongside
+// the interface-level ones (one provider registered both ways is reported once). A
+// revision's MetadataInfo is read once (revisions never change); one that is not there
+// yet is read again at the next change or listing. MetadataInfo is read from the config
+// only: instances with local metadata storage are skipped.
 package nacos
 
 import (
@@ -38,6 +54,7 @@ import (
 
 	"github.com/strait-mesh/strait/internal/mesh"
 	registrysync "github.com/strait-mesh/strait/registry-sync"
+	"github.com/strait-mesh/strait/registry-sync/dubboapp"
 )
 
 // Group is the Nacos group Dubbo registers its services in.
@@ -90,6 +107,10 @@ type Registry struct {
 	mu       sync.Mutex // guards subs, watchers and what subscriptions hold
 	subs     map[string]*subscription
 	watchers map[*watcher]struct{}
+
+	infoMu  sync.Mutex
+	infos   map[string]*dubboapp.MetadataInfo // app/revision → its MetadataInfo
+	skipped sync.Map                          // app/revision of local-storage instances already logged
 }
 
 // subscription is this connection's subscription to one service, shared by the watches
@@ -97,7 +118,8 @@ type Registry struct {
 type subscription struct {
 	refs  int
 	seen  bool // insts came from a push (newer than the subscribe answer)
-	insts []mesh.Instance
+	insts []mesh.Instance  // a providers: service's providers
+	hosts []model.Instance // an application's instances, as the server sent them
 	cb    func([]model.Instance, error)
 }
 
@@ -150,6 +172,7 @@ func New(addrs []string, o Options) (*Registry, error) {
 		mine:     map[string]map[string]model.Instance{},
 		subs:     map[string]*subscription{},
 		watchers: map[*watcher]struct{}{},
+		infos:    map[string]*dubboapp.MetadataInfo{},
 	}, nil
 }
 
@@ -289,7 +312,15 @@ func (r *Registry) Register(ctx context.Context, inst mesh.Instance) error {
 	if err != nil {
 		return fmt.Errorf("nacos registry: register %s: %w", inst, err)
 	}
-	svc := ServiceName(inst.Service)
+	if err := r.put(ServiceName(inst.Service), inst.Address, ni); err != nil {
+		return fmt.Errorf("nacos registry: register %s: %w", inst, err)
+	}
+	return nil
+}
+
+// put adds (or replaces) address in the set this Registry provides for service, and sends
+// the whole set.
+func (r *Registry) put(svc, address string, ni model.Instance) error {
 	r.regMu.Lock()
 	defer r.regMu.Unlock()
 	if r.closed() {
@@ -300,9 +331,9 @@ func (r *Registry) Register(ctx context.Context, inst mesh.Instance) error {
 	if set == nil {
 		set = map[string]model.Instance{}
 	}
-	set[inst.Address] = ni
+	set[address] = ni
 	if err := r.c.batchRegister(svc, sorted(set)); err != nil {
-		return fmt.Errorf("nacos registry: register %s: %w", inst, err)
+		return err
 	}
 	r.mine[svc] = set
 	if old == nil {
@@ -317,29 +348,35 @@ func (r *Registry) Deregister(ctx context.Context, inst mesh.Instance) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	svc := ServiceName(inst.Service)
+	if err := r.remove(ServiceName(inst.Service), inst.Address); err != nil {
+		return fmt.Errorf("nacos registry: deregister %s: %w", inst, err)
+	}
+	return nil
+}
+
+// remove takes address out of the set this Registry provides for service.
+func (r *Registry) remove(svc, address string) error {
 	r.regMu.Lock()
 	defer r.regMu.Unlock()
 	if r.closed() {
 		return errClosed
 	}
 	set := r.mine[svc]
-	gone, ok := set[inst.Address]
+	gone, ok := set[address]
 	if !ok {
 		return nil
 	}
 	rest := maps.Clone(set)
-	delete(rest, inst.Address)
+	delete(rest, address)
 	if len(rest) == 0 {
-		err := r.c.deregister(svc, gone)
-		if err != nil {
-			return fmt.Errorf("nacos registry: deregister %s: %w", inst, err)
+		if err := r.c.deregister(svc, gone); err != nil {
+			return err
 		}
 		delete(r.mine, svc)
 		return nil
 	}
 	if err := r.c.batchRegister(svc, sorted(rest)); err != nil {
-		return fmt.Errorf("nacos registry: deregister %s: %w", inst, err)
+		return err
 	}
 	r.mine[svc] = rest
 	return nil
@@ -353,7 +390,7 @@ func sorted(set map[string]model.Instance) []model.Instance {
 	return out
 }
 
-// serviceNames lists the providers: services of Group, page by page.
+// serviceNames lists the providers: services and the applications of Group, page by page.
 func (r *Registry) serviceNames(ctx context.Context) ([]string, error) {
 	var names []string
 	seen := 0
@@ -366,7 +403,7 @@ func (r *Registry) serviceNames(ctx context.Context) ([]string, error) {
 			return nil, fmt.Errorf("nacos registry: list services: %w", err)
 		}
 		for _, n := range l.Doms {
-			if strings.HasPrefix(n, prefix) {
+			if strings.HasPrefix(n, prefix) || isApp(n) {
 				names = append(names, n)
 			}
 		}
@@ -377,14 +414,14 @@ func (r *Registry) serviceNames(ctx context.Context) ([]string, error) {
 	}
 }
 
-// List returns the providers of every providers: service, asking the server for each
-// (without subscribing).
+// List returns the providers of every providers: service and of every application,
+// asking the server for each (without subscribing).
 func (r *Registry) List(ctx context.Context) ([]mesh.Instance, error) {
 	names, err := r.serviceNames(ctx)
 	if err != nil {
 		return nil, err
 	}
-	var out []mesh.Instance
+	var out, apps []mesh.Instance
 	for _, n := range names {
 		if err := ctx.Err(); err != nil {
 			return nil, err
@@ -393,10 +430,13 @@ func (r *Registry) List(ctx context.Context) ([]mesh.Instance, error) {
 		if err != nil {
 			return nil, fmt.Errorf("nacos registry: query %s: %w", n, err)
 		}
+		if isApp(n) {
+			apps = append(apps, r.appInstances(n, hosts)...)
+			continue
+		}
 		out = append(out, fromInstances(n, hosts)...)
 	}
-	sortInstances(out)
-	return out, nil
+	return dubboapp.Dedupe(out, apps), nil
 }
 
 // Watch subscribes to every providers: service and calls fn with all their providers at
@@ -498,11 +538,18 @@ func (r *Registry) acquire(service string) error {
 	}
 	r.mu.Unlock()
 	s := &subscription{refs: 1}
+	app := isApp(service)
 	s.cb = func(hosts []model.Instance, _ error) {
-		insts := fromInstances(service, hosts)
+		var insts []mesh.Instance
+		if !app {
+			insts = fromInstances(service, hosts)
+		}
 		r.mu.Lock()
 		defer r.mu.Unlock()
 		s.insts, s.seen = insts, true
+		if app {
+			s.hosts = hosts
+		}
 		for w := range r.watchers {
 			select {
 			case w.changed <- struct{}{}:
@@ -516,7 +563,12 @@ func (r *Registry) acquire(service string) error {
 	}
 	r.mu.Lock()
 	if !s.seen { // no push was newer than the answer
-		s.insts, s.seen = fromInstances(service, hosts), true
+		s.seen = true
+		if app {
+			s.hosts = hosts
+		} else {
+			s.insts = fromInstances(service, hosts)
+		}
 	}
 	r.subs[service] = s
 	r.mu.Unlock()
@@ -562,15 +614,22 @@ func (r *Registry) poke() {
 // view is the providers of the services w subscribes to.
 func (r *Registry) view(w *watcher) []mesh.Instance {
 	var out []mesh.Instance
+	apps := map[string][]model.Instance{}
 	r.mu.Lock()
 	for n := range w.names {
 		if s := r.subs[n]; s != nil {
 			out = append(out, s.insts...)
+			if s.hosts != nil {
+				apps[n] = s.hosts
+			}
 		}
 	}
 	r.mu.Unlock()
-	sortInstances(out)
-	return out
+	var ai []mesh.Instance
+	for n, hosts := range apps { // MetadataInfo reads, outside r.mu
+		ai = append(ai, r.appInstances(n, hosts)...)
+	}
+	return dubboapp.Dedupe(out, ai)
 }
 
 func sortInstances(is []mesh.Instance) {

@@ -115,6 +115,12 @@ func TestConformance(t *testing.T) {
 	conformance.Run(t, conformance.Options{New: func(t *testing.T) registrysync.Registry { return newRegistry(t) }})
 }
 
+// TestConformanceApp runs the application-level cases (service <app>, configs of the
+// mapping and the MetadataInfo) against the real Nacos server.
+func TestConformanceApp(t *testing.T) {
+	conformance.RunApp(t, conformance.Options{New: func(t *testing.T) registrysync.Registry { return newRegistry(t) }})
+}
+
 func TestServiceNames(t *testing.T) {
 	for _, c := range []struct {
 		k    mesh.ServiceKey
