@@ -117,7 +117,7 @@ type Registry struct {
 // that want it.
 type subscription struct {
 	refs  int
-	seen  bool // insts came from a push (newer than the subscribe answer)
+	seen  bool             // insts came from a push (newer than the subscribe answer)
 	insts []mesh.Instance  // a providers: service's providers
 	hosts []model.Instance // an application's instances, as the server sent them
 	cb    func([]model.Instance, error)
