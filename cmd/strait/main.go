@@ -21,6 +21,8 @@ Usage:
   strait egress -c GATEWAY.yaml
   strait ingress -c GATEWAY.yaml
         run one gateway instance; its configuration comes from the controlplane
+  strait sync -c JOB.yaml [--once [--timeout D] [--json]]
+        copy services between two registries (ZooKeeper, Nacos, etcd), one way or both
   strait validate -c FILE
         check a domain file; every error is printed with its path
   strait certs -o DIR -trust-domain TD [-svid ROLE/NAME]...
@@ -55,6 +57,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return runSamples(args[1:], stdout, stderr)
 	case "validate":
 		return runValidate(args[1:], stdout, stderr)
+	case "sync":
+		return runSync(args[1:], stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintln(stdout, "strait", version)
 		return 0
