@@ -14,6 +14,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -27,6 +28,7 @@ import (
 	"github.com/strait-mesh/strait/internal/identity"
 	"github.com/strait-mesh/strait/internal/mesh"
 	"github.com/strait-mesh/strait/internal/proxy"
+	"github.com/strait-mesh/strait/internal/relay"
 	"github.com/strait-mesh/strait/internal/routing"
 	"github.com/strait-mesh/strait/internal/tunnel"
 	"github.com/strait-mesh/strait/internal/xdsres"
@@ -43,7 +45,10 @@ type Config struct {
 	// Limits of the consumer listener (header size, timeouts, streams) are fixed at start;
 	// body size and call timeout follow each Apply.
 	Limits config.Limits
-	Logger *slog.Logger
+	// DataPath is "relay" (the default: gRPC-style calls over h2c take the relay) or
+	// "http" (every call takes the general net/http path).
+	DataPath string
+	Logger   *slog.Logger
 }
 
 type peer struct {
@@ -51,8 +56,10 @@ type peer struct {
 	key    string // what the tunnel client was built from
 	tc     tunnelClient
 	rt     http.RoundTripper
-	addrs  string
-	set    *balance.Set
+	// pool carries the relay's calls (nil over QUIC: those take the general path).
+	pool  *relay.Pool
+	addrs string
+	set   *balance.Set
 }
 
 // Gateway is one egress instance.
@@ -65,6 +72,16 @@ type Gateway struct {
 	peers  atomic.Pointer[map[string]*peer]
 	ready  atomic.Bool
 	srv    *http.Server
+	// relay serves h2c connections (the fast path); nil serves every connection with srv.
+	relay *relay.Server
+	// h1 hands HTTP/1.1 connections, sniffed by Serve, to srv.
+	h1        *connListener
+	snMu      sync.Mutex
+	snStopped bool
+	ln        net.Listener
+	sniffing  map[net.Conn]struct{}
+	snWG      sync.WaitGroup
+	retired   []*relay.Pool // replaced pools, closed as their calls end
 	// inflight counts calls being served, for draining.
 	inflight atomic.Int64
 	obs      proxy.Observer
@@ -108,6 +125,20 @@ func New(c Config) (*Gateway, error) {
 		},
 		ErrorLog: slog.NewLogLogger(g.log.Handler(), slog.LevelDebug),
 	}
+	if c.DataPath != "http" {
+		g.relay = relay.NewServer(relay.Options{
+			Router:               g,
+			Fallback:             g,
+			Observer:             g.obs,
+			MaxConcurrentStreams: l.MaxConcurrentStreams,
+			MaxHeaderBytes:       l.MaxHeaderBytes,
+			ReadTimeout:          l.ReadHeaderTimeout.D(),
+			IdleTimeout:          l.IdleTimeout.D(),
+			Logger:               g.log,
+		})
+		g.h1 = newConnListener()
+		g.sniffing = map[net.Conn]struct{}{}
+	}
 	return g, nil
 }
 
@@ -130,13 +161,13 @@ func (g *Gateway) Apply(cfg *xdsres.GatewayConfig) error {
 		addrs := strings.Join(p.Ingress, ",")
 		np := &peer{domain: d, key: key, addrs: addrs}
 		if o := old[d]; o != nil && o.key == key {
-			np.tc, np.rt = o.tc, o.rt
+			np.tc, np.rt, np.pool = o.tc, o.rt, o.pool
 		} else {
-			tc, err := g.tunnelClient(p, l)
+			tc, pool, err := g.tunnelClient(p, l)
 			if err != nil {
 				return err
 			}
-			np.tc, np.rt = tc, tc
+			np.tc, np.rt, np.pool = tc, tc, pool
 		}
 		if o := old[d]; o != nil && o.addrs == addrs {
 			np.set = o.set
@@ -152,6 +183,12 @@ func (g *Gateway) Apply(cfg *xdsres.GatewayConfig) error {
 	for d, o := range old {
 		if n := next[d]; n == nil || n.tc != o.tc {
 			o.tc.Close() // idle connections now; busy ones when their calls end
+			if o.pool != nil {
+				o.pool.Close()
+				g.snMu.Lock()
+				g.retired = append(g.retired, o.pool)
+				g.snMu.Unlock()
+			}
 		}
 	}
 	return nil
@@ -163,20 +200,35 @@ type tunnelClient interface {
 	Close()
 }
 
-func (g *Gateway) tunnelClient(p xdsres.Peer, l config.Limits) (tunnelClient, error) {
+// tunnelClient returns the general path's client to peer p and, over HTTP/2 with the
+// relay on, the relay's pool of tunnel connections.
+func (g *Gateway) tunnelClient(p xdsres.Peer, l config.Limits) (tunnelClient, *relay.Pool, error) {
 	td, err := spiffeid.TrustDomainFromString(p.TrustDomain)
 	if err != nil {
-		return nil, fmt.Errorf("egress: peer %s: %w", p.Domain, err)
+		return nil, nil, fmt.Errorf("egress: peer %s: %w", p.Domain, err)
 	}
 	b, err := x509bundle.Parse(td, p.Bundle)
 	if err != nil {
-		return nil, fmt.Errorf("egress: peer %s bundle: %w", p.Domain, err)
+		return nil, nil, fmt.Errorf("egress: peer %s bundle: %w", p.Domain, err)
 	}
 	o := tunnel.ClientOptions{DialTimeout: l.DialTimeout.D(), MaxHeaderBytes: uint32(l.MaxHeaderBytes)}
 	if p.Transport == "quic" {
-		return tunnel.NewQUICClient(identity.ClientConfig(g.svid, b, td, tunnel.ALPNQUIC), o), nil
+		return tunnel.NewQUICClient(identity.ClientConfig(g.svid, b, td, tunnel.ALPNQUIC), o), nil, nil
 	}
-	return tunnel.NewClient(identity.ClientConfig(g.svid, b, td, tunnel.ALPN), o), nil
+	conf := identity.ClientConfig(g.svid, b, td, tunnel.ALPN)
+	var pool *relay.Pool
+	if g.relay != nil {
+		timeout := l.DialTimeout.D()
+		pool = relay.NewPool(relay.PoolOptions{
+			Dial: func(ctx context.Context, addr string) (net.Conn, error) {
+				return tunnel.DialTLS(ctx, addr, conf, timeout)
+			},
+			DialTimeout:    timeout,
+			MaxHeaderBytes: l.MaxHeaderBytes,
+			Logger:         g.log.With("peer", p.Domain),
+		})
+	}
+	return tunnel.NewClient(conf, o), pool, nil
 }
 
 // Ready reports whether the gateway has a configuration.
@@ -185,8 +237,12 @@ func (g *Gateway) Ready() bool { return g.ready.Load() }
 // Routes is the route table in force.
 func (g *Gateway) Routes() *routing.Table { return g.routes.Table() }
 
-// Serve accepts consumer connections on ln until Shutdown.
+// Serve accepts consumer connections on ln until Shutdown: h2c connections go to the
+// relay, HTTP/1.1 ones to the general path.
 func (g *Gateway) Serve(ln net.Listener) error {
+	if g.relay != nil {
+		return g.serveSniffed(ln)
+	}
 	err := g.srv.Serve(ln)
 	if errors.Is(err, http.ErrServerClosed) {
 		return nil
@@ -197,6 +253,13 @@ func (g *Gateway) Serve(ln net.Listener) error {
 // Shutdown stops accepting and sends GOAWAY, lets calls in flight finish until ctx ends,
 // then closes every connection: an idle client connection does not hold it up.
 func (g *Gateway) Shutdown(ctx context.Context) error {
+	var rerr chan error
+	if g.relay != nil {
+		g.h1.stop()
+		g.stopSniffers()
+		rerr = make(chan error, 1)
+		go func() { rerr <- g.relay.Shutdown(ctx) }()
+	}
 	done := make(chan error, 1)
 	go func() { done <- g.srv.Shutdown(ctx) }()
 	var err error
@@ -228,18 +291,48 @@ wait:
 	if err != nil {
 		g.srv.Close()
 	}
+	if rerr != nil {
+		if e := <-rerr; err == nil {
+			err = e
+		}
+		g.waitSniffers()
+	}
+	g.closePeers(false)
+	return err
+}
+
+// closePeers closes the tunnels: at once if kill, else as their calls end.
+func (g *Gateway) closePeers(kill bool) {
+	g.snMu.Lock()
+	pools := g.retired
+	g.retired = nil
+	g.snMu.Unlock()
 	for _, p := range *g.peers.Load() {
 		p.tc.Close()
+		if p.pool != nil {
+			pools = append(pools, p.pool)
+		}
 	}
-	return err
+	for _, p := range pools {
+		if kill {
+			p.Kill()
+		} else {
+			p.Close()
+		}
+		p.Wait()
+	}
 }
 
 // Close stops at once: the listener and every connection close, calls in flight fail.
 func (g *Gateway) Close() {
-	g.srv.Close()
-	for _, p := range *g.peers.Load() {
-		p.tc.Close()
+	if g.relay != nil {
+		g.h1.stop()
+		g.stopSniffers()
+		g.relay.Close()
+		g.waitSniffers()
 	}
+	g.srv.Close()
+	g.closePeers(true)
 }
 
 // ServeHTTP routes and forwards one consumer call.

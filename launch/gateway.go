@@ -200,6 +200,9 @@ func (g *Gateway) XDS() *xdsclient.Client { return g.xds }
 // Ingress returns the ingress gateway, or nil for an egress.
 func (g *Gateway) Ingress() *ingress.Gateway { return g.ig }
 
+// Egress is the egress gateway (nil for an ingress).
+func (g *Gateway) Egress() *egress.Gateway { return g.eg }
+
 // Shutdown drains: the gateway reports not ready, stops taking new calls, lets calls in
 // flight finish until ctx ends, then stops everything.
 func (g *Gateway) Shutdown(ctx context.Context) error {

@@ -88,6 +88,7 @@ type Cluster struct {
 
 	mu       sync.Mutex
 	members  map[string]Member // the live set, maintained from memberlist's events
+	addrs    map[string]string // gossip address per live member (memberlist's Nodes are not safe to read)
 	version  uint64            // bumped on every change of members
 	watchers map[*watcher]struct{}
 	wg       sync.WaitGroup // watcher goroutines
@@ -137,6 +138,7 @@ func Join(ctx context.Context, o Options) (*Cluster, error) {
 		meta:     meta,
 		enc:      enc,
 		members:  make(map[string]Member),
+		addrs:    make(map[string]string),
 		watchers: make(map[*watcher]struct{}),
 	}
 	h := &hooks{c: c}
@@ -227,11 +229,13 @@ func (c *Cluster) rejoin(seeds []string) {
 			c.life.Unlock()
 			return
 		}
-		have := map[string]bool{}
-		for _, n := range c.ml.Members() {
-			have[n.Address()] = true
-		}
 		c.life.Unlock()
+		have := map[string]bool{}
+		c.mu.Lock()
+		for _, a := range c.addrs {
+			have[a] = true
+		}
+		c.mu.Unlock()
 		for _, seed := range seeds {
 			if have[seed] || seed == c.addr {
 				continue
@@ -524,6 +528,7 @@ func (h *hooks) NotifyLeave(n *memberlist.Node) {
 	c.log.Debug("member gone", "member", n.Name)
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	delete(c.addrs, n.Name)
 	if _, ok := c.members[n.Name]; ok {
 		delete(c.members, n.Name)
 		c.changed()
@@ -539,6 +544,7 @@ func (h *hooks) put(n *memberlist.Node) {
 	c.log.Debug("member alive", "member", n.Name, "meta", m)
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.addrs[n.Name] = n.Address()
 	if old, ok := c.members[n.Name]; ok && old.Meta == m {
 		return
 	}

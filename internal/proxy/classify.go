@@ -54,21 +54,26 @@ type Call struct {
 // of a gRPC or Triple call (service and method in the path); such a call is a Triple unary
 // call only if the route table knows its service, which the caller decides.
 func Classify(r *http.Request) (c Call, rpc bool) {
-	ct := r.Header.Get("Content-Type")
+	return ClassifyParts(r.Method, r.URL.Path, r.Header.Get("Content-Type"), r.Header.Get(HeaderTriVersion), r.Header.Get(HeaderTriGroup))
+}
+
+// ClassifyParts is Classify on the only parts of a request it reads.
+func ClassifyParts(method, path, contentType, triVersion, triGroup string) (c Call, rpc bool) {
+	ct := contentType
 	switch {
 	case strings.HasPrefix(ct, "application/grpc"):
 		c.Style = StyleGRPC
 		c.Protocol = mesh.ProtocolGRPC
-		if r.Header.Get(HeaderTriVersion) != "" || r.Header.Get(HeaderTriGroup) != "" {
+		if triVersion != "" || triGroup != "" {
 			c.Protocol = mesh.ProtocolTriple
 		}
-	case r.Method == http.MethodPost && (strings.HasPrefix(ct, "application/json") || strings.HasPrefix(ct, "application/proto")):
+	case method == http.MethodPost && (strings.HasPrefix(ct, "application/json") || strings.HasPrefix(ct, "application/proto")):
 		c.Style = StyleTripleUnary
 		c.Protocol = mesh.ProtocolTriple
 	default:
 		return Call{Protocol: mesh.ProtocolHTTP, Style: StyleHTTP}, false
 	}
-	svc, method, ok := SplitPath(r.URL.Path)
+	svc, m, ok := SplitPath(path)
 	if !ok {
 		if c.Style == StyleGRPC {
 			// A gRPC request with a malformed path is still answered in gRPC terms.
@@ -76,8 +81,8 @@ func Classify(r *http.Request) (c Call, rpc bool) {
 		}
 		return Call{Protocol: mesh.ProtocolHTTP, Style: StyleHTTP}, false
 	}
-	c.Service = mesh.ServiceKey{Name: svc, Version: r.Header.Get(HeaderTriVersion), Group: r.Header.Get(HeaderTriGroup)}
-	c.Method = method
+	c.Service = mesh.ServiceKey{Name: svc, Version: triVersion, Group: triGroup}
+	c.Method = m
 	return c, true
 }
 

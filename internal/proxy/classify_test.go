@@ -56,7 +56,7 @@ func TestDeadline(t *testing.T) {
 }
 
 func TestGRPCMessageEncoding(t *testing.T) {
-	if got := encodeGRPCMessage("a%b\n\t\u00e9"); got != "a%25b%0A%09%C3%A9" {
+	if got := EncodeGRPCMessage("a%b\n\t\u00e9"); got != "a%25b%0A%09%C3%A9" {
 		t.Fatalf("got %q", got)
 	}
 }

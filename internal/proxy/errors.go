@@ -22,7 +22,7 @@ func WriteError(w http.ResponseWriter, style ErrorStyle, code codes.Code, msg st
 	case StyleGRPC:
 		h.Set("Content-Type", "application/grpc")
 		h.Set("Grpc-Status", itoa(int(code)))
-		h.Set("Grpc-Message", encodeGRPCMessage(msg))
+		h.Set("Grpc-Message", EncodeGRPCMessage(msg))
 		w.WriteHeader(http.StatusOK)
 	case StyleTripleUnary:
 		b, _ := json.Marshal(struct {
@@ -43,8 +43,8 @@ func WriteError(w http.ResponseWriter, style ErrorStyle, code codes.Code, msg st
 
 func itoa(n int) string { return strconv.Itoa(n) }
 
-// encodeGRPCMessage percent-encodes a grpc-message value as the gRPC spec requires.
-func encodeGRPCMessage(msg string) string {
+// EncodeGRPCMessage percent-encodes a grpc-message value as the gRPC spec requires.
+func EncodeGRPCMessage(msg string) string {
 	const hex = "0123456789ABCDEF"
 	var b strings.Builder
 	for i := 0; i < len(msg); i++ {

@@ -148,7 +148,7 @@ func Forward(ctx context.Context, w http.ResponseWriter, r *http.Request, c Call
 		if c.Style == StyleGRPC && len(resp.Trailer) == 0 {
 			code := codeOf(ctx, rerr)
 			h[http.TrailerPrefix+"Grpc-Status"] = []string{itoa(int(code))}
-			h[http.TrailerPrefix+"Grpc-Message"] = []string{encodeGRPCMessage("strait: upstream stream broken: " + rerr.Error())}
+			h[http.TrailerPrefix+"Grpc-Message"] = []string{EncodeGRPCMessage("strait: upstream stream broken: " + rerr.Error())}
 			return code.String(), nil
 		}
 		// Abort the response so that the caller sees a broken stream, not a short body.

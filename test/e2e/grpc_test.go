@@ -35,8 +35,28 @@ func dialAddr(t *testing.T, addr string) *grpc.ClientConn {
 	return cc
 }
 
-// TestInterop runs grpc-go's interop client cases through egress → tunnel → ingress.
+// relayed counts the streams alpha's egress relays took on the fast path.
+func relayed() (n uint64) {
+	for _, g := range topo.Gateways {
+		if eg := g.Egress(); eg != nil {
+			r, _ := eg.RelayStats()
+			n += r
+		}
+	}
+	return n
+}
+
+// TestInterop runs grpc-go's interop client cases through egress → tunnel → ingress, on
+// the relay (the fast path).
 func TestInterop(t *testing.T) {
+	before := relayed()
+	defer func() {
+		if n := relayed() - before; n == 0 {
+			t.Errorf("no interop call took the egress relay")
+		} else {
+			t.Logf("%d streams relayed", n)
+		}
+	}()
 	for i := range topo.Egress {
 		cc := dialEgress(t, i)
 		cases := interopcases.Cases(cc)

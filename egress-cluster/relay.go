@@ -1,0 +1,178 @@
+package egress
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"golang.org/x/net/http2/hpack"
+
+	"github.com/strait-mesh/strait/internal/proxy"
+	"github.com/strait-mesh/strait/internal/relay"
+)
+
+// Route sends a consumer's gRPC-style call to its peer's relay pool. Everything else
+// (plain HTTP, Triple's unary mode, unknown services, QUIC peers, errors) goes to the
+// general path, ServeHTTP.
+func (g *Gateway) Route(r *relay.Request) relay.Decision {
+	if !g.ready.Load() {
+		return relay.Decision{}
+	}
+	call, rpc := proxy.ClassifyParts(r.Method, r.Path, r.ContentType, r.TriVersion, r.TriGroup)
+	if !rpc || call.Style != proxy.StyleGRPC || call.Service.Name == "" {
+		return relay.Decision{}
+	}
+	route, ok := g.routes.Table().LookupRPC(call.Service)
+	if !ok {
+		return relay.Decision{}
+	}
+	p := (*g.peers.Load())[route.Peer]
+	if p == nil || p.pool == nil || p.set.Len() == 0 {
+		return relay.Decision{}
+	}
+	d := relay.Decision{Pool: p.pool, Set: p.set, Protocol: string(call.Protocol), Peer: p.domain, NAdd: 2}
+	d.Add[0] = hpack.HeaderField{Name: "strait-protocol", Value: string(call.Protocol)}
+	d.Add[1] = hpack.HeaderField{Name: "strait-service", Value: route.Service.Name}
+	return d
+}
+
+// serveSniffed accepts consumer connections and tells them apart by their first bytes:
+// the HTTP/2 preface goes to the relay, anything else to the HTTP/1.1 server.
+func (g *Gateway) serveSniffed(ln net.Listener) error {
+	g.snMu.Lock()
+	if g.snStopped {
+		g.snMu.Unlock()
+		return nil
+	}
+	g.ln = ln
+	g.snMu.Unlock()
+	g.snWG.Add(1)
+	go func() {
+		defer g.snWG.Done()
+		if err := g.srv.Serve(g.h1); err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
+			g.log.Warn("http/1.1 server ended", "err", err)
+		}
+	}()
+	timeout := g.limits.Load().ReadHeaderTimeout.D()
+	var delay time.Duration
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			g.snMu.Lock()
+			stopped := g.snStopped
+			g.snMu.Unlock()
+			if stopped {
+				return nil
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+				time.Sleep(delay)
+				continue
+			}
+			return err
+		}
+		delay = 0
+		g.snMu.Lock()
+		if g.snStopped {
+			g.snMu.Unlock()
+			c.Close()
+			return nil
+		}
+		g.sniffing[c] = struct{}{}
+		g.snWG.Add(1)
+		g.snMu.Unlock()
+		go g.sniff(c, timeout)
+	}
+}
+
+func (g *Gateway) sniff(c net.Conn, timeout time.Duration) {
+	defer g.snWG.Done()
+	_ = c.SetReadDeadline(time.Now().Add(timeout))
+	br := bufio.NewReaderSize(c, 64<<10)
+	b, err := br.Peek(3)
+	g.snMu.Lock()
+	delete(g.sniffing, c)
+	stopped := g.snStopped
+	g.snMu.Unlock()
+	if err != nil || stopped {
+		c.Close()
+		return
+	}
+	if string(b) == relay.Preface[:3] {
+		g.relay.ServeConn(context.Background(), c, br, nil)
+		return
+	}
+	_ = c.SetReadDeadline(time.Time{})
+	g.h1.push(&sniffedConn{Conn: c, r: br})
+}
+
+// stopSniffers closes the listener and the connections not yet told apart.
+func (g *Gateway) stopSniffers() {
+	g.snMu.Lock()
+	defer g.snMu.Unlock()
+	g.snStopped = true
+	if g.ln != nil {
+		g.ln.Close()
+	}
+	for c := range g.sniffing {
+		c.Close()
+	}
+}
+
+func (g *Gateway) waitSniffers() { g.snWG.Wait() }
+
+// sniffedConn replays what sniffing read.
+type sniffedConn struct {
+	net.Conn
+	r *bufio.Reader
+}
+
+func (c *sniffedConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+
+// connListener hands sniffed connections to an http.Server.
+type connListener struct {
+	ch   chan net.Conn
+	done chan struct{}
+	once sync.Once
+}
+
+func newConnListener() *connListener {
+	return &connListener{ch: make(chan net.Conn), done: make(chan struct{})}
+}
+
+func (l *connListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.ch:
+		return c, nil
+	case <-l.done:
+		return nil, net.ErrClosed
+	}
+}
+
+func (l *connListener) push(c net.Conn) {
+	select {
+	case l.ch <- c:
+	case <-l.done:
+		c.Close()
+	}
+}
+
+func (l *connListener) stop()          { l.once.Do(func() { close(l.done) }) }
+func (l *connListener) Close() error   { l.stop(); return nil }
+func (l *connListener) Addr() net.Addr { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)} }
+
+// RelayStats counts the consumer streams the relay forwarded and those it handed to the
+// general path (zeros with the relay off).
+func (g *Gateway) RelayStats() (relayed, fallback uint64) {
+	if g.relay == nil {
+		return 0, 0
+	}
+	return g.relay.Stats()
+}
+
+var _ relay.Router = (*Gateway)(nil)

@@ -1,0 +1,345 @@
+package relay
+
+import (
+	"context"
+	"crypto/tls"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+)
+
+// bridge serves one stream with the fallback http.Handler, in a goroutine of its own: the
+// request body is fed by the connection's read loop, the response is written into the
+// connection under its flow control.
+type bridge struct {
+	srv    *Server
+	c      *conn
+	l      *leg
+	cancel context.CancelFunc
+
+	bmu    sync.Mutex
+	bcond  sync.Cond
+	buf    []byte
+	off    int
+	eof    bool
+	err    error
+	closed bool
+
+	// The response, touched by the handler's goroutine only.
+	hdr         http.Header
+	status      int
+	wroteHeader bool
+	sentHeader  bool
+}
+
+// fallback starts the fallback handler on stream l.
+func (s *Server) fallback(lp *loop, c *conn, l *leg, fields []hpack.HeaderField, end bool) {
+	h := make(http.Header, len(fields))
+	var method, path, authority string
+	for _, f := range fields {
+		switch f.Name {
+		case ":method":
+			method = f.Value
+		case ":path":
+			path = f.Value
+		case ":authority":
+			authority = f.Value
+		default:
+			if !strings.HasPrefix(f.Name, ":") {
+				h.Add(http.CanonicalHeaderKey(f.Name), f.Value)
+			}
+		}
+	}
+	u, err := url.ParseRequestURI(path)
+	if s.o.Fallback == nil || err != nil || method == "" {
+		c.wmu.Lock()
+		status := "400"
+		if s.o.Fallback == nil {
+			status = "503"
+		}
+		c.writeHeadersLocked(l.id, []hpack.HeaderField{{Name: ":status", Value: status}}, "", nil, true)
+		l.sentEnd = true
+		if !end {
+			c.wbuf = appendRST(c.wbuf, l.id, http2.ErrCodeNo)
+		}
+		c.wmu.Unlock()
+		lp.mark(c)
+		c.removeStream(l)
+		return
+	}
+	cl := int64(-1)
+	if end {
+		cl = 0
+	} else if v := h.Get("Content-Length"); v != "" {
+		if n, err := strconv.ParseInt(v, 10, 64); err == nil && n >= 0 {
+			cl = n
+		}
+	}
+	ctx, cancel := context.WithCancel(c.ctx)
+	b := &bridge{srv: s, c: c, l: l, cancel: cancel, eof: end}
+	b.bcond.L = &b.bmu
+	var body io.ReadCloser = http.NoBody
+	if !end {
+		body = (*reqBody)(b)
+	}
+	req := &http.Request{
+		Method: method, URL: u, Proto: "HTTP/2.0", ProtoMajor: 2, Header: h, Body: body,
+		ContentLength: cl, Host: authority, RemoteAddr: c.nc.RemoteAddr().String(), RequestURI: path,
+	}
+	if tc, ok := c.nc.(*tls.Conn); ok {
+		cs := tc.ConnectionState()
+		req.TLS = &cs
+	}
+	l.s.br = b
+	s.wg.Add(1)
+	go b.run(req.WithContext(ctx))
+}
+
+func (b *bridge) run(req *http.Request) {
+	defer b.srv.wg.Done()
+	defer b.cancel()
+	aborted := false
+	func() {
+		defer func() {
+			if r := recover(); r != nil {
+				aborted = true
+				if r != http.ErrAbortHandler {
+					b.srv.log.Error("relay: fallback handler panicked", "err", r)
+				}
+			}
+		}()
+		b.srv.o.Fallback.ServeHTTP((*responseWriter)(b), req)
+	}()
+	var lp loop
+	if aborted {
+		b.c.resetLeg(&lp, b.l, http2.ErrCodeInternal, true)
+	} else {
+		b.finish()
+		b.c.wmu.Lock()
+		open := !b.l.recvEnd
+		b.c.wmu.Unlock()
+		if open {
+			b.c.resetLeg(&lp, b.l, http2.ErrCodeNo, true)
+		}
+	}
+	_ = req.Body.Close()
+	lp.flush()
+	b.c.removeStream(b.l)
+}
+
+// push hands request DATA from the read loop to the handler.
+func (b *bridge) push(lp *loop, data []byte, end bool) {
+	b.bmu.Lock()
+	if b.closed || b.err != nil {
+		b.bmu.Unlock()
+		b.c.credit(lp, b.l, len(data))
+		return
+	}
+	b.buf = append(b.buf, data...)
+	if end {
+		b.eof = true
+	}
+	b.bcond.Broadcast()
+	b.bmu.Unlock()
+}
+
+// abort ends the stream under the handler: its body reads and writes fail.
+func (b *bridge) abort() {
+	b.bmu.Lock()
+	if b.err == nil {
+		b.err = errReset
+	}
+	b.bcond.Broadcast()
+	b.bmu.Unlock()
+	b.cancel()
+}
+
+// reqBody is the request body of a fallback call.
+type reqBody bridge
+
+func (r *reqBody) Read(p []byte) (int, error) {
+	b := (*bridge)(r)
+	b.bmu.Lock()
+	for b.off == len(b.buf) && !b.eof && b.err == nil && !b.closed {
+		b.bcond.Wait()
+	}
+	if b.off < len(b.buf) && !b.closed {
+		n := copy(p, b.buf[b.off:])
+		b.off += n
+		if b.off == len(b.buf) {
+			b.buf, b.off = b.buf[:0], 0
+		}
+		b.bmu.Unlock()
+		var lp loop
+		b.c.credit(&lp, b.l, n)
+		lp.flush()
+		return n, nil
+	}
+	err := b.err
+	if err == nil {
+		err = io.EOF
+	}
+	b.bmu.Unlock()
+	return 0, err
+}
+
+func (r *reqBody) Close() error {
+	b := (*bridge)(r)
+	b.bmu.Lock()
+	b.closed = true
+	n := len(b.buf) - b.off
+	b.buf, b.off = nil, 0
+	b.bcond.Broadcast()
+	b.bmu.Unlock()
+	if n > 0 {
+		var lp loop
+		b.c.credit(&lp, b.l, n)
+		lp.flush()
+	}
+	return nil
+}
+
+// responseWriter is the http.ResponseWriter of a fallback call.
+type responseWriter bridge
+
+func (w *responseWriter) Header() http.Header {
+	if w.hdr == nil {
+		w.hdr = make(http.Header)
+	}
+	return w.hdr
+}
+
+func (w *responseWriter) WriteHeader(code int) {
+	if w.wroteHeader || code < 200 {
+		return
+	}
+	w.wroteHeader, w.status = true, code
+}
+
+func (w *responseWriter) Write(p []byte) (int, error) {
+	if !w.wroteHeader {
+		w.WriteHeader(http.StatusOK)
+	}
+	if !w.sentHeader {
+		if err := w.sendHeader(false); err != nil {
+			return 0, err
+		}
+	}
+	return w.writeData(p)
+}
+
+func (w *responseWriter) Flush() {
+	if !w.wroteHeader {
+		w.WriteHeader(http.StatusOK)
+	}
+	if !w.sentHeader {
+		_ = w.sendHeader(false)
+	}
+}
+
+func (w *responseWriter) sendHeader(end bool) error {
+	w.sentHeader = true
+	fields := make([]hpack.HeaderField, 0, len(w.hdr)+1)
+	fields = append(fields, hpack.HeaderField{Name: ":status", Value: strconv.Itoa(w.status)})
+	for k, vv := range w.hdr {
+		if strings.HasPrefix(k, http.TrailerPrefix) {
+			continue
+		}
+		name := strings.ToLower(k)
+		for _, v := range vv {
+			fields = append(fields, hpack.HeaderField{Name: name, Value: v})
+		}
+	}
+	return w.writeHeaders(fields, end)
+}
+
+func (w *responseWriter) writeHeaders(fields []hpack.HeaderField, end bool) error {
+	c, l := w.c, w.l
+	c.wmu.Lock()
+	if c.dead || l.reset || l.sentEnd {
+		c.wmu.Unlock()
+		return errReset
+	}
+	c.writeHeadersLocked(l.id, fields, "", nil, end)
+	if end {
+		l.sentEnd = true
+	}
+	c.wmu.Unlock()
+	c.flush()
+	return nil
+}
+
+func (w *responseWriter) writeData(p []byte) (int, error) {
+	c, l := w.c, w.l
+	total := 0
+	c.wmu.Lock()
+	for len(p) > 0 {
+		for !c.dead && !l.reset && (l.sendWin <= 0 || c.sendConnWin <= 0) {
+			c.wcond.Wait()
+		}
+		if c.dead || l.reset || l.sentEnd {
+			c.wmu.Unlock()
+			return total, errReset
+		}
+		n := min(int64(len(p)), int64(l.sendWin), c.sendConnWin)
+		c.wbuf = appendData(c.wbuf, l.id, p[:n], false, c.peerMaxFrame)
+		l.sendWin -= int32(n)
+		c.sendConnWin -= n
+		p = p[n:]
+		total += int(n)
+		if len(c.wbuf) >= 64<<10 {
+			c.wmu.Unlock()
+			c.flush()
+			c.wmu.Lock()
+		}
+	}
+	c.wmu.Unlock()
+	c.flush()
+	return total, nil
+}
+
+// finish ends the response: headers if none went out, then trailers or an empty
+// END_STREAM.
+func (b *bridge) finish() {
+	w := (*responseWriter)(b)
+	if !w.wroteHeader {
+		w.WriteHeader(http.StatusOK)
+	}
+	var trailers []hpack.HeaderField
+	for k, vv := range w.hdr {
+		if name, ok := strings.CutPrefix(k, http.TrailerPrefix); ok {
+			for _, v := range vv {
+				trailers = append(trailers, hpack.HeaderField{Name: strings.ToLower(name), Value: v})
+			}
+		}
+	}
+	if !w.sentHeader {
+		if len(trailers) == 0 {
+			_ = w.sendHeader(true)
+			return
+		}
+		if w.sendHeader(false) != nil {
+			return
+		}
+	}
+	if len(trailers) > 0 {
+		_ = w.writeHeaders(trailers, true)
+		return
+	}
+	c, l := b.c, b.l
+	c.wmu.Lock()
+	if !c.dead && !l.reset && !l.sentEnd {
+		c.wbuf = appendData(c.wbuf, l.id, nil, true, c.peerMaxFrame)
+		l.sentEnd = true
+	}
+	c.wmu.Unlock()
+	c.flush()
+}
+
+var _ http.Flusher = (*responseWriter)(nil)

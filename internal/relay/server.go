@@ -1,0 +1,375 @@
+// Package relay is the gateways' fast data path: an HTTP/2 relay that forwards each
+// call's frames from the caller's connection to a connection of the next hop, inline in
+// the connection's read loop. There is no goroutine and no request object per call: the
+// request headers are decoded once (to route) and re-encoded for the next hop, DATA
+// frames are copied from one connection's read buffer into the other's write buffer,
+// stream IDs are remapped, flow control is kept per leg, and every connection is written
+// once per read pass.
+//
+// The relay takes the gRPC-style calls (gRPC, and Triple in its gRPC mode) that a Router
+// sends to a Pool. Every other stream (plain HTTP, Triple's unary mode, errors, anything
+// the router does not route) goes to a fallback http.Handler, served through an adapter
+// in a goroutine of its own: the general path, unchanged.
+package relay
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+	"google.golang.org/grpc/codes"
+
+	"github.com/strait-mesh/strait/internal/balance"
+	"github.com/strait-mesh/strait/internal/proxy"
+)
+
+// Request is what a Router sees of a new stream. Info is the value the connection was
+// served with (ServeConn).
+type Request struct {
+	Method, Path, Authority, ContentType string
+	// Triple's service version and group headers.
+	TriVersion, TriGroup string
+	// The tunnel metadata (strait-protocol, strait-service), as the caller sent it.
+	Protocol, Service string
+	Info              any
+}
+
+// Decision is where a Router sends a stream.
+type Decision struct {
+	// Pool is the next hop's connections; nil sends the stream to the fallback handler.
+	Pool *Pool
+	// Set holds the next hop's endpoints; one is picked per stream.
+	Set *balance.Set
+	// Add are header fields added to the request (lower-case names), after the caller's.
+	Add [2]hpack.HeaderField
+	// NAdd is how many of Add are used.
+	NAdd int
+	// Protocol and Peer label the call in metrics.
+	Protocol, Peer string
+}
+
+// Router routes a new stream. It runs on the connection's read loop: it must be quick
+// and must not block.
+type Router interface {
+	Route(r *Request) Decision
+}
+
+// Options configure a Server.
+type Options struct {
+	Router Router
+	// Fallback serves the streams that Router does not send to a pool.
+	Fallback http.Handler
+	Observer proxy.Observer
+	// DropPrefix: request header fields whose name starts with it (lower case) are not
+	// forwarded, e.g. "strait-".
+	DropPrefix           string
+	MaxConcurrentStreams uint32
+	MaxHeaderBytes       int
+	// ReadTimeout bounds the wait for the connection preface; IdleTimeout closes a
+	// connection without streams.
+	ReadTimeout time.Duration
+	IdleTimeout time.Duration
+	Logger      *slog.Logger
+}
+
+// Server relays the streams of the connections it is given.
+type Server struct {
+	o     Options
+	obs   proxy.Observer
+	drop  string
+	log   *slog.Logger
+	mu    sync.Mutex
+	conns map[*conn]struct{}
+	drain bool
+	wg    sync.WaitGroup // fallback handlers
+
+	relayed, fellBack atomic.Uint64
+}
+
+// Stats counts the streams relayed and those served by the fallback handler.
+func (s *Server) Stats() (relayed, fallback uint64) { return s.relayed.Load(), s.fellBack.Load() }
+
+// NewServer returns a relay server.
+func NewServer(o Options) *Server {
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Observer == nil {
+		o.Observer = proxy.NopObserver{}
+	}
+	if o.MaxConcurrentStreams == 0 {
+		o.MaxConcurrentStreams = 1000
+	}
+	if o.MaxHeaderBytes <= 0 {
+		o.MaxHeaderBytes = 64 << 10
+	}
+	if o.ReadTimeout <= 0 {
+		o.ReadTimeout = 10 * time.Second
+	}
+	return &Server{o: o, obs: o.Observer, drop: o.DropPrefix, log: o.Logger, conns: map[*conn]struct{}{}}
+}
+
+// Preface is what an HTTP/2 connection starts with.
+const Preface = http2.ClientPreface
+
+// ServeConn serves one HTTP/2 connection (TLS or h2c prior knowledge) until it ends. br,
+// if not nil, is a reader of nc that may hold bytes already read (the preface, when the
+// caller sniffed it). ctx is the base context of fallback requests; info is given to the
+// router with every stream.
+func (s *Server) ServeConn(ctx context.Context, nc net.Conn, br *bufio.Reader, info any) {
+	c := newConn(nc, br, 0, s.o.MaxHeaderBytes, s.log)
+	c.srv = s
+	c.info = info
+	c.idle = s.o.IdleTimeout
+	c.ctx, c.stop = context.WithCancel(ctx)
+	s.mu.Lock()
+	if s.drain {
+		s.mu.Unlock()
+		c.stop()
+		nc.Close()
+		return
+	}
+	s.conns[c] = struct{}{}
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.conns, c)
+		s.mu.Unlock()
+	}()
+
+	_ = nc.SetReadDeadline(time.Now().Add(s.o.ReadTimeout))
+	var pre [len(Preface)]byte
+	if _, err := io.ReadFull(c.br, pre[:]); err != nil || string(pre[:]) != Preface {
+		c.stop()
+		nc.Close()
+		close(c.done)
+		return
+	}
+	if c.idle > 0 {
+		_ = nc.SetReadDeadline(time.Now().Add(c.idle))
+	} else {
+		_ = nc.SetReadDeadline(time.Time{})
+	}
+	c.writeSettings(s.o.MaxConcurrentStreams, s.o.MaxHeaderBytes)
+	c.flush()
+	c.serve()
+}
+
+// newStream starts a stream the caller opened with HEADERS f.
+func (s *Server) newStream(lp *loop, c *conn, f *http2.MetaHeadersFrame) {
+	id := f.StreamID
+	c.mu.Lock()
+	if id%2 == 0 || id <= c.maxID {
+		c.mu.Unlock()
+		return // a stream that ended: its late frames are dropped
+	}
+	c.maxID = id
+	refuse := c.goaway.Load() || uint32(c.active.Load()) >= s.o.MaxConcurrentStreams
+	c.mu.Unlock()
+	if refuse {
+		c.wmu.Lock()
+		c.wbuf = appendRST(c.wbuf, id, http2.ErrCodeRefusedStream)
+		c.wmu.Unlock()
+		lp.mark(c)
+		return
+	}
+	if f.Truncated {
+		c.wmu.Lock()
+		c.writeHeadersLocked(id, []hpack.HeaderField{{Name: ":status", Value: "431"}}, "", nil, true)
+		if !f.StreamEnded() {
+			c.wbuf = appendRST(c.wbuf, id, http2.ErrCodeNo)
+		}
+		c.wmu.Unlock()
+		lp.mark(c)
+		return
+	}
+	end := f.StreamEnded()
+	req := Request{Info: c.info}
+	for _, h := range f.Fields {
+		switch h.Name {
+		case ":method":
+			req.Method = h.Value
+		case ":path":
+			req.Path = h.Value
+		case ":authority":
+			req.Authority = h.Value
+		case "content-type":
+			req.ContentType = h.Value
+		case "tri-service-version":
+			req.TriVersion = h.Value
+		case "tri-service-group":
+			req.TriGroup = h.Value
+		case "strait-protocol":
+			req.Protocol = h.Value
+		case "strait-service":
+			req.Service = h.Value
+		}
+	}
+	st := &stream{srv: s}
+	st.code.Store(-1)
+	l0 := &st.legs[0]
+	l0.s, l0.c, l0.id, l0.idx = st, c, id, 0
+	l0.recvWin = streamWindow
+	l0.recvEnd = end
+	c.wmu.Lock()
+	l0.sendWin = c.peerInitWin
+	c.wmu.Unlock()
+	c.addStream(l0)
+
+	var d Decision
+	if s.o.Router != nil {
+		d = s.o.Router.Route(&req)
+	}
+	if d.Pool == nil || d.Set == nil || d.Set.Len() == 0 {
+		s.fellBack.Add(1)
+		s.fallback(lp, c, l0, f.Fields, end)
+		return
+	}
+	s.relayed.Add(1)
+	st.proto, st.peer, st.start = d.Protocol, d.Peer, time.Now()
+	s.obs.CallStarted()
+
+	// Pick a next hop; if it cannot be reached, mark it down and try one other.
+	var (
+		uc   *conn
+		err  error
+		last *balance.Endpoint
+	)
+	for attempt := 0; attempt < 2; attempt++ {
+		ep := d.Set.Pick(last)
+		uc, err = d.Pool.conn(ep.Addr)
+		if err == nil {
+			st.ep = ep
+			break
+		}
+		ep.MarkDown(time.Second)
+		ep.Done()
+		s.log.Warn("next hop unreachable", "peer", d.Peer, "instance", ep.Addr, "err", err)
+		last = ep
+		if d.Set.Len() < 2 {
+			break
+		}
+	}
+	if err != nil {
+		st.code.Store(int32(codes.Unavailable))
+		c.failLeg(lp, l0, false, codes.Unavailable, fmt.Sprintf("strait: %s: %v", d.Peer, err))
+		st.halves.Store(3)
+		st.finish(lp)
+		return
+	}
+	l1 := &st.legs[1]
+	l1.s, l1.c, l1.idx = st, uc, 1
+	l1.recvWin = streamWindow
+	uc.wmu.Lock()
+	if uc.dead {
+		uc.wmu.Unlock()
+		uc.active.Add(-1)
+		l1.c = nil
+		st.code.Store(int32(codes.Unavailable))
+		c.failLeg(lp, l0, false, codes.Unavailable, "strait: connection to next hop lost")
+		st.halves.Store(3)
+		st.finish(lp)
+		return
+	}
+	l1.id = uc.nextID
+	uc.nextID += 2
+	if uc.nextID >= 1<<31-1 {
+		uc.goaway.Store(true) // stream IDs run out: new streams go to a new connection
+		uc.pool.forget(uc)
+	}
+	l1.sendWin = uc.peerInitWin
+	uc.mu.Lock()
+	uc.streams[l1.id] = l1
+	uc.mu.Unlock()
+	uc.writeHeadersLocked(l1.id, f.Fields, s.drop, d.Add[:d.NAdd], end)
+	if end {
+		l1.sentEnd = true
+	}
+	uc.wmu.Unlock()
+	lp.mark(uc)
+	if end {
+		st.halfDone(lp, 0)
+	}
+}
+
+// Shutdown sends GOAWAY on every connection, waits for their streams to end (or ctx),
+// then closes them.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.drain = true
+	conns := make([]*conn, 0, len(s.conns))
+	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	s.mu.Unlock()
+	for _, c := range conns {
+		c.mu.Lock()
+		c.goaway.Store(true)
+		last := c.maxID
+		c.mu.Unlock()
+		c.wmu.Lock()
+		c.wbuf = appendGoAway(c.wbuf, last, http2.ErrCodeNo)
+		c.wmu.Unlock()
+		c.flush()
+	}
+	t := time.NewTicker(5 * time.Millisecond)
+	defer t.Stop()
+	var err error
+	for _, c := range conns {
+		for c.active.Load() > 0 && err == nil {
+			select {
+			case <-ctx.Done():
+				err = ctx.Err()
+			case <-t.C:
+			case <-c.done:
+			}
+		}
+		c.nc.Close()
+	}
+	for _, c := range conns {
+		<-c.done
+	}
+	s.wg.Wait()
+	return err
+}
+
+// Close closes every connection at once.
+func (s *Server) Close() {
+	s.mu.Lock()
+	s.drain = true
+	conns := make([]*conn, 0, len(s.conns))
+	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	s.mu.Unlock()
+	for _, c := range conns {
+		c.nc.Close()
+	}
+	for _, c := range conns {
+		<-c.done
+	}
+	s.wg.Wait()
+}
+
+// Active counts the streams being served, fallback ones included.
+func (s *Server) Active() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for c := range s.conns {
+		n += int(c.active.Load())
+	}
+	return n
+}
+
+var errClosed = errors.New("relay: closed")
