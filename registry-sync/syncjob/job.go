@@ -230,6 +230,10 @@ func (r *Runner) Once(ctx context.Context) (*Report, error) {
 	start := time.Now()
 	lead, err := r.campaign(ctx)
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("sync job: did not get the leadership of job %q (election on the %s; another process of the job may be running): %w",
+				r.job.Name, r.job.Leader.On, err)
+		}
 		return nil, fmt.Errorf("sync job: leadership: %w", err)
 	}
 	tallies := make([]*tally, len(r.dirs))
@@ -491,8 +495,14 @@ func sameMeta(a, b mesh.Instance) bool {
 	return n == 0
 }
 
+// writers bounds the writes in flight to one target: Nacos' persistent writes are Raft
+// commits of a few milliseconds each, so a sequential migration of thousands of instances
+// would spend most of its time waiting.
+const writers = 8
+
 // reconcile makes d.to's copies (have, updated in place) equal to want, service by
-// service, checking lead before each write. acted is whether it wrote anything.
+// service (up to writers services at once), checking lead before each write. acted is
+// whether it wrote anything.
 func (r *Runner) reconcile(lead context.Context, d direction, want, have map[string]mesh.Instance, t *tally, prog *progress, idx int) (acted bool, err error) {
 	bySvc := map[string][]string{}
 	for k, i := range want {
@@ -504,45 +514,80 @@ func (r *Runner) reconcile(lead context.Context, d direction, want, have map[str
 		}
 	}
 	prog.add(idx, len(bySvc))
+
+	var mu sync.Mutex // guards have, t, acted, errs
 	var errs []error
-	for _, svc := range slices.Sorted(maps.Keys(bySvc)) {
-		keys := bySvc[svc]
+	service := func(svc string, keys []string) {
 		sort.Strings(keys)
 		for _, k := range keys {
 			if err := lead.Err(); err != nil {
-				return acted, err
+				mu.Lock()
+				errs = append(errs, err)
+				mu.Unlock()
+				return
 			}
 			w, wanted := want[k]
+			mu.Lock()
 			h, had := have[k]
+			mu.Unlock()
 			switch {
 			case wanted && had && sameMeta(w, h):
+				mu.Lock()
 				t.unchanged[k] = svc
-				continue
+				mu.Unlock()
 			case !wanted:
+				err := d.to.del(lead, h)
+				mu.Lock()
 				acted = true
-				if err := d.to.del(lead, h); err != nil {
+				if err != nil {
 					errs = append(errs, err)
-					continue
-				}
-				delete(have, k)
-				t.removed[k] = svc
-				r.log.Info("removed copy", "to", d.to.label, "service", h.Service.String(), "instance", h.Address)
-			default:
-				acted = true
-				if err := d.to.put(lead, w); err != nil {
-					errs = append(errs, err)
-					continue
-				}
-				have[k] = w
-				if had {
-					t.updated[k] = svc
 				} else {
-					t.added[k] = svc
+					delete(have, k)
+					t.removed[k] = svc
 				}
-				r.log.Info("copied", "to", d.to.label, "service", w.Service.String(), "instance", w.Address)
+				mu.Unlock()
+				if err == nil {
+					r.log.Info("removed copy", "to", d.to.label, "service", h.Service.String(), "instance", h.Address)
+				}
+			default:
+				err := d.to.put(lead, w)
+				mu.Lock()
+				acted = true
+				switch {
+				case err != nil:
+					errs = append(errs, err)
+				case had:
+					have[k], t.updated[k] = w, svc
+				default:
+					have[k], t.added[k] = w, svc
+				}
+				mu.Unlock()
+				if err == nil {
+					r.log.Info("copied", "to", d.to.label, "service", w.Service.String(), "instance", w.Address)
+				}
 			}
 		}
 		prog.step(idx)
+	}
+
+	work := make(chan string)
+	var wg sync.WaitGroup
+	for range min(writers, len(bySvc)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for svc := range work {
+				service(svc, bySvc[svc])
+			}
+		}()
+	}
+	for _, svc := range slices.Sorted(maps.Keys(bySvc)) {
+		work <- svc
+	}
+	close(work)
+	wg.Wait()
+	if err := lead.Err(); err != nil {
+		return acted, err
 	}
 	return acted, errors.Join(errs...)
 }

@@ -5,7 +5,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -168,5 +170,46 @@ leader: {on: target}
 		if !strings.Contains(stderr.String(), want) {
 			t.Errorf("stderr lacks %q:\n%s", want, stderr.String())
 		}
+	}
+}
+
+// TestOnceScale measures `strait sync --once` on STRAIT_SYNC_SCALE services of two
+// instances each, ZooKeeper → Nacos (skipped unless set; a figure, not an assertion on time):
+//
+//	STRAIT_SYNC_SCALE=500 go test -count=1 -run TestOnceScale -v ./test/sync
+func TestOnceScale(t *testing.T) {
+	n, _ := strconv.Atoi(os.Getenv("STRAIT_SYNC_SCALE"))
+	if n <= 0 {
+		t.Skip("set STRAIT_SYNC_SCALE=N to measure a sync of N services")
+	}
+	zk := newZK(t)
+	port := listen(t)
+	for s := range n {
+		svc := fmt.Sprintf("org.example.scale.S%05d", s)
+		register(t, zk, provider(svc, port, nil), provider(svc, port+1+s%100, nil))
+	}
+	job := writeJob(t, fmt.Sprintf(`
+name: scale
+source: {kind: zookeeper, addresses: [%q]}
+target: {kind: nacos, addresses: [%q]}
+services: ["org.example.scale.*"]
+leader: {on: source, ttl: 2s}
+`, zkAddr, nacosAddr))
+	for _, what := range []string{"initial", "no-op"} {
+		rep := runOnce(t, job)
+		tot, svcs := rep.Totals()
+		t.Logf("sync-once %s services=%d instances=%d added=%d unchanged=%d elapsed_ms=%d", what, svcs, 2*n, tot.Added, tot.Unchanged, rep.ElapsedMS)
+		if svcs != n || tot.Added+tot.Unchanged != 2*n {
+			t.Fatalf("%s: %+v over %d services", what, tot, svcs)
+		}
+	}
+	if err := zk.Close(); err != nil {
+		t.Fatal(err)
+	}
+	rep := runOnce(t, job)
+	tot, _ := rep.Totals()
+	t.Logf("sync-once removal services=%d removed=%d elapsed_ms=%d", n, tot.Removed, rep.ElapsedMS)
+	if tot.Removed != 2*n {
+		t.Fatalf("removal: %+v", tot)
 	}
 }
