@@ -285,10 +285,11 @@ func (r *Runner) Once(ctx context.Context) (*Report, error) {
 		if done {
 			break
 		}
-		last = errors.Join(errs...)
-		if last != nil {
-			r.log.Warn("sync pass incomplete; trying again", "err", last)
+		err := errors.Join(errs...)
+		if err != nil && (last == nil || err.Error() != last.Error()) { // each new problem once
+			r.log.Warn("sync pass incomplete; trying again", "err", err)
 		}
+		last = err
 	}
 	rep := &Report{Elapsed: time.Since(start)}
 	rep.ElapsedMS = rep.Elapsed.Milliseconds()
