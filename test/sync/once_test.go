@@ -12,8 +12,12 @@ import (
 	"testing"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+
 	"github.com/strait-mesh/strait/internal/mesh"
 	registrysync "github.com/strait-mesh/strait/registry-sync"
+	"github.com/strait-mesh/strait/registry-sync/embedded"
 	"github.com/strait-mesh/strait/registry-sync/syncjob"
 )
 
@@ -211,5 +215,72 @@ leader: {on: source, ttl: 2s}
 	t.Logf("sync-once removal services=%d removed=%d elapsed_ms=%d", n, tot.Removed, rep.ElapsedMS)
 	if tot.Removed != 2*n {
 		t.Fatalf("removal: %+v", tot)
+	}
+}
+
+// TestOnceZooKeeperToEtcd runs a job in this process from ZooKeeper to the embedded etcd,
+// electing on etcd: the copies are keys without a lease, in dubbo-go's etcdv3 layout.
+func TestOnceZooKeeperToEtcd(t *testing.T) {
+	srv, err := embedded.Start("sync", t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	zk := newZK(t)
+	p := provider("org.example.etcd.Greeter", listen(t), nil)
+	register(t, zk, p)
+	job, err := syncjob.Parse([]byte(fmt.Sprintf(`
+name: zk-etcd
+source: {kind: zookeeper, addresses: [%q]}
+target: {kind: etcd, addresses: [%q]}
+services: ["org.example.etcd.*"]
+leader: {ttl: 2s}
+`, zkAddr, srv.Endpoint())))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if job.Leader.On != "target" {
+		t.Fatalf("leader.on %q, want the default target", job.Leader.On)
+	}
+	once := func() syncjob.ServiceReport {
+		r, err := syncjob.New(job, syncjob.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer r.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		rep, err := r.Once(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tot, _ := rep.Totals()
+		return tot
+	}
+	if tot := once(); tot.Added != 1 {
+		t.Fatalf("first run: %+v", tot)
+	}
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{srv.Endpoint()}, Logger: zap.NewNop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	resp, err := cli.Get(ctx, "/dubbo/org.example.etcd.Greeter/providers/", clientv3.WithPrefix())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(resp.Kvs) != 1 || resp.Kvs[0].Lease != 0 || !strings.Contains(string(resp.Kvs[0].Value), "strait.owner=sync%2Fzk-etcd") {
+		t.Fatalf("etcd holds %v, want one key without a lease, owned by the job", resp.Kvs)
+	}
+	if err := zk.Deregister(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	if tot := once(); tot.Removed != 1 {
+		t.Fatalf("after the provider left: %+v", tot)
+	}
+	if resp, err := cli.Get(ctx, "/dubbo/org.example.etcd.", clientv3.WithPrefix(), clientv3.WithCountOnly()); err != nil || resp.Count != 0 {
+		t.Fatalf("etcd still holds %d keys (%v)", resp.Count, err)
 	}
 }
