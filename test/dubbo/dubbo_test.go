@@ -54,6 +54,31 @@ func TestGreetViaRegistry(t *testing.T) {
 				t.Logf("Greet via %s registry %s: %v (retrying)", kind, addr, err)
 				time.Sleep(500 * time.Millisecond)
 			}
+			if kind == "etcd" {
+				return // dubbo-go's application-level discovery is used with ZooKeeper and Nacos here
+			}
+
+			// The same service through application-level discovery: alpha's controlplane
+			// also published it as application strait-beta (instances, mapping, metadata).
+			name = "dubbo-app-" + kind
+			deadline = time.Now().Add(20 * time.Second)
+			for {
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				got, err := TripleGreetViaAppLevel(ctx, kind, addr, name)
+				cancel()
+				if err == nil {
+					if want := "hello " + name; got != want {
+						t.Fatalf("Greet via %s application level: %q, want %q", kind, got, want)
+					}
+					t.Logf("Greet via %s registry %s, application level: %q", kind, addr, got)
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("Greet via %s registry %s, application level: %v", kind, addr, err)
+				}
+				t.Logf("Greet via %s registry %s, application level: %v (retrying)", kind, addr, err)
+				time.Sleep(500 * time.Millisecond)
+			}
 		})
 	}
 }
