@@ -14,6 +14,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -23,10 +24,12 @@ import (
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"google.golang.org/grpc/codes"
 
+	"github.com/strait-mesh/strait/internal/balance"
 	"github.com/strait-mesh/strait/internal/config"
 	"github.com/strait-mesh/strait/internal/identity"
 	"github.com/strait-mesh/strait/internal/mesh"
 	"github.com/strait-mesh/strait/internal/proxy"
+	"github.com/strait-mesh/strait/internal/relay"
 	"github.com/strait-mesh/strait/internal/routing"
 	"github.com/strait-mesh/strait/internal/tunnel"
 	"github.com/strait-mesh/strait/internal/xdsres"
@@ -46,7 +49,10 @@ type Config struct {
 	// Limits of the tunnel listener (header size, timeouts, streams) are fixed at start;
 	// body size and call timeout follow each Apply.
 	Limits config.Limits
-	Logger *slog.Logger
+	// DataPath is "relay" (the default: gRPC-style calls from peer egress take the relay)
+	// or "http" (every call takes the general net/http path).
+	DataPath string
+	Logger   *slog.Logger
 }
 
 // state is what one Apply installs; calls read it without locks.
@@ -54,6 +60,9 @@ type state struct {
 	cfg    *xdsres.GatewayConfig
 	peers  map[spiffeid.TrustDomain]string
 	limits config.Limits
+	// sets caches the relay's provider sets per service, built on first use.
+	sets  atomic.Pointer[map[setKey]*balance.Set]
+	setMu sync.Mutex
 }
 
 // Gateway is one ingress instance.
@@ -69,6 +78,10 @@ type Gateway struct {
 	rr      atomic.Uint64
 	obs     proxy.Observer
 	cp      proxy.Upstream
+	// relay and pool are the fast path (nil with DataPath "http"): the relay serves the
+	// tunnel connections of peer egress instances, pool holds h2c connections to providers.
+	relay *relay.Server
+	pool  *relay.Pool
 	// federation streams live as long as the peer keeps them; a drain ends them, and the
 	// peer's controlplane resumes through another instance.
 	fedCtx    context.Context
@@ -100,7 +113,7 @@ func New(c Config) (*Gateway, error) {
 		h2c:       proxy.NewH2CTransport(l.DialTimeout.D(), uint32(l.MaxHeaderBytes)),
 		h1:        proxy.NewHTTP1Transport(l.DialTimeout.D(), int64(l.MaxHeaderBytes)),
 	}
-	g.state.Store(&state{limits: l, peers: map[spiffeid.TrustDomain]string{}})
+	g.state.Store(newState(nil, map[spiffeid.TrustDomain]string{}, l))
 	// The handshake admits a peer only if its trust domain is a configured peer and its
 	// certificate chains to that trust domain's own bundle; both follow Apply.
 	tlsConf := identity.ServerConfig(c.SVID, g.bundles, nil, tunnel.ALPN)
@@ -124,13 +137,38 @@ func New(c Config) (*Gateway, error) {
 		MaxConcurrentStreams: l.MaxConcurrentStreams,
 		Logger:               g.log,
 	})
-	g.srv = tunnel.NewServer(tlsConf, g, tunnel.ServerOptions{
+	so := tunnel.ServerOptions{
 		HandshakeTimeout:     l.ReadHeaderTimeout.D(),
 		IdleTimeout:          l.IdleTimeout.D(),
 		MaxHeaderBytes:       l.MaxHeaderBytes,
 		MaxConcurrentStreams: l.MaxConcurrentStreams,
 		Logger:               g.log,
-	})
+	}
+	if c.DataPath != "http" {
+		g.relay = relay.NewServer(relay.Options{
+			Router:               g,
+			Fallback:             g,
+			Observer:             g.obs,
+			DropPrefix:           "strait-",
+			MaxConcurrentStreams: l.MaxConcurrentStreams,
+			MaxHeaderBytes:       l.MaxHeaderBytes,
+			ReadTimeout:          l.ReadHeaderTimeout.D(),
+			IdleTimeout:          l.IdleTimeout.D(),
+			Logger:               g.log,
+		})
+		dialTimeout := l.DialTimeout.D()
+		g.pool = relay.NewPool(relay.PoolOptions{
+			Dial: func(ctx context.Context, addr string) (net.Conn, error) {
+				d := net.Dialer{Timeout: dialTimeout}
+				return d.DialContext(ctx, "tcp", addr)
+			},
+			DialTimeout:    dialTimeout,
+			MaxHeaderBytes: l.MaxHeaderBytes,
+			Logger:         g.log,
+		})
+		so.Relay, so.RelayFor = g.relay, relayFor
+	}
+	g.srv = tunnel.NewServer(tlsConf, g, so)
 	return g, nil
 }
 
@@ -160,7 +198,7 @@ func (g *Gateway) Apply(cfg *xdsres.GatewayConfig) error {
 	for _, b := range bundles {
 		g.bundles.Add(b)
 	}
-	g.state.Store(&state{cfg: cfg, peers: peers, limits: cfg.Limits.WithDefaults()})
+	g.state.Store(newState(cfg, peers, cfg.Limits.WithDefaults()))
 	for _, b := range g.bundles.Bundles() {
 		if _, ok := peers[b.TrustDomain()]; !ok {
 			g.bundles.Remove(b.TrustDomain())
@@ -188,6 +226,10 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 		err = qe
 	}
 	g.closeIdle()
+	if g.pool != nil {
+		g.pool.Close()
+		g.pool.Wait()
+	}
 	return err
 }
 
@@ -203,6 +245,10 @@ func (g *Gateway) Close() error {
 	err := g.srv.Close()
 	_ = g.quic.Close()
 	g.closeIdle()
+	if g.pool != nil {
+		g.pool.Kill()
+		g.pool.Wait()
+	}
 	return err
 }
 

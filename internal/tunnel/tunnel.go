@@ -4,6 +4,7 @@
 package tunnel
 
 import (
+	"bufio"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -132,6 +133,17 @@ type ServerOptions struct {
 	MaxHeaderBytes       int
 	MaxConcurrentStreams uint32
 	Logger               *slog.Logger
+	// Relay, if set, serves the connections for which RelayFor says so (its value is
+	// passed to Relay with the connection); the others are served by net/http's HTTP/2.
+	Relay    ConnServer
+	RelayFor func(*tls.ConnectionState) (info any, ok bool)
+}
+
+// ConnServer serves whole HTTP/2 connections (the relay).
+type ConnServer interface {
+	ServeConn(ctx context.Context, nc net.Conn, br *bufio.Reader, info any)
+	Shutdown(ctx context.Context) error
+	Close()
 }
 
 // Server serves tunnel connections: it completes the TLS handshake (with a deadline),
@@ -256,6 +268,12 @@ func (s *Server) serveConn(raw net.Conn) {
 	// for every client on connections served with ServeConn.
 	cs := tc.ConnectionState()
 	ctx = context.WithValue(context.Background(), connStateKey{}, &cs)
+	if s.o.Relay != nil && s.o.RelayFor != nil {
+		if info, ok := s.o.RelayFor(&cs); ok {
+			s.o.Relay.ServeConn(ctx, tc, nil, info)
+			return
+		}
+	}
 	s.h2.ServeConn(tc, &http2.ServeConnOpts{Context: ctx, BaseConfig: s.h1, Handler: s.handler})
 }
 
@@ -276,7 +294,15 @@ func (s *Server) Established() uint64 { return s.established.Load() }
 // end, or for ctx; then it closes whatever is left.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.stopAccepting()
+	var rerr chan error
+	if s.o.Relay != nil {
+		rerr = make(chan error, 1)
+		go func() { rerr <- s.o.Relay.Shutdown(ctx) }()
+	}
 	_ = s.h1.Shutdown(ctx) // runs the GOAWAY hook; it has no listeners of its own
+	if rerr != nil {
+		<-rerr
+	}
 	done := make(chan struct{})
 	go func() { s.wg.Wait(); close(done) }()
 	select {
@@ -292,6 +318,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 // Close stops at once: listener and connections are closed, calls in flight fail.
 func (s *Server) Close() error {
 	s.stopAccepting()
+	if s.o.Relay != nil {
+		s.o.Relay.Close()
+	}
 	s.closeConns()
 	s.wg.Wait()
 	return nil

@@ -35,26 +35,32 @@ func dialAddr(t *testing.T, addr string) *grpc.ClientConn {
 	return cc
 }
 
-// relayed counts the streams alpha's egress relays took on the fast path.
-func relayed() (n uint64) {
+// relayed counts the streams the gateways' relays took on the fast path: alpha's
+// egress instances, and beta's ingress instances.
+func relayed() (egress, ingress uint64) {
 	for _, g := range topo.Gateways {
 		if eg := g.Egress(); eg != nil {
 			r, _ := eg.RelayStats()
-			n += r
+			egress += r
+		}
+		if ig := g.Ingress(); ig != nil {
+			r, _ := ig.RelayStats()
+			ingress += r
 		}
 	}
-	return n
+	return egress, ingress
 }
 
 // TestInterop runs grpc-go's interop client cases through egress → tunnel → ingress, on
 // the relay (the fast path).
 func TestInterop(t *testing.T) {
-	before := relayed()
+	e0, i0 := relayed()
 	defer func() {
-		if n := relayed() - before; n == 0 {
-			t.Errorf("no interop call took the egress relay")
+		e1, i1 := relayed()
+		if e1 == e0 || i1 == i0 {
+			t.Errorf("interop calls relayed: %d by egress, %d by ingress; want both > 0", e1-e0, i1-i0)
 		} else {
-			t.Logf("%d streams relayed", n)
+			t.Logf("streams relayed: %d by egress, %d by ingress", e1-e0, i1-i0)
 		}
 	}()
 	for i := range topo.Egress {

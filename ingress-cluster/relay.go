@@ -1,0 +1,119 @@
+package ingress
+
+import (
+	"crypto/tls"
+	"strings"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/strait-mesh/strait/internal/balance"
+	"github.com/strait-mesh/strait/internal/config"
+	"github.com/strait-mesh/strait/internal/identity"
+	"github.com/strait-mesh/strait/internal/mesh"
+	"github.com/strait-mesh/strait/internal/proxy"
+	"github.com/strait-mesh/strait/internal/relay"
+	"github.com/strait-mesh/strait/internal/routing"
+	"github.com/strait-mesh/strait/internal/xdsres"
+)
+
+// relayFor sends the tunnels of peer egress instances to the relay; a peer
+// controlplane's (federation) takes the general path. The connection's value is the
+// peer's SPIFFE ID, parsed once.
+func relayFor(cs *tls.ConnectionState) (any, bool) {
+	id, err := identity.PeerID(cs)
+	if err != nil || strings.HasPrefix(id.Path(), "/"+identity.RoleControlplane+"/") {
+		return nil, false
+	}
+	return id, true
+}
+
+// Route sends an authorized gRPC-style call to one of its providers over h2c. Everything
+// else (plain HTTP, Triple's unary mode, refusals, federation) goes to the general path,
+// ServeHTTP, which answers it as before.
+func (g *Gateway) Route(r *relay.Request) relay.Decision {
+	st := g.state.Load()
+	if st.cfg == nil {
+		return relay.Decision{}
+	}
+	id, ok := r.Info.(spiffeid.ID)
+	if !ok {
+		return relay.Decision{}
+	}
+	src, known := st.peers[id.TrustDomain()]
+	if !known {
+		return relay.Decision{}
+	}
+	p := mesh.Protocol(r.Protocol)
+	if p == mesh.ProtocolHTTP || !p.Valid() || strings.HasPrefix(r.Path, federationPrefix) {
+		return relay.Decision{}
+	}
+	call, _ := proxy.ClassifyParts(r.Method, r.Path, r.ContentType, r.TriVersion, r.TriGroup)
+	if call.Style != proxy.StyleGRPC || call.Service.Name == "" {
+		return relay.Decision{}
+	}
+	if _, d := st.cfg.Table.Authorize(src, p, call.Service, call.Method); d != routing.Allowed {
+		return relay.Decision{}
+	}
+	set := st.set(call.Service, p)
+	if set.Len() == 0 {
+		return relay.Decision{}
+	}
+	return relay.Decision{Pool: g.pool, Set: set, Protocol: string(p), Peer: src}
+}
+
+type setKey struct {
+	k mesh.ServiceKey
+	p mesh.Protocol
+}
+
+// maxCachedSets bounds the cache of provider sets (the keys come from callers).
+const maxCachedSets = 4096
+
+func newState(cfg *xdsres.GatewayConfig, peers map[spiffeid.TrustDomain]string, l config.Limits) *state {
+	st := &state{cfg: cfg, peers: peers, limits: l}
+	m := map[setKey]*balance.Set{}
+	st.sets.Store(&m)
+	return st
+}
+
+// set returns the providers of k in the family of p as a balancing set, cached for the
+// life of this configuration.
+func (st *state) set(k mesh.ServiceKey, p mesh.Protocol) *balance.Set {
+	key := setKey{k, p}
+	if s, ok := (*st.sets.Load())[key]; ok {
+		return s
+	}
+	st.setMu.Lock()
+	defer st.setMu.Unlock()
+	old := *st.sets.Load()
+	if s, ok := old[key]; ok {
+		return s
+	}
+	eps := st.cfg.Endpoints(k, p)
+	addrs := make([]string, len(eps))
+	for i, e := range eps {
+		addrs[i] = e.Address
+	}
+	s := balance.NewSet(addrs)
+	if len(old) >= maxCachedSets {
+		return s
+	}
+	m := make(map[setKey]*balance.Set, len(old)+1)
+	for kk, v := range old {
+		m[kk] = v
+	}
+	m[key] = s
+	st.sets.Store(&m)
+	return s
+}
+
+// RelayStats counts the tunnel streams the relay forwarded and those it handed to the
+// general path (zeros with the relay off).
+func (g *Gateway) RelayStats() (relayed, fallback uint64) {
+	if g.relay == nil {
+		return 0, 0
+	}
+	return g.relay.Stats()
+}
+
+var _ relay.Router = (*Gateway)(nil)
