@@ -91,12 +91,13 @@ func runSync(args []string, stdout, stderr io.Writer) int {
 	for _, d := range rep.Directions {
 		fmt.Fprintf(stdout, "%s -> %s\n", d.From, d.To)
 		for _, s := range d.Services {
-			fmt.Fprintf(stdout, "  %-50s added %d  updated %d  removed %d  unchanged %d\n", s.Service, s.Added, s.Updated, s.Removed, s.Unchanged)
+			fmt.Fprintf(stdout, "  %-50s added %d  updated %d  removed %d  unchanged %d  native %d\n",
+				s.Service, s.Added, s.Updated, s.Removed, s.Unchanged, s.Native)
 		}
 	}
 	t, n := rep.Totals()
-	fmt.Fprintf(stdout, "in sync: %d service(s), added %d, updated %d, removed %d, unchanged %d, in %v\n",
-		n, t.Added, t.Updated, t.Removed, t.Unchanged, rep.Elapsed.Round(time.Millisecond))
+	fmt.Fprintf(stdout, "in sync: %d service(s), added %d, updated %d, removed %d, unchanged %d, native %d (registered in the target by the provider itself), in %v\n",
+		n, t.Added, t.Updated, t.Removed, t.Unchanged, t.Native, rep.Elapsed.Round(time.Millisecond))
 	return 0
 }
 

@@ -101,7 +101,12 @@ func TestDesiredSkipsManagedAndFilters(t *testing.T) {
 			Metadata: map[string]string{registrysync.MetaManaged: "true", registrysync.MetaOwner: "sync/other"}},
 		{Service: mesh.ServiceKey{Name: "org.b.Three"}, Protocol: mesh.ProtocolTriple, Address: "1.1.1.1:3"},
 	}
-	got := r.desired(direction{from: from}, src)
+	src = append(src, mesh.Instance{Service: mesh.ServiceKey{Name: "org.a.Dual"}, Protocol: mesh.ProtocolTriple, Address: "1.1.1.1:4"})
+	tl := newTally()
+	got := r.desired(direction{from: from}, src, map[string]bool{key(src[3]): true}, tl)
+	if len(tl.native) != 1 || tl.native[key(src[3])] != "org.a.Dual" {
+		t.Errorf("native %v, want org.a.Dual", tl.native)
+	}
 	if len(got) != 1 {
 		t.Fatalf("desired %v, want org.a.One only", got)
 	}

@@ -161,13 +161,15 @@ type DirectionReport struct {
 }
 
 // ServiceReport counts the copies of one service: added, updated (metadata changed),
-// removed (source gone), unchanged.
+// removed (source gone), unchanged; and the source instances not copied because the
+// provider registers in the target itself (native).
 type ServiceReport struct {
 	Service   string `json:"service"`
 	Added     int    `json:"added"`
 	Updated   int    `json:"updated"`
 	Removed   int    `json:"removed"`
 	Unchanged int    `json:"unchanged"`
+	Native    int    `json:"native"`
 }
 
 // Totals sums a report's services.
@@ -178,6 +180,7 @@ func (rep *Report) Totals() (t ServiceReport, services int) {
 			t.Updated += s.Updated
 			t.Removed += s.Removed
 			t.Unchanged += s.Unchanged
+			t.Native += s.Native
 			services++
 		}
 	}
@@ -187,11 +190,11 @@ func (rep *Report) Totals() (t ServiceReport, services int) {
 // tally keeps a direction's counts by instance key, so a write retried by a later pass
 // counts once.
 type tally struct {
-	added, updated, removed, unchanged map[string]string // key → service
+	added, updated, removed, unchanged, native map[string]string // key → service
 }
 
 func newTally() *tally {
-	return &tally{added: map[string]string{}, updated: map[string]string{}, removed: map[string]string{}, unchanged: map[string]string{}}
+	return &tally{added: map[string]string{}, updated: map[string]string{}, removed: map[string]string{}, unchanged: map[string]string{}, native: map[string]string{}}
 }
 
 func (t *tally) report(d direction) DirectionReport {
@@ -215,6 +218,9 @@ func (t *tally) report(d direction) DirectionReport {
 		if t.added[k] == "" && t.updated[k] == "" && t.removed[k] == "" {
 			get(s).Unchanged++
 		}
+	}
+	for _, s := range t.native {
+		get(s).Native++
 	}
 	out := DirectionReport{From: d.from.label, To: d.to.label, Services: []ServiceReport{}}
 	for _, n := range slices.Sorted(maps.Keys(by)) {
@@ -267,13 +273,14 @@ func (r *Runner) Once(ctx context.Context) (*Report, error) {
 				done = false
 				continue
 			}
-			have, err := r.owned(lead, d.to)
+			all, err := d.to.listAll(lead)
 			if err != nil {
 				errs = append(errs, fmt.Errorf("list %s: %w", d.to.label, err))
 				done = false
 				continue
 			}
-			acted, err := r.reconcile(lead, d, r.desired(d, src), have, tallies[i], prog, i)
+			want := r.desired(d, src, natives(all), tallies[i])
+			acted, err := r.reconcile(lead, d, want, r.owned(all), tallies[i], prog, i)
 			if err != nil {
 				errs = append(errs, err)
 			}
@@ -362,20 +369,26 @@ func (r *Runner) lead(lead context.Context) {
 }
 
 // follow watches d's source and reconciles d's target after each change until lead ends.
-// initial is called once the first full reconcile is done.
+// It watches the target too, for the providers registered there by themselves (not
+// copied). initial is called once the first full reconcile is done.
 func (r *Runner) follow(lead context.Context, d direction, idx int, prog *progress, initial func()) {
 	changed := make(chan struct{}, 1)
-	cat := registrysync.NewCatalog(d.from.reg, r.log.With("registry", d.from.label))
-	cat.OnChange(func() {
+	poke := func() {
 		select {
 		case changed <- struct{}{}:
 		default:
 		}
-	})
+	}
 	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() { defer wg.Done(); cat.Run(lead) }()
 	defer wg.Wait()
+	watch := func(e *endpoint) *registrysync.Catalog {
+		c := registrysync.NewCatalog(e.reg, r.log.With("registry", e.label))
+		c.OnChange(poke)
+		wg.Add(1)
+		go func() { defer wg.Done(); c.Run(lead) }()
+		return c
+	}
+	cat, tcat := watch(d.from), watch(d.to)
 
 	var have map[string]mesh.Instance // the job's copies in the target, nil: to be listed
 	var retry <-chan time.Time
@@ -389,12 +402,12 @@ func (r *Runner) follow(lead context.Context, d direction, idx int, prog *progre
 		case <-retry:
 			retry = nil
 		}
-		if cat.Generation() == 0 {
+		if cat.Generation() == 0 || tcat.Generation() == 0 {
 			continue
 		}
 		if have == nil {
-			var err error
-			if have, err = r.owned(lead, d.to); err != nil {
+			all, err := d.to.listAll(lead)
+			if err != nil {
 				if lead.Err() != nil {
 					return
 				}
@@ -403,13 +416,14 @@ func (r *Runner) follow(lead context.Context, d direction, idx int, prog *progre
 				backoff = min(2*backoff, 5*time.Second)
 				continue
 			}
+			have = r.owned(all)
 		}
 		var p *progress
 		if first {
 			p = prog
 		}
 		t := newTally()
-		_, err := r.reconcile(lead, d, r.desired(d, cat.All()), have, t, p, idx)
+		_, err := r.reconcile(lead, d, r.desired(d, cat.All(), natives(tcat.All()), t), have, t, p, idx)
 		if lead.Err() != nil {
 			return
 		}
@@ -433,27 +447,40 @@ func (r *Runner) follow(lead context.Context, d direction, idx int, prog *progre
 	}
 }
 
-// owned lists the job's copies in e.
-func (r *Runner) owned(ctx context.Context, e *endpoint) (map[string]mesh.Instance, error) {
-	all, err := e.listAll(ctx)
-	if err != nil {
-		return nil, err
-	}
+// owned picks the job's copies out of a target's instances.
+func (r *Runner) owned(all []mesh.Instance) map[string]mesh.Instance {
 	out := map[string]mesh.Instance{}
 	for _, i := range all {
 		if registrysync.Managed(i) && i.Metadata[registrysync.MetaOwner] == r.job.Owner() {
 			out[key(i)] = i
 		}
 	}
-	return out, nil
+	return out
+}
+
+// natives are the keys of a target's instances that are not managed: providers that
+// register there themselves (a provider registered in both registries during a migration).
+func natives(all []mesh.Instance) map[string]bool {
+	out := map[string]bool{}
+	for _, i := range all {
+		if !registrysync.Managed(i) {
+			out[key(i)] = true
+		}
+	}
+	return out
 }
 
 // desired is the copies d's target should hold for the source instances src: every
-// instance that is not managed, of a service the job copies, with the marks.
-func (r *Runner) desired(d direction, src []mesh.Instance) map[string]mesh.Instance {
+// instance that is not managed, of a service the job copies, and not registered in the
+// target by the provider itself (native; counted in t), with the marks.
+func (r *Runner) desired(d direction, src []mesh.Instance, native map[string]bool, t *tally) map[string]mesh.Instance {
 	out := map[string]mesh.Instance{}
 	for _, i := range src {
 		if registrysync.Managed(i) || !r.job.copies(i.Service.Name) {
+			continue
+		}
+		if native[key(i)] {
+			t.native[key(i)] = i.Service.String()
 			continue
 		}
 		md := make(map[string]string, len(i.Metadata)+3)

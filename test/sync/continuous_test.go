@@ -149,7 +149,8 @@ leader: {on: source, ttl: 2s}
 
 // TestBothWaysNoLoop runs a job in both directions between ZooKeeper and Nacos in this
 // process: each side's own providers reach the other side as managed copies, changes follow
-// by subscription, and no copy is ever copied back.
+// by subscription, no copy is ever copied back, and a provider registered in both
+// registries by itself is not copied either way.
 func TestBothWaysNoLoop(t *testing.T) {
 	zkReg := newZK(t)
 	nacosReg := newNacos(t)
@@ -183,8 +184,9 @@ leader: {on: source, ttl: 2s}
 
 	fromZK := provider("org.example.both.Legacy", listen(t), nil)
 	fromNacos := provider("org.example.both.Modern", listen(t), nil)
-	register(t, zkReg, fromZK)
-	register(t, nacosReg, fromNacos)
+	dual := provider("org.example.both.Dual", listen(t), nil) // registers in both itself: not copied
+	register(t, zkReg, fromZK, dual)
+	register(t, nacosReg, fromNacos, dual)
 
 	// state checks one registry: exactly its own providers (unmarked) and the other side's
 	// as copies owned by the job, with that side as origin.
@@ -216,9 +218,9 @@ leader: {on: source, ttl: 2s}
 	}
 	zkLabel, nacosLabel := "zookeeper://"+zkAddr, "nacos://"+nacosAddr
 	eventually(t, "ZooKeeper: its own provider and Nacos' as a copy",
-		state(zkReg, []mesh.Instance{fromZK}, []mesh.Instance{fromNacos}, nacosLabel))
+		state(zkReg, []mesh.Instance{fromZK, dual}, []mesh.Instance{fromNacos}, nacosLabel))
 	eventually(t, "Nacos: its own provider and ZooKeeper's as a copy",
-		state(nacosReg, []mesh.Instance{fromNacos}, []mesh.Instance{fromZK}, zkLabel))
+		state(nacosReg, []mesh.Instance{fromNacos, dual}, []mesh.Instance{fromZK}, zkLabel))
 
 	// Changes follow both ways; still no copy of a copy.
 	fromZK2 := provider("org.example.both.Legacy", listen(t), nil)
@@ -229,9 +231,9 @@ leader: {on: source, ttl: 2s}
 		t.Fatal(err)
 	}
 	eventually(t, "Nacos: a new ZooKeeper provider copied, its own one gone",
-		state(nacosReg, nil, []mesh.Instance{fromZK, fromZK2}, zkLabel))
+		state(nacosReg, []mesh.Instance{dual}, []mesh.Instance{fromZK, fromZK2}, zkLabel))
 	eventually(t, "ZooKeeper: the copy of the Nacos provider removed",
-		state(zkReg, []mesh.Instance{fromZK, fromZK2}, nil, nacosLabel))
+		state(zkReg, []mesh.Instance{fromZK, fromZK2, dual}, nil, nacosLabel))
 
 	// The providers go; so do their copies.
 	if err := zkReg.Deregister(dctx, fromZK); err != nil {
@@ -240,7 +242,7 @@ leader: {on: source, ttl: 2s}
 	if err := zkReg.Deregister(dctx, fromZK2); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "Nacos: the copies of gone providers removed", state(nacosReg, nil, nil, zkLabel))
+	eventually(t, "Nacos: the copies of gone providers removed", state(nacosReg, []mesh.Instance{dual}, nil, zkLabel))
 }
 
 // TestElectionZooKeeperNodeLost: the leader's context ends the moment its election node is

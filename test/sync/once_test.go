@@ -64,7 +64,9 @@ func TestOnceZooKeeperToNacos(t *testing.T) {
 	imported := provider("org.example.once.Imported", listen(t), map[string]string{
 		registrysync.MetaManaged: "true", registrysync.MetaOrigin: "beta", registrysync.MetaOwner: "alpha/egress-1",
 	})
-	register(t, zk, greeter, greeter2, orders, imported)
+	dual := provider("org.example.once.Dual", listen(t), nil) // registers in both registries itself
+	register(t, zk, greeter, greeter2, orders, imported, dual)
+	register(t, newNacos(t), dual)
 
 	job := writeJob(t, fmt.Sprintf(`
 name: once-zk-nacos
@@ -83,8 +85,14 @@ leader: {on: source, ttl: 2s}
 	if s := c[orders.Service.String()]; s.Added != 1 {
 		t.Errorf("Orders: %+v, want 1 added", s)
 	}
-	if _, ok = c[imported.Service.String()]; ok || len(c) != 2 {
-		t.Errorf("report %+v: want Greeter and Orders only", c)
+	if s := c[dual.Service.String()]; s.Native != 1 || s.Added != 0 {
+		t.Errorf("Dual: %+v, want 1 native, nothing added", s)
+	}
+	if _, ok = c[imported.Service.String()]; ok || len(c) != 3 {
+		t.Errorf("report %+v: want Greeter, Orders and Dual only", c)
+	}
+	if hs := nacosHosts(t, dual.Service); len(hs) != 1 || !hs[0].Ephemeral || hs[0].Metadata[registrysync.MetaManaged] != "" {
+		t.Errorf("Dual in Nacos: %+v, want only the provider's own ephemeral instance", hs)
 	}
 
 	// What the Nacos server holds: persistent instances, marked and owned by the job.
@@ -116,8 +124,8 @@ leader: {on: source, ttl: 2s}
 	// Again: nothing to do.
 	rep = runOnce(t, job)
 	tot, n := rep.Totals()
-	if tot.Added+tot.Updated+tot.Removed != 0 || tot.Unchanged != 3 || n != 2 {
-		t.Errorf("second run: %+v over %d services, want 3 unchanged and nothing else", tot, n)
+	if tot.Added+tot.Updated+tot.Removed != 0 || tot.Unchanged != 3 || tot.Native != 1 || n != 3 {
+		t.Errorf("second run: %+v over %d services, want 3 unchanged, 1 native and nothing else", tot, n)
 	}
 
 	// A provider leaves ZooKeeper: the next run removes its copy, and only that one.
