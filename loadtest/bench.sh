@@ -168,8 +168,10 @@ cat > "$WORK/targets.json" <<EOF
 EOF
 
 say "measuring (nginx $("$NGINX" -v 2>&1 | sed 's|.*/||'), HAProxy $("$HAPROXY" -v | sed -n '1s/HAProxy version \([^ ]*\).*/\1/p'), $(nproc) cores)"
+# BENCH_ARGS: more flags for loadtest/bench, e.g. "-targets direct,haproxy -only grpc-unary:65536".
+# shellcheck disable=SC2086
 "$WORK/bench" -config "$WORK/targets.json" -load "$WORK/load" -out "$OUT" \
-  ${QUICK:+-quick -profile 4s}
+  ${QUICK:+-quick -profile 4s} ${BENCH_ARGS:-}
 "$WORK/plot" -in "$OUT/latest.json" -out "$OUT/latest.svg" \
   -title "Strait vs two chained nginx / HAProxy, $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) shared cores${QUICK:+ (QUICK run)}"
 echo "wrote $OUT/latest.svg"

@@ -28,6 +28,9 @@ type Result struct {
 	Calls    int64   `json:"calls"`
 	Errors   int64   `json:"errors"`
 	Seconds  float64 `json:"seconds"`
+	// Unfinished counts the max-mode calls, among Errors, that failed after the run had
+	// ended (usually: timed out), so that a target that stalls shows.
+	Unfinished int64 `json:"unfinished,omitempty"`
 	// FirstError is one of the errors, if any.
 	FirstError string `json:"first_error,omitempty"`
 }
@@ -37,6 +40,7 @@ type recorder struct {
 	h     *hdrhistogram.Histogram
 	errs  atomic.Int64
 	calls atomic.Int64
+	unfin atomic.Int64
 	first atomic.Pointer[string]
 }
 
@@ -66,6 +70,7 @@ func (r *recorder) result(offered float64, elapsed time.Duration) Result {
 		Offered: offered, Calls: r.calls.Load(), Errors: r.errs.Load(), Seconds: elapsed.Seconds(),
 		P50: ms(50), P90: ms(90), P99: ms(99), P999: ms(99.9),
 	}
+	res.Unfinished = r.unfin.Load()
 	res.Achieved = float64(res.Calls-res.Errors) / elapsed.Seconds()
 	if f := r.first.Load(); f != nil {
 		res.FirstError = *f
@@ -164,7 +169,7 @@ func (m Max) Run(ctx context.Context, call Call) Result {
 				err := call(cctx)
 				ccancel()
 				if ctx.Err() != nil && err != nil {
-					return // the run ended mid-call
+					rec.unfin.Add(1) // failed (usually: timed out) after the run ended
 				}
 				rec.record(time.Since(t0), err)
 			}

@@ -67,7 +67,13 @@ type Row struct {
 	Seconds      float64            `json:"seconds"`
 	LoadCPU      float64            `json:"load_cpu_seconds"`
 	ProviderCPU  float64            `json:"provider_cpu_seconds"`
-	FirstError   string             `json:"first_error,omitempty"`
+	// Unfinished counts the calls among Errors that failed after a max run had ended
+	// (usually: timed out; the target stalled).
+	Unfinished int64 `json:"unfinished,omitempty"`
+	// LoadAvg is the machine's 1-minute load average when the measurement started: other
+	// work on the machine shows here.
+	LoadAvg    float64 `json:"loadavg_1m"`
+	FirstError string  `json:"first_error,omitempty"`
 	// Profiled marks the extra strait max run during which pprof profiles were taken
 	// (left out of the summary and the plot: profiling costs the gateways some CPU).
 	Profiled bool `json:"profiled,omitempty"`
@@ -86,6 +92,7 @@ type loadOut struct {
 	Errors      int64   `json:"errors"`
 	Seconds     float64 `json:"seconds"`
 	FirstError  string  `json:"first_error"`
+	Unfinished  int64   `json:"unfinished"`
 	LoadCPU     float64 `json:"load_cpu_seconds"`
 	ProtocolOut string  `json:"protocol"`
 }
@@ -141,6 +148,8 @@ func main() {
 	outDir := flag.String("out", "loadtest/results", "where latest.json and the profiles go")
 	quick := flag.Bool("quick", false, "a short run: gRPC unary 1 KiB open and max, gRPC unary 64 KiB max, Triple gRPC and HTTP 1 KiB open")
 	profileFor := flag.Duration("profile", 10*time.Second, "length of the profiled strait max run (0: none)")
+	onlyTargets := flag.String("targets", "", "comma-separated targets to measure (default: all in the config)")
+	onlySteps := flag.String("only", "", "comma-separated PROTOCOL:PAYLOAD to measure, e.g. grpc-unary:65536 (default: all of the plan)")
 	flag.Parse()
 	if *cfgPath == "" || *loadBin == "" {
 		fmt.Fprintln(os.Stderr, "bench: -config and -load are required")
@@ -159,6 +168,36 @@ func main() {
 	defer stop()
 
 	steps := plan(*quick)
+	if *onlySteps != "" {
+		want := map[string]bool{}
+		for _, v := range strings.Split(*onlySteps, ",") {
+			want[strings.TrimSpace(v)] = true
+		}
+		var kept []step
+		for _, st := range steps {
+			if want[fmt.Sprintf("%s:%d", st.protocol, st.payload)] {
+				kept = append(kept, st)
+			}
+		}
+		steps = kept
+	}
+	if *onlyTargets != "" {
+		want := map[string]bool{}
+		for _, v := range strings.Split(*onlyTargets, ",") {
+			want[strings.TrimSpace(v)] = true
+		}
+		var kept []Target
+		for _, t := range cfg.Targets {
+			if want[t.Name] {
+				kept = append(kept, t)
+			}
+		}
+		cfg.Targets = kept
+	}
+	if len(steps) == 0 || len(cfg.Targets) == 0 {
+		fmt.Fprintln(os.Stderr, "bench: -only or -targets left nothing to measure")
+		os.Exit(2)
+	}
 	if *quick {
 		fmt.Println("QUICK run: gRPC unary 1 KiB (open 1,000/s and max), gRPC unary 64 KiB (max), Triple gRPC-mode and HTTP/1.1 1 KiB (open) only; `make bench` runs every protocol × 1 KiB/64 KiB × open/max.")
 	}
@@ -266,6 +305,7 @@ func measure(ctx context.Context, loadBin string, t Target, providers []int, add
 	var (
 		before, after map[string]float64
 		prov0, prov1  float64
+		loadAvg       float64
 		out           loadOut
 		got           bool
 		profWG        sync.WaitGroup
@@ -279,7 +319,7 @@ func measure(ctx context.Context, loadBin string, t Target, providers []int, add
 			continue
 		}
 		if o.Event == "start" {
-			before, prov0 = cpuOf(t.Procs), cpuSum(providers)
+			before, prov0, loadAvg = cpuOf(t.Procs), cpuSum(providers), loadAverage()
 			secs := int(st.duration.Seconds()) - 1
 			for prefix, admin := range profile {
 				for kind, path := range map[string]string{"cpu": "/debug/pprof/profile", "allocs": "/debug/pprof/allocs"} {
@@ -314,8 +354,23 @@ func measure(ctx context.Context, loadBin string, t Target, providers []int, add
 		OfferedRPS: out.Offered, AchievedRPS: round(out.Achieved, 1),
 		P50: out.P50, P90: out.P90, P99: out.P99, P999: out.P999,
 		Errors: out.Errors, CPUSeconds: cpu, Calls: out.Calls, Seconds: round(out.Seconds, 3),
-		LoadCPU: round(out.LoadCPU, 2), ProviderCPU: round(prov1-prov0, 2), FirstError: out.FirstError,
+		LoadCPU: round(out.LoadCPU, 2), ProviderCPU: round(prov1-prov0, 2), Unfinished: out.Unfinished,
+		LoadAvg: loadAvg, FirstError: out.FirstError,
 	}, nil
+}
+
+// loadAverage is the 1-minute load average of the machine (0 if unknown).
+func loadAverage() float64 {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return 0
+	}
+	v, _ := strconv.ParseFloat(f[0], 64)
+	return v
 }
 
 func fetch(ctx context.Context, url, path string) error {
@@ -392,8 +447,9 @@ func round(v float64, places int) float64 {
 
 func printRow(r Row, header bool) {
 	if header {
-		fmt.Printf("%-8s %-11s %6s %-4s %9s %10s %8s %8s %8s %8s %6s %7s %7s  %s\n",
-			"target", "protocol", "bytes", "mode", "offered", "achieved", "p50_ms", "p90_ms", "p99_ms", "p999_ms", "errors", "load_s", "prov_s", "cpu_seconds per proxy process")
+		fmt.Println("(load_s: CPU seconds of the load generator; prov_s: of the providers; load1: the machine's 1-minute load average at the start)")
+		fmt.Printf("%-8s %-11s %6s %-4s %9s %10s %8s %8s %8s %8s %6s %7s %7s %5s  %s\n",
+			"target", "protocol", "bytes", "mode", "offered", "achieved", "p50_ms", "p90_ms", "p99_ms", "p999_ms", "errors", "load_s", "prov_s", "load1", "cpu_seconds per proxy process")
 	}
 	offered := "max"
 	if r.Mode == "open" {
@@ -403,9 +459,12 @@ func printRow(r Row, header bool) {
 	if r.Profiled {
 		mode += "*"
 	}
-	fmt.Printf("%-8s %-11s %6d %-4s %9s %10.0f %8.3f %8.3f %8.3f %8.3f %6d %7.2f %7.2f  %s\n",
+	fmt.Printf("%-8s %-11s %6d %-4s %9s %10.0f %8.3f %8.3f %8.3f %8.3f %6d %7.2f %7.2f %5.1f  %s\n",
 		r.Target, r.Protocol, r.PayloadBytes, mode, offered, r.AchievedRPS, r.P50, r.P90, r.P99, r.P999,
-		r.Errors, r.LoadCPU, r.ProviderCPU, cpuString(r.CPUSeconds))
+		r.Errors, r.LoadCPU, r.ProviderCPU, r.LoadAvg, cpuString(r.CPUSeconds))
+	if r.Unfinished > 0 {
+		fmt.Printf("         %d calls were still unanswered when the run ended and timed out (counted in errors)\n", r.Unfinished)
+	}
 	if r.FirstError != "" {
 		fmt.Printf("         first error: %s\n", r.FirstError)
 	}
@@ -441,6 +500,11 @@ var chains = []string{"strait", "nginx", "haproxy"}
 // summary prints issue 5's figures computed from rows.
 func summary(w io.Writer, rows []Row) {
 	fmt.Fprintf(w, "Summary (issue 5), %s %d B:\n", headlineProtocol, headlinePayload)
+	lo, hi := rows[0].LoadAvg, rows[0].LoadAvg
+	for _, r := range rows {
+		lo, hi = min(lo, r.LoadAvg), max(hi, r.LoadAvg)
+	}
+	fmt.Fprintf(w, "  machine: 1-minute load average %.1f–%.1f during the run (this run's own load is about 2; more means other work shared the cores)\n", lo, hi)
 	direct, okD := find(rows, "direct", headlineProtocol, headlinePayload, "open")
 	added := map[string][2]float64{}
 	if okD {
