@@ -152,6 +152,7 @@ type conn struct {
 	stop context.CancelFunc
 	info any
 	lp   loop
+	hb   headerBlock
 	done chan struct{}
 
 	wmu          sync.Mutex
@@ -198,8 +199,7 @@ func newConn(nc net.Conn, br *bufio.Reader, idx uint8, maxHeaderBytes int, log *
 	c.fr = http2.NewFramer(io.Discard, br)
 	c.fr.SetReuseFrames()
 	c.fr.SetMaxReadFrameSize(maxReadFrame)
-	c.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
-	c.fr.MaxHeaderListSize = uint32(maxHeaderBytes)
+	c.hb.init(maxHeaderBytes)
 	c.peerMaxStreams.Store(initialMaxStreams)
 	return c
 }
@@ -316,6 +316,15 @@ func (c *conn) serve() {
 			return
 		}
 		c.handle(lp, f)
+		if c.hb.err != nil {
+			c.wmu.Lock()
+			c.wbuf = appendGoAway(c.wbuf, c.lastID(), http2.ErrCodeCompression)
+			c.wmu.Unlock()
+			lp.mark(c)
+			lp.flush()
+			c.log.Debug("relay connection ended", "remote", c.nc.RemoteAddr().String(), "err", c.hb.err)
+			return
+		}
 		c.maybeFlush(lp)
 	}
 }
@@ -344,8 +353,14 @@ func (c *conn) handle(lp *loop, f http2.Frame) {
 	switch f := f.(type) {
 	case *http2.DataFrame:
 		c.onData(lp, f)
-	case *http2.MetaHeadersFrame:
-		c.onHeaders(lp, f)
+	case *http2.HeadersFrame:
+		if c.hb.start(f.StreamID, f.StreamEnded(), f.HeaderBlockFragment(), f.HeadersEnded()) {
+			c.onHeaders(lp, &c.hb)
+		}
+	case *http2.ContinuationFrame:
+		if c.hb.more(f.HeaderBlockFragment(), f.HeadersEnded()) {
+			c.onHeaders(lp, &c.hb)
+		}
 	case *http2.WindowUpdateFrame:
 		c.onWindowUpdate(lp, f.StreamID, f.Increment)
 	case *http2.SettingsFrame:
@@ -599,6 +614,10 @@ func (c *conn) writeHeadersLocked(id uint32, fields []hpack.HeaderField, drop st
 		if connectionSpecific(f.Name) || (drop != "" && len(f.Name) >= len(drop) && f.Name[:len(drop)] == drop) {
 			continue
 		}
+		if f.Name == "grpc-timeout" {
+			// It changes with every call: indexing it would only churn the table.
+			f.Sensitive = true
+		}
 		_ = c.henc.WriteField(f)
 	}
 	for _, f := range add {
@@ -615,7 +634,7 @@ func connectionSpecific(name string) bool {
 	return false
 }
 
-func (c *conn) onHeaders(lp *loop, f *http2.MetaHeadersFrame) {
+func (c *conn) onHeaders(lp *loop, f *headerBlock) {
 	id := f.StreamID
 	end := f.StreamEnded()
 	l := c.lookup(id)

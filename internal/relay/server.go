@@ -166,7 +166,7 @@ func (s *Server) ServeConn(ctx context.Context, nc net.Conn, br *bufio.Reader, i
 }
 
 // newStream starts a stream the caller opened with HEADERS f.
-func (s *Server) newStream(lp *loop, c *conn, f *http2.MetaHeadersFrame) {
+func (s *Server) newStream(lp *loop, c *conn, f *headerBlock) {
 	id := f.StreamID
 	c.mu.Lock()
 	if id%2 == 0 || id <= c.maxID {
