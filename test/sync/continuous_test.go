@@ -19,6 +19,7 @@ import (
 	"github.com/strait-mesh/strait/registry-sync/embedded"
 	"github.com/strait-mesh/strait/registry-sync/leader"
 	"github.com/strait-mesh/strait/registry-sync/syncjob"
+	"github.com/strait-mesh/strait/registry-sync/zookeeper"
 )
 
 // lockedBuffer collects a process's stderr while the test reads it.
@@ -221,6 +222,21 @@ leader: {on: source, ttl: 2s}
 		state(zkReg, []mesh.Instance{fromZK, dual}, []mesh.Instance{fromNacos}, nacosLabel))
 	eventually(t, "Nacos: its own provider and ZooKeeper's as a copy",
 		state(nacosReg, []mesh.Instance{fromNacos, dual}, []mesh.Instance{fromZK}, zkLabel))
+
+	// The copy in ZooKeeper is a persistent znode.
+	conn, _, err := zk.Connect([]string{zkAddr}, 2*time.Second, zk.WithLogInfo(false))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	cp := list(t, zkReg)[fromNacos.Service.Name+"@"+fromNacos.Address]
+	ok, st, err := conn.Exists(zookeeper.Path(cp))
+	if err != nil || !ok {
+		t.Fatalf("the copy's znode %s: exists %v, %v", zookeeper.Path(cp), ok, err)
+	}
+	if st.EphemeralOwner != 0 {
+		t.Errorf("the copy's znode %s is ephemeral (owner %#x)", zookeeper.Path(cp), st.EphemeralOwner)
+	}
 
 	// Changes follow both ways; still no copy of a copy.
 	fromZK2 := provider("org.example.both.Legacy", listen(t), nil)
