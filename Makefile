@@ -27,6 +27,7 @@ PROCESS_TESTS := ./test/local ./test/dubbo
 test: deps lint
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) $$($(GO) list ./... | grep -v -e /test/local -e /test/dubbo)
 	$(GO) test -count=1 -p 1 -timeout $(TEST_TIMEOUT) $(PROCESS_TESTS)
+	STRAIT_E2E_DATAPATH=http $(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./test/e2e/
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \

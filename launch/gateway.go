@@ -95,7 +95,7 @@ func StartGateway(gw *config.Gateway, log *slog.Logger) (g *Gateway, err error) 
 	var serve func(net.Listener) error
 	switch gw.Role {
 	case xdsres.RoleEgress:
-		g.eg, err = egress.New(egress.Config{Domain: gw.Domain, Instance: gw.Instance, SVID: svid, Limits: gw.Limits, Logger: g.log, Observer: g.metrics})
+		g.eg, err = egress.New(egress.Config{Domain: gw.Domain, Instance: gw.Instance, SVID: svid, Limits: gw.Limits, DataPath: gw.DataPath, Logger: g.log, Observer: g.metrics})
 		if err == nil {
 			apply, serve = g.eg.Apply, g.eg.Serve
 		}
@@ -105,7 +105,7 @@ func StartGateway(gw *config.Gateway, log *slog.Logger) (g *Gateway, err error) 
 		if xdsTLS != nil {
 			cp = proxy.Upstream{Transport: &http2.Transport{TLSClientConfig: xdsTLS, ReadIdleTimeout: 15 * time.Second, PingTimeout: 5 * time.Second}, Scheme: "https", Addr: gw.Controlplane}
 		}
-		g.ig, err = ingress.New(ingress.Config{Domain: gw.Domain, Instance: gw.Instance, SVID: svid, Limits: gw.Limits, Logger: g.log, Observer: g.metrics, Controlplane: cp})
+		g.ig, err = ingress.New(ingress.Config{Domain: gw.Domain, Instance: gw.Instance, SVID: svid, Limits: gw.Limits, DataPath: gw.DataPath, Logger: g.log, Observer: g.metrics, Controlplane: cp})
 		if err == nil {
 			apply, serve = g.ig.Apply, g.ig.Serve
 			// QUIC tunnels arrive on UDP at the same port number.

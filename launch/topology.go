@@ -41,7 +41,9 @@ type TopologyOptions struct {
 	Ingress int // instances in beta, default 2
 	// Transport is the tunnel transport from alpha to beta: "h2" (default) or "quic".
 	Transport string
-	Logger    *slog.Logger
+	// DataPath is the gateways' data path: "relay" (default) or "http".
+	DataPath string
+	Logger   *slog.Logger
 }
 
 // Topology is a running two-domain topology.
@@ -62,9 +64,10 @@ type Topology struct {
 	// BetaRegistry is a client of beta's registry that the sample providers registered with.
 	BetaRegistry registrysync.Registry
 
-	ownDir  bool
-	closers []func(context.Context) // run in reverse order
-	closed  sync.Once
+	ownDir   bool
+	dataPath string
+	closers  []func(context.Context) // run in reverse order
+	closed   sync.Once
 }
 
 // Certs are the identity files the topology generated.
@@ -99,7 +102,7 @@ func StartTopology(ctx context.Context, o TopologyOptions) (t *Topology, err err
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	t = &Topology{Dir: o.Dir}
+	t = &Topology{Dir: o.Dir, dataPath: o.DataPath}
 	if t.Dir == "" {
 		if t.Dir, err = os.MkdirTemp("", "strait-demo-"); err != nil {
 			return nil, fmt.Errorf("topology: %w", err)
@@ -198,6 +201,7 @@ func (t *Topology) startGateway(domain, role string, i int, svid identity.Files,
 	gw := &config.Gateway{
 		Domain: domain, Role: role, Instance: fmt.Sprintf("%s-%d", role, i+1),
 		Listen: "127.0.0.1:0", Admin: "127.0.0.1:0", Controlplane: xds, Gossip: gossip,
+		DataPath: t.dataPath,
 	}
 	gw.Identity.Cert, gw.Identity.Key = svid.Cert, svid.Key
 	gw.Identity.Bundle = t.Certs.AlphaOwnBundle

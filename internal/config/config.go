@@ -132,6 +132,9 @@ type Gateway struct {
 	DrainTimeout Duration `yaml:"drainTimeout"`
 	// Gossip, if set, makes the instance a member of its cluster's gossip.
 	Gossip *Gossip `yaml:"gossip"`
+	// DataPath is "relay" (the default: gRPC-style calls over HTTP/2 take the relay, the
+	// fast path) or "http" (every call takes the general net/http path).
+	DataPath string `yaml:"dataPath"`
 }
 
 // LoadGateway reads and validates a gateway file.
@@ -168,6 +171,9 @@ func (g *Gateway) Validate() error {
 	}
 	if g.Role != "egress" && g.Role != "ingress" {
 		add("role", "%q is not egress or ingress", g.Role)
+	}
+	if g.DataPath != "" && g.DataPath != "relay" && g.DataPath != "http" {
+		add("dataPath", "%q is not relay or http", g.DataPath)
 	}
 	if g.Instance == "" {
 		add("instance", "required")

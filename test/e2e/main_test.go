@@ -18,7 +18,8 @@ var topo *launch.Topology
 
 func TestMain(m *testing.M) {
 	ctx := context.Background()
-	t, err := launch.StartTopology(ctx, launch.TopologyOptions{})
+	// STRAIT_E2E_DATAPATH=http runs the suite on the general path (make test does both).
+	t, err := launch.StartTopology(ctx, launch.TopologyOptions{DataPath: os.Getenv("STRAIT_E2E_DATAPATH")})
 	if err != nil {
 		println("e2e: start topology:", err.Error())
 		os.Exit(1)
