@@ -303,9 +303,18 @@ func (c *conn) serve() {
 				continue
 			}
 			var ce http2.ConnectionError
-			if errors.As(err, &ce) {
+			var ne net.Error
+			switch {
+			case errors.As(err, &ce):
 				c.wmu.Lock()
 				c.wbuf = appendGoAway(c.wbuf, c.lastID(), http2.ErrCode(ce))
+				c.wmu.Unlock()
+				lp.mark(c)
+			case c.idx == 0 && errors.As(err, &ne) && ne.Timeout():
+				// Idle: say which streams were taken, so that a caller whose new stream
+				// crossed the close retries it elsewhere.
+				c.wmu.Lock()
+				c.wbuf = appendGoAway(c.wbuf, c.lastID(), http2.ErrCodeNo)
 				c.wmu.Unlock()
 				lp.mark(c)
 			}

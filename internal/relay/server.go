@@ -149,7 +149,11 @@ func (s *Server) ServeConn(ctx context.Context, nc net.Conn, br *bufio.Reader, i
 
 	_ = nc.SetReadDeadline(time.Now().Add(s.o.ReadTimeout))
 	var pre [len(Preface)]byte
-	if _, err := io.ReadFull(c.br, pre[:]); err != nil || string(pre[:]) != Preface {
+	// An HTTP/1 request is refused on its first bytes, not after the read timeout.
+	if _, err := io.ReadFull(c.br, pre[:3]); err == nil && string(pre[:3]) == Preface[:3] {
+		_, err = io.ReadFull(c.br, pre[3:])
+	}
+	if string(pre[:]) != Preface {
 		c.stop()
 		nc.Close()
 		close(c.done)
