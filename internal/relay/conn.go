@@ -167,11 +167,13 @@ type conn struct {
 	blocked      []*leg
 	nextID       uint32
 	dead         bool
+	wdl          int64 // the write deadline, unix nanoseconds
 
 	mu      sync.Mutex
 	streams map[uint32]*leg
 	maxID   uint32
-	idle    time.Duration
+	// idleSince is when the last stream ended (server side), for the idle sweep.
+	idleSince atomic.Int64
 
 	active         atomic.Int32
 	peerMaxStreams atomic.Uint32
@@ -229,7 +231,12 @@ func (c *conn) flush() {
 		c.wbuf = c.wbuf[:0]
 		return
 	}
-	_ = c.nc.SetWriteDeadline(time.Now().Add(writeTimeout))
+	// The write deadline moves only when less than half of it is left: resetting a
+	// runtime timer on every write costs more than the write often does.
+	if now := time.Now().UnixNano(); c.wdl-now < int64(writeTimeout/2) {
+		c.wdl = now + int64(writeTimeout)
+		_ = c.nc.SetWriteDeadline(time.Unix(0, c.wdl))
+	}
 	_, err := c.nc.Write(c.wbuf)
 	if cap(c.wbuf) > 4<<20 {
 		c.wbuf = nil
@@ -253,8 +260,8 @@ func (c *conn) lookup(id uint32) *leg {
 func (c *conn) addStream(l *leg) {
 	c.mu.Lock()
 	c.streams[l.id] = l
-	if c.idx == 0 && c.active.Add(1) == 1 && c.idle > 0 {
-		_ = c.nc.SetReadDeadline(time.Time{})
+	if c.idx == 0 {
+		c.active.Add(1)
 	}
 	c.mu.Unlock()
 }
@@ -267,8 +274,8 @@ func (c *conn) removeStream(l *leg) {
 	}
 	delete(c.streams, l.id)
 	n := c.active.Add(-1)
-	if n == 0 && c.idx == 0 && c.idle > 0 {
-		_ = c.nc.SetReadDeadline(time.Now().Add(c.idle))
+	if n == 0 && c.idx == 0 {
+		c.idleSince.Store(time.Now().UnixNano())
 	}
 	c.mu.Unlock()
 	if n == 0 && c.goaway.Load() && c.idx == 1 {
@@ -303,18 +310,10 @@ func (c *conn) serve() {
 				continue
 			}
 			var ce http2.ConnectionError
-			var ne net.Error
 			switch {
 			case errors.As(err, &ce):
 				c.wmu.Lock()
 				c.wbuf = appendGoAway(c.wbuf, c.lastID(), http2.ErrCode(ce))
-				c.wmu.Unlock()
-				lp.mark(c)
-			case c.idx == 0 && errors.As(err, &ne) && ne.Timeout():
-				// Idle: say which streams were taken, so that a caller whose new stream
-				// crossed the close retries it elsewhere.
-				c.wmu.Lock()
-				c.wbuf = appendGoAway(c.wbuf, c.lastID(), http2.ErrCodeNo)
 				c.wmu.Unlock()
 				lp.mark(c)
 			}

@@ -94,6 +94,9 @@ type Server struct {
 	wg    sync.WaitGroup // fallback handlers
 
 	relayed, fellBack atomic.Uint64
+
+	stopSweep, sweepDone chan struct{}
+	sweepOnce            sync.Once
 }
 
 // Stats counts the streams relayed and those served by the fallback handler.
@@ -116,7 +119,58 @@ func NewServer(o Options) *Server {
 	if o.ReadTimeout <= 0 {
 		o.ReadTimeout = 10 * time.Second
 	}
-	return &Server{o: o, obs: o.Observer, drop: o.DropPrefix, log: o.Logger, conns: map[*conn]struct{}{}}
+	s := &Server{o: o, obs: o.Observer, drop: o.DropPrefix, log: o.Logger, conns: map[*conn]struct{}{},
+		stopSweep: make(chan struct{}), sweepDone: make(chan struct{})}
+	if o.IdleTimeout > 0 {
+		go s.sweep(o.IdleTimeout)
+	} else {
+		close(s.sweepDone)
+	}
+	return s
+}
+
+// sweep closes connections that have had no stream for the idle timeout: GOAWAY first
+// (a stream that crossed it is refused, and its caller retries elsewhere), then the close.
+func (s *Server) sweep(idle time.Duration) {
+	defer close(s.sweepDone)
+	t := time.NewTicker(min(max(idle/4, 10*time.Millisecond), time.Second))
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stopSweep:
+			return
+		case <-t.C:
+		}
+		now := time.Now().UnixNano()
+		s.mu.Lock()
+		var idleConns []*conn
+		for c := range s.conns {
+			if c.active.Load() == 0 && (c.goaway.Load() || now-c.idleSince.Load() >= int64(idle)) {
+				idleConns = append(idleConns, c)
+			}
+		}
+		s.mu.Unlock()
+		for _, c := range idleConns {
+			c.mu.Lock()
+			first := !c.goaway.Swap(true)
+			last, n := c.maxID, c.active.Load()
+			c.mu.Unlock()
+			if first {
+				c.wmu.Lock()
+				c.wbuf = appendGoAway(c.wbuf, last, http2.ErrCodeNo)
+				c.wmu.Unlock()
+				c.flush()
+			}
+			if n == 0 {
+				c.nc.Close()
+			}
+		}
+	}
+}
+
+func (s *Server) stopSweeping() {
+	s.sweepOnce.Do(func() { close(s.stopSweep) })
+	<-s.sweepDone
 }
 
 // Preface is what an HTTP/2 connection starts with.
@@ -130,7 +184,7 @@ func (s *Server) ServeConn(ctx context.Context, nc net.Conn, br *bufio.Reader, i
 	c := newConn(nc, br, 0, s.o.MaxHeaderBytes, s.log)
 	c.srv = s
 	c.info = info
-	c.idle = s.o.IdleTimeout
+	c.idleSince.Store(time.Now().UnixNano())
 	c.ctx, c.stop = context.WithCancel(ctx)
 	s.mu.Lock()
 	if s.drain {
@@ -159,11 +213,7 @@ func (s *Server) ServeConn(ctx context.Context, nc net.Conn, br *bufio.Reader, i
 		close(c.done)
 		return
 	}
-	if c.idle > 0 {
-		_ = nc.SetReadDeadline(time.Now().Add(c.idle))
-	} else {
-		_ = nc.SetReadDeadline(time.Time{})
-	}
+	_ = nc.SetReadDeadline(time.Time{})
 	c.writeSettings(s.o.MaxConcurrentStreams, s.o.MaxHeaderBytes)
 	c.flush()
 	c.serve()
@@ -309,6 +359,7 @@ func (s *Server) newStream(lp *loop, c *conn, f *headerBlock) {
 // Shutdown sends GOAWAY on every connection, waits for their streams to end (or ctx),
 // then closes them.
 func (s *Server) Shutdown(ctx context.Context) error {
+	s.stopSweeping()
 	s.mu.Lock()
 	s.drain = true
 	conns := make([]*conn, 0, len(s.conns))
@@ -349,6 +400,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 
 // Close closes every connection at once.
 func (s *Server) Close() {
+	s.stopSweeping()
 	s.mu.Lock()
 	s.drain = true
 	conns := make([]*conn, 0, len(s.conns))
