@@ -95,8 +95,8 @@ type Server struct {
 
 	relayed, fellBack atomic.Uint64
 
-	stopSweep, sweepDone chan struct{}
-	sweepOnce            sync.Once
+	stopSweep, sweepDone  chan struct{}
+	sweepOnce, sweepStart sync.Once
 }
 
 // Stats counts the streams relayed and those served by the fallback handler.
@@ -121,12 +121,19 @@ func NewServer(o Options) *Server {
 	}
 	s := &Server{o: o, obs: o.Observer, drop: o.DropPrefix, log: o.Logger, conns: map[*conn]struct{}{},
 		stopSweep: make(chan struct{}), sweepDone: make(chan struct{})}
-	if o.IdleTimeout > 0 {
-		go s.sweep(o.IdleTimeout)
-	} else {
-		close(s.sweepDone)
-	}
 	return s
+}
+
+// startSweep starts the idle sweep with the first connection (a server that never serves
+// has no goroutine to stop).
+func (s *Server) startSweep() {
+	s.sweepStart.Do(func() {
+		if s.o.IdleTimeout > 0 {
+			go s.sweep(s.o.IdleTimeout)
+		} else {
+			close(s.sweepDone)
+		}
+	})
 }
 
 // sweep closes connections that have had no stream for the idle timeout: GOAWAY first
@@ -170,6 +177,7 @@ func (s *Server) sweep(idle time.Duration) {
 
 func (s *Server) stopSweeping() {
 	s.sweepOnce.Do(func() { close(s.stopSweep) })
+	s.sweepStart.Do(func() { close(s.sweepDone) }) // never started
 	<-s.sweepDone
 }
 
@@ -195,6 +203,7 @@ func (s *Server) ServeConn(ctx context.Context, nc net.Conn, br *bufio.Reader, i
 	}
 	s.conns[c] = struct{}{}
 	s.mu.Unlock()
+	s.startSweep()
 	defer func() {
 		s.mu.Lock()
 		delete(s.conns, c)
