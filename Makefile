@@ -55,6 +55,7 @@ bench:
 	QUICK=$(QUICK) bash loadtest/bench.sh
 
 # bench-sync: catalog propagation over 100 changes (a provider registered in beta's
-# registry → callable by alpha's consumer).
+# registry → callable by alpha's consumer), then catalog scale: 10,000 services with
+# 100,000 instances in beta's registry, exported by one pattern, synced to alpha.
 bench-sync:
-	$(GO) run ./loadtest/benchsync -changes 100
+	$(GO) run ./loadtest/benchsync -changes 100 -scale-services 10000 -scale-instances 100000

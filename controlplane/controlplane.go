@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -36,6 +37,11 @@ type Controlplane struct {
 	cat     *registrysync.Catalog
 	baseDir string
 	dirty   chan struct{}
+	// catDirty says the registry changed; Run republishes only if what the translation
+	// reads of it changed (providersDigest).
+	catDirty chan struct{}
+	// lastDigest is providersDigest of the providers last translated.
+	lastDigest uint64
 
 	fed *Federation
 
@@ -56,7 +62,8 @@ func New(o Options) (*Controlplane, error) {
 	c := &Controlplane{
 		log:     o.Logger.With("component", "controlplane", "domain", o.Domain.Domain),
 		baseDir: o.BaseDir,
-		dirty:   make(chan struct{}, 1),
+		dirty:    make(chan struct{}, 1),
+		catDirty: make(chan struct{}, 1),
 	}
 	c.xds = NewXDS(c.log, o.XDSTLS)
 	// Peers reach the Federation API through an ingress instance of this domain, which
@@ -65,7 +72,12 @@ func New(o Options) (*Controlplane, error) {
 	federationv1.RegisterFederationServer(c.xds.grpc, c.fed)
 	if o.Registry != nil {
 		c.cat = registrysync.NewCatalog(o.Registry, c.log.With("component", "catalog"))
-		c.cat.OnChange(c.markDirty)
+		c.cat.OnChange(func() {
+			select {
+			case c.catDirty <- struct{}{}:
+			default:
+			}
+		})
 	}
 	if _, err := c.SetDomain(o.Domain); err != nil {
 		return nil, err
@@ -121,6 +133,7 @@ func (c *Controlplane) SetDomain(d *config.Domain) (string, error) {
 
 func (c *Controlplane) publishLocked() error {
 	in := Inputs{Domain: c.domain, Bundles: c.bundles, Providers: c.Providers()}
+	c.lastDigest = providersDigest(c.domain, in.Providers)
 	if c.imports != nil {
 		in.Imports = c.imports()
 	}
@@ -181,6 +194,52 @@ func (c *Controlplane) markDirty() {
 	}
 }
 
+// publish translates and publishes; if onlyIfChanged, only when what the translation reads
+// of the registry changed since the last time (the importing domain's own managed entries,
+// written by thousands at a time, change nothing in its translation).
+func (c *Controlplane) publish(onlyIfChanged bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if onlyIfChanged && providersDigest(c.domain, c.Providers()) == c.lastDigest {
+		return
+	}
+	if err := c.publishLocked(); err != nil {
+		c.log.Error("publish failed; gateways keep the previous configuration", "err", err)
+	}
+}
+
+// providersDigest summarizes, independently of order, what Translate and ExportsFor read of
+// the providers: every native instance (key, address, metadata), and of the managed ones
+// only those of a service that an export names exactly (whose exports are left out when
+// all their providers are managed). Everything else about managed instances is ignored.
+func providersDigest(d *config.Domain, providers []mesh.Instance) uint64 {
+	exact := map[string]bool{}
+	for _, e := range d.Exports {
+		if !e.IsPattern() {
+			exact[e.Service] = true
+		}
+	}
+	var sum, n uint64
+	h := fnv.New64a()
+	for _, p := range providers {
+		managed := registrysync.Managed(p)
+		if managed && !exact[p.Service.Name] {
+			continue
+		}
+		h.Reset()
+		fmt.Fprintf(h, "%t|%s|%s|%s|%s|%s", managed, p.Protocol, p.Service.Name, p.Service.Version, p.Service.Group, p.Address)
+		var meta uint64
+		for k, v := range p.Metadata {
+			mh := fnv.New64a()
+			mh.Write([]byte(k + "=" + v))
+			meta += mh.Sum64()
+		}
+		sum += h.Sum64() ^ meta*0x9e3779b97f4a7c15
+		n++
+	}
+	return sum ^ n<<48
+}
+
 // Run watches the registry and republishes on every change, coalescing bursts, until ctx
 // ends.
 func (c *Controlplane) Run(ctx context.Context) {
@@ -195,11 +254,9 @@ func (c *Controlplane) Run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-c.dirty:
-			c.mu.Lock()
-			if err := c.publishLocked(); err != nil {
-				c.log.Error("publish failed; gateways keep the previous configuration", "err", err)
-			}
-			c.mu.Unlock()
+			c.publish(false)
+		case <-c.catDirty:
+			c.publish(true)
 		}
 	}
 }

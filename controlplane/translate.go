@@ -102,12 +102,15 @@ func Translate(in Inputs) (*Resources, error) {
 		clusters[xdsres.ServiceCluster(e.Protocol, e.Service)] = e.Protocol
 	}
 	eps := map[string][]*endpointv3.LbEndpoint{}
+	// Endpoint metadata depends only on protocol, version and group: one shared message per
+	// combination (read-only once built), not one per endpoint, at 100,000 providers.
+	metas := map[[3]string]*corev3.Metadata{}
 	for _, p := range in.Providers {
 		name := xdsres.ServiceCluster(p.Protocol, p.Service.Name)
 		if _, exported := clusters[name]; !exported || registrysync.Managed(p) {
 			continue
 		}
-		ep, err := providerEndpoint(p)
+		ep, err := providerEndpoint(p, metas)
 		if err != nil {
 			errs = append(errs, err)
 			continue
@@ -223,10 +226,14 @@ func peerEndpoints(p config.Peer) []*endpointv3.LbEndpoint {
 	return out
 }
 
-func providerEndpoint(i mesh.Instance) (*endpointv3.LbEndpoint, error) {
-	ep, err := lbEndpoint(i.Address, md(map[string]any{
-		"protocol": string(i.Protocol), "version": i.Service.Version, "group": i.Service.Group,
-	}))
+func providerEndpoint(i mesh.Instance, metas map[[3]string]*corev3.Metadata) (*endpointv3.LbEndpoint, error) {
+	k := [3]string{string(i.Protocol), i.Service.Version, i.Service.Group}
+	m := metas[k]
+	if m == nil {
+		m = md(map[string]any{"protocol": k[0], "version": k[1], "group": k[2]})
+		metas[k] = m
+	}
+	ep, err := lbEndpoint(i.Address, m)
 	if err != nil {
 		return nil, fmt.Errorf("provider %s: %w", i, err)
 	}

@@ -13,6 +13,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"runtime/pprof"
 	"slices"
 	"strings"
 	"time"
@@ -27,12 +28,39 @@ import (
 )
 
 func main() {
-	changes := flag.Int("changes", 100, "providers registered, one after the other")
+	changes := flag.Int("changes", 100, "providers registered, one after the other (0: skip)")
+	services := flag.Int("scale-services", 0, "services of the catalog-scale run (0: skip)")
+	instances := flag.Int("scale-instances", 100000, "instances of the catalog-scale run, spread over its services")
+	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the run to this file")
+	memProfile := flag.String("memprofile", "", "write a heap profile of the catalog-scale run, once synced, to this file")
 	flag.Parse()
-	if err := run(*changes); err != nil {
+	if err := runAll(*changes, *services, *instances, *cpuProfile, *memProfile); err != nil {
 		fmt.Fprintln(os.Stderr, "benchsync:", err)
 		os.Exit(1)
 	}
+}
+
+func runAll(changes, services, instances int, cpuProfile, memProfile string) error {
+	if cpuProfile != "" {
+		f, err := os.Create(cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
+	if changes > 0 {
+		if err := run(changes); err != nil {
+			return err
+		}
+	}
+	if services <= 0 {
+		return nil
+	}
+	return runScale(services, max(1, instances/services), memProfile)
 }
 
 func run(n int) error {
