@@ -60,8 +60,8 @@ func New(o Options) (*Controlplane, error) {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
 	c := &Controlplane{
-		log:     o.Logger.With("component", "controlplane", "domain", o.Domain.Domain),
-		baseDir: o.BaseDir,
+		log:      o.Logger.With("component", "controlplane", "domain", o.Domain.Domain),
+		baseDir:  o.BaseDir,
 		dirty:    make(chan struct{}, 1),
 		catDirty: make(chan struct{}, 1),
 	}
