@@ -11,6 +11,10 @@ import (
 	"sync"
 	"time"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
 	"github.com/strait-mesh/strait/internal/config"
 	"github.com/strait-mesh/strait/internal/identity"
 	"github.com/strait-mesh/strait/internal/membership"
@@ -41,6 +45,11 @@ type TopologyOptions struct {
 	Ingress int // instances in beta, default 2
 	// Transport is the tunnel transport from alpha to beta: "h2" (default) or "quic".
 	Transport string
+	// BothWays makes calls cross in both directions: alpha gets ingress instances and a
+	// provider of its own (AlphaService, in alpha's registry), beta gets egress instances,
+	// and each domain exports every native gRPC/Triple service to the other with a pattern
+	// export ("*"), besides beta's exact exports.
+	BothWays bool
 	// DataPath is the gateways' data path: "relay" (default) or "http".
 	DataPath string
 	Logger   *slog.Logger
@@ -63,6 +72,10 @@ type Topology struct {
 	Certs Certs
 	// BetaRegistry is a client of beta's registry that the sample providers registered with.
 	BetaRegistry registrysync.Registry
+	// With BothWays: AlphaIngress lists alpha's ingress tunnel listeners, BetaEgress beta's
+	// egress consumer listeners, AlphaProviderAddr alpha's provider of AlphaService.
+	AlphaIngress, BetaEgress []string
+	AlphaProviderAddr        string
 
 	ownDir   bool
 	dataPath string
@@ -77,12 +90,17 @@ type Certs struct {
 	BetaBundle      string
 	Egress          []identity.Files
 	Ingress         []identity.Files
+	// With BothWays: alpha's ingress and beta's egress instances.
+	AlphaIngress, BetaEgress []identity.Files
 	// AlphaOwnBundle and BetaOwnBundle are each domain's own CA, for the links between its
 	// controlplane and its gateways (the same certificates as BetaBundle and AlphaBundle,
 	// which the peers hold).
 	AlphaOwnBundle, BetaOwnBundle       string
 	AlphaControlplane, BetaControlplane identity.Files
 }
+
+// AlphaService is the service alpha provides with BothWays: gRPC's health service.
+const AlphaService = "grpc.health.v1.Health"
 
 // Trust domains of the two domains.
 const (
@@ -134,6 +152,24 @@ func StartTopology(ctx context.Context, o TopologyOptions) (t *Topology, err err
 	// The controlplane's gossip address is fixed, so that after a restart it is found
 	// again by the gateways that use it as their seed.
 	beta.Gossip.Ingress = &config.Gossip{Bind: freeAddr(), KeyFile: betaKey}
+	var alphaIngress []string
+	var betaEgressKey, alphaIngressKey string
+	if o.BothWays {
+		// Alpha's ingress addresses are chosen now: beta's controlplane follows alpha's
+		// catalog through them from its start.
+		for range o.Ingress {
+			alphaIngress = append(alphaIngress, freeAddr())
+		}
+		if betaEgressKey, err = writeGossipKey(filepath.Join(t.Dir, "beta", "certs", "gossip-egress.key")); err != nil {
+			return t, err
+		}
+		if alphaIngressKey, err = writeGossipKey(filepath.Join(t.Dir, "alpha", "certs", "gossip-ingress.key")); err != nil {
+			return t, err
+		}
+		beta.Peers[0].Ingress = alphaIngress
+		beta.Gossip.Egress = &config.Gossip{Bind: freeAddr(), KeyFile: betaEgressKey}
+		beta.Exports = append(beta.Exports, config.Export{Service: "*", Protocol: mesh.ProtocolGRPC, To: []string{"alpha"}})
+	}
 	if t.BetaCP, err = StartControlplane(ControlplaneOptions{
 		Domain: beta, DataDir: filepath.Join(t.Dir, "beta", "etcd"), Logger: o.Logger,
 	}); err != nil {
@@ -161,6 +197,10 @@ func StartTopology(ctx context.Context, o TopologyOptions) (t *Topology, err err
 		alpha.Peers[0].Transport = o.Transport
 	}
 	alpha.Gossip.Egress = &config.Gossip{Bind: freeAddr(), KeyFile: alphaKey}
+	if o.BothWays {
+		alpha.Gossip.Ingress = &config.Gossip{Bind: freeAddr(), KeyFile: alphaIngressKey}
+		alpha.Exports = []config.Export{{Service: "*", Protocol: mesh.ProtocolGRPC, To: []string{"beta"}}}
+	}
 	if t.AlphaCP, err = StartControlplane(ControlplaneOptions{
 		Domain: alpha, DataDir: filepath.Join(t.Dir, "alpha", "etcd"), Logger: o.Logger,
 	}); err != nil {
@@ -175,6 +215,11 @@ func StartTopology(ctx context.Context, o TopologyOptions) (t *Topology, err err
 		}
 		t.Egress = append(t.Egress, g.Addr())
 	}
+	if o.BothWays {
+		if err := t.startOtherWay(ctx, o, alphaIngress, alphaIngressKey, betaEgressKey); err != nil {
+			return t, err
+		}
+	}
 
 	// Ready when every gateway is configured and the ingress sees every provider.
 	return t, t.waitFor(ctx, 20*time.Second, "gateways configured and providers known", func() bool {
@@ -182,7 +227,11 @@ func StartTopology(ctx context.Context, o TopologyOptions) (t *Topology, err err
 			if !g.Ready() {
 				return false
 			}
-			if ig := g.Ingress(); ig != nil {
+			if ig := g.Ingress(); ig != nil && g.cfg.Domain == "alpha" {
+				if len(ig.Endpoints(mesh.ServiceKey{Name: AlphaService}, mesh.ProtocolGRPC)) == 0 {
+					return false
+				}
+			} else if ig != nil {
 				for _, k := range []struct {
 					n string
 					p mesh.Protocol
@@ -197,10 +246,51 @@ func StartTopology(ctx context.Context, o TopologyOptions) (t *Topology, err err
 	})
 }
 
+// startOtherWay starts what BothWays adds: alpha's provider (registered in alpha's
+// registry), alpha's ingress instances on the addresses beta was given, and beta's egress
+// instances.
+func (t *Topology) startOtherWay(ctx context.Context, o TopologyOptions, alphaIngress []string, alphaKey, betaKey string) error {
+	hp, err := startHealthProvider()
+	if err != nil {
+		return err
+	}
+	t.onClose(func(context.Context) { hp.Stop() })
+	t.AlphaProviderAddr = hp.addr
+	areg, err := etcdreg.New([]string{t.AlphaCP.RegistryEndpoint()}, etcdreg.Options{Logger: o.Logger})
+	if err != nil {
+		return err
+	}
+	t.onClose(func(context.Context) { _ = areg.Close() })
+	if err := areg.Register(ctx, mesh.Instance{Service: mesh.ServiceKey{Name: AlphaService}, Protocol: mesh.ProtocolGRPC, Address: hp.addr}); err != nil {
+		return err
+	}
+	for i, addr := range alphaIngress {
+		g, err := t.startGatewayOn(addr, "alpha", xdsres.RoleIngress, i, t.Certs.AlphaIngress[i], t.AlphaCP.XDSAddr(),
+			&config.Gossip{Bind: "127.0.0.1:0", Join: []string{t.AlphaCP.GossipAddr(xdsres.RoleIngress)}, KeyFile: alphaKey}, o.Logger)
+		if err != nil {
+			return err
+		}
+		t.AlphaIngress = append(t.AlphaIngress, g.Addr())
+	}
+	for i := range o.Egress {
+		g, err := t.startGateway("beta", xdsres.RoleEgress, i, t.Certs.BetaEgress[i], t.BetaCP.XDSAddr(),
+			&config.Gossip{Bind: "127.0.0.1:0", Join: []string{t.BetaCP.GossipAddr(xdsres.RoleEgress)}, KeyFile: betaKey}, o.Logger)
+		if err != nil {
+			return err
+		}
+		t.BetaEgress = append(t.BetaEgress, g.Addr())
+	}
+	return nil
+}
+
 func (t *Topology) startGateway(domain, role string, i int, svid identity.Files, xds string, gossip *config.Gossip, log *slog.Logger) (*Gateway, error) {
+	return t.startGatewayOn("127.0.0.1:0", domain, role, i, svid, xds, gossip, log)
+}
+
+func (t *Topology) startGatewayOn(listen, domain, role string, i int, svid identity.Files, xds string, gossip *config.Gossip, log *slog.Logger) (*Gateway, error) {
 	gw := &config.Gateway{
 		Domain: domain, Role: role, Instance: fmt.Sprintf("%s-%d", role, i+1),
-		Listen: "127.0.0.1:0", Admin: "127.0.0.1:0", Controlplane: xds, Gossip: gossip,
+		Listen: listen, Admin: "127.0.0.1:0", Controlplane: xds, Gossip: gossip,
 		DataPath: t.dataPath,
 	}
 	gw.Identity.Cert, gw.Identity.Key = svid.Cert, svid.Key
@@ -436,6 +526,30 @@ func (t *Topology) makeCerts(o TopologyOptions) error {
 		}
 		c.Ingress = append(c.Ingress, f)
 	}
+	if !o.BothWays {
+		return nil
+	}
+	for _, x := range []struct {
+		ca   *identity.CA
+		td   string
+		dom  string
+		role string
+		n    int
+		dst  *[]identity.Files
+	}{{c.AlphaCA, AlphaTrustDomain, "alpha", identity.RoleIngress, o.Ingress, &c.AlphaIngress}, {c.BetaCA, BetaTrustDomain, "beta", identity.RoleEgress, o.Egress, &c.BetaEgress}} {
+		for i := range x.n {
+			name := fmt.Sprintf("%s-%d", x.role, i+1)
+			id, err := identity.ID(x.td, x.role, name)
+			if err != nil {
+				return err
+			}
+			f, err := x.ca.WriteSVID(filepath.Join(t.Dir, x.dom, "certs"), name, id, identity.IssueOptions{})
+			if err != nil {
+				return err
+			}
+			*x.dst = append(*x.dst, f)
+		}
+	}
 	return nil
 }
 
@@ -476,3 +590,23 @@ func BetaConfig(alphaBundle string) *config.Domain {
 		},
 	}
 }
+
+type healthProvider struct {
+	addr string
+	srv  *grpc.Server
+}
+
+// startHealthProvider serves gRPC's health service (status SERVING) on a loopback port.
+func startHealthProvider() (*healthProvider, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, fmt.Errorf("topology: health provider: %w", err)
+	}
+	srv := grpc.NewServer()
+	healthpb.RegisterHealthServer(srv, health.NewServer())
+	go func() { _ = srv.Serve(ln) }() // ends with Stop
+	return &healthProvider{addr: ln.Addr().String(), srv: srv}, nil
+}
+
+// Stop closes the provider's listener and connections.
+func (h *healthProvider) Stop() { h.srv.Stop() }
