@@ -202,6 +202,11 @@ func main() {
 		fmt.Println("QUICK run: gRPC unary 1 KiB (open 1,000/s and max), gRPC unary 64 KiB (max), Triple gRPC-mode and HTTP/1.1 1 KiB (open) only; `make bench` runs every protocol × 1 KiB/64 KiB × open/max.")
 	}
 	var rows []Row
+	// Idle: every proxy process's CPU over a few seconds without calls (background work
+	// such as gossip, xDS and metrics), to tell it apart from the cost of calls.
+	if ctx.Err() == nil {
+		rows = append(rows, idle(ctx, cfg.Targets, cfg.Providers, 3*time.Second)...)
+	}
 	for _, st := range steps {
 		for _, t := range cfg.Targets {
 			if ctx.Err() != nil {
@@ -359,6 +364,35 @@ func measure(ctx context.Context, loadBin string, t Target, providers []int, add
 	}, nil
 }
 
+// idle reads every target's processes' CPU over d while nothing calls them: one row per
+// target with mode "idle".
+func idle(ctx context.Context, targets []Target, providers []int, d time.Duration) []Row {
+	before := make([]map[string]float64, len(targets))
+	for i, t := range targets {
+		before[i] = cpuOf(t.Procs)
+	}
+	prov0, loadAvg := cpuSum(providers), loadAverage()
+	start := time.Now()
+	select {
+	case <-ctx.Done():
+	case <-time.After(d):
+	}
+	secs := time.Since(start).Seconds()
+	prov := round(cpuSum(providers)-prov0, 2)
+	var rows []Row
+	for i, t := range targets {
+		after := cpuOf(t.Procs)
+		cpu := map[string]float64{}
+		for name := range t.Procs {
+			cpu[name] = round(after[name]-before[i][name], 2)
+		}
+		r := Row{Target: t.Name, Protocol: "none", Mode: "idle", CPUSeconds: cpu, Seconds: round(secs, 3), ProviderCPU: prov, LoadAvg: loadAvg}
+		printRow(r, i == 0)
+		rows = append(rows, r)
+	}
+	return rows
+}
+
 // loadAverage is the 1-minute load average of the machine (0 if unknown).
 func loadAverage() float64 {
 	b, err := os.ReadFile("/proc/loadavg")
@@ -451,7 +485,7 @@ func printRow(r Row, header bool) {
 		fmt.Printf("%-8s %-11s %6s %-4s %9s %10s %8s %8s %8s %8s %6s %7s %7s %5s  %s\n",
 			"target", "protocol", "bytes", "mode", "offered", "achieved", "p50_ms", "p90_ms", "p99_ms", "p999_ms", "errors", "load_s", "prov_s", "load1", "cpu_seconds per proxy process")
 	}
-	offered := "max"
+	offered := r.Mode
 	if r.Mode == "open" {
 		offered = fmt.Sprintf("%.0f", r.OfferedRPS)
 	}
@@ -548,7 +582,7 @@ func summary(w io.Writer, rows []Row) {
 	if okH {
 		fmt.Fprintf(w, "  max throughput ratio strait/haproxy %.2f\n", rH)
 	}
-	fmt.Fprintf(w, "  cores per 1,000 calls/s per hop (open loop at %d/s; CPU seconds ÷ seconds ÷ thousands of calls/s), and CPU per call from the max run:\n", openRate)
+	fmt.Fprintf(w, "  cores per 1,000 calls/s per hop (open loop at %d/s; CPU seconds ÷ seconds ÷ thousands of calls/s), the same process idle (no calls), and CPU per call from the max run:\n", openRate)
 	worstStrait := -1.0
 	for _, c := range chains {
 		r, ok := find(rows, c, headlineProtocol, headlinePayload, "open")
@@ -566,11 +600,15 @@ func summary(w io.Writer, rows []Row) {
 			if c == "strait" && cores > worstStrait {
 				worstStrait = cores
 			}
+			idleCores := ""
+			if ir, ok := find(rows, c, "none", 0, "idle"); ok && ir.Seconds > 0 {
+				idleCores = fmt.Sprintf("   idle %.3f cores", ir.CPUSeconds[n]/ir.Seconds)
+			}
 			perCall := ""
 			if okM && m.Calls > 0 {
 				perCall = fmt.Sprintf("   %.1f µs/call at max", m.CPUSeconds[n]/float64(m.Calls-m.Errors)*1e6)
 			}
-			fmt.Fprintf(w, "    %-8s %-16s %.3f cores%s\n", c, n, cores, perCall)
+			fmt.Fprintf(w, "    %-8s %-16s %.3f cores%s%s\n", c, n, cores, idleCores, perCall)
 		}
 	}
 	fmt.Fprintln(w, "  issue 5 targets (this run):")

@@ -88,7 +88,7 @@ func render(rows []row, title string) (string, error) {
 	seen := map[group]bool{}
 	targets := map[string]bool{}
 	for _, r := range rows {
-		if r.Profiled {
+		if r.Profiled || (r.Mode != "open" && r.Mode != "max") {
 			continue
 		}
 		g := group{r.Protocol, r.PayloadBytes}
@@ -126,7 +126,7 @@ func render(rows []row, title string) (string, error) {
 	fmt.Fprintf(&s, `<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" viewBox="0 0 %d %d" font-family="DejaVu Sans, Helvetica, Arial, sans-serif" font-size="12">`+"\n", width, height, width, height)
 	fmt.Fprintf(&s, `<rect width="%d" height="%d" fill="white"/>`+"\n", width, height)
 	if title == "" {
-		title = "Strait vs two chained nginx / HAProxy (TLS 1.3 mTLS between the hops), " + fmt.Sprint(len(rows)) + " measurements"
+		title = "Strait vs two chained nginx / HAProxy (TLS 1.3 mTLS between the hops)"
 	}
 	fmt.Fprintf(&s, `<text x="%d" y="24" font-size="17" font-weight="bold">%s</text>`+"\n", leftX-50, esc(title))
 	fmt.Fprintf(&s, `<text x="%d" y="44" fill="#333">Left: latency at 1,000 calls/s offered (open loop, from each call's scheduled time), log scale. Right: maximum calls/s (closed loop, 80 callers).</text>`+"\n", leftX-50)
