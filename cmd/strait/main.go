@@ -36,6 +36,9 @@ Run "strait COMMAND -h" for the flags of a command.
 `
 
 func main() {
+	if len(os.Args) > 1 && (os.Args[1] == "egress" || os.Args[1] == "ingress") {
+		keepSysmonAwake()
+	}
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
