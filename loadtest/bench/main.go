@@ -485,6 +485,11 @@ func printRow(r Row, header bool) {
 		fmt.Printf("%-8s %-11s %6s %-4s %9s %10s %8s %8s %8s %8s %6s %7s %7s %5s  %s\n",
 			"target", "protocol", "bytes", "mode", "offered", "achieved", "p50_ms", "p90_ms", "p99_ms", "p999_ms", "errors", "load_s", "prov_s", "load1", "cpu_seconds per proxy process")
 	}
+	if r.Mode == "idle" {
+		fmt.Printf("%-8s %-11s %6s %-4s %9s %10s %8s %8s %8s %8s %6s %7s %7.2f %5.1f  %s\n",
+			r.Target, "(no calls)", "-", "idle", fmt.Sprintf("%.0fs", r.Seconds), "-", "-", "-", "-", "-", "-", "-", r.ProviderCPU, r.LoadAvg, cpuString(r.CPUSeconds))
+		return
+	}
 	offered := r.Mode
 	if r.Mode == "open" {
 		offered = fmt.Sprintf("%.0f", r.OfferedRPS)
