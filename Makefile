@@ -11,12 +11,13 @@ build:
 	$(GO) build -o bin/strait ./cmd/strait
 
 # deps: everything the tests need on a fresh machine (idempotent): Go modules, curl for
-# deploy/local/up.sh, ZooKeeper (Debian's package) for the ZooKeeper registry tests, and a
+# deploy/local/up.sh, ZooKeeper and etcd (Debian's packages) for the registry tests, and a
 # Nacos 2.3.2 server assembled from Maven Central for the Nacos registry tests.
 deps:
 	$(GO) mod download
 	@command -v curl >/dev/null 2>&1 || { (apt-get update -qq && apt-get install -y -qq curl) >/dev/null; }
 	@[ -e /usr/share/java/zookeeper.jar ] || { (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq zookeeper) >/dev/null; }
+	@command -v etcd >/dev/null 2>&1 || { (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server) >/dev/null; }
 	@{ command -v java && command -v mvn; } >/dev/null 2>&1 || { (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openjdk-17-jre-headless maven) >/dev/null; }
 	@bash test/registries/nacos/start.sh --assemble
 

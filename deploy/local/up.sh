@@ -7,20 +7,19 @@
 # State (binary, config copies, certificates, logs, pids) goes to $STRAIT_STATE
 # (default /tmp/strait-local).
 #
-#   up.sh [--registry embedded|zookeeper|nacos]
-# With zookeeper or nacos, each domain gets its own registry server of that kind (installed
-# on first use, as `make test` does) instead of the controlplane's embedded etcd.
+#   up.sh [--registry embedded|etcd|zookeeper|nacos]
+# With etcd, zookeeper or nacos, each domain gets its own registry server of that kind
+# (installed on first use, as `make test` does) instead of the controlplane's embedded etcd.
 set -euo pipefail
 KIND=embedded
 while [ $# -gt 0 ]; do
   case "$1" in
     --registry) KIND=${2:-}; shift 2 ;;
     --registry=*) KIND=${1#*=}; shift ;;
-    *) echo "up.sh: unknown argument $1 (use --registry embedded|zookeeper|nacos)" >&2; exit 2 ;;
+    *) echo "up.sh: unknown argument $1 (use --registry embedded|etcd|zookeeper|nacos)" >&2; exit 2 ;;
   esac
 done
-case "$KIND" in embedded|etcd|zookeeper|nacos) ;; *) echo "up.sh: --registry $KIND is not embedded, zookeeper or nacos" >&2; exit 2 ;; esac
-[ "$KIND" = etcd ] && KIND=embedded
+case "$KIND" in embedded|etcd|zookeeper|nacos) ;; *) echo "up.sh: --registry $KIND is not embedded, etcd, zookeeper or nacos" >&2; exit 2 ;; esac
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 STATE=${STRAIT_STATE:-/tmp/strait-local}
 EX="$ROOT/deploy/examples/two-domains"
@@ -69,7 +68,7 @@ first_line() {
 
 field() { sed -n "s/.*\"$2\":\"\\([^\"]*\\)\".*/\\1/p" <<< "$1"; }
 
-# registry DOMAIN PORT: starts that domain's registry server (zookeeper or nacos) and points
+# registry DOMAIN PORT: starts that domain's registry server (etcd, zookeeper or nacos) and points
 # the domain file at it.
 registry() {
   local dom=$1 port=$2
@@ -82,7 +81,11 @@ registry() {
 : > "$STATE/registries"
 SAMPLES_KIND=etcd
 if [ "$KIND" != embedded ]; then
-  case "$KIND" in zookeeper) ALPHA_PORT=17150 BETA_PORT=17250 ;; nacos) ALPHA_PORT=17160 BETA_PORT=17260 ;; esac
+  case "$KIND" in
+    zookeeper) ALPHA_PORT=17150 BETA_PORT=17250 ;;
+    nacos) ALPHA_PORT=17160 BETA_PORT=17260 ;;
+    etcd) ALPHA_PORT=17170 BETA_PORT=17270 ;; # and +1 for etcd's peer port
+  esac
   registry alpha $ALPHA_PORT
   registry beta $BETA_PORT
   SAMPLES_KIND=$KIND

@@ -81,10 +81,12 @@ func runScale(services, perService int, memProfile string) error {
 	}
 	registered := time.Since(start)
 	total := services * perService
+	var have int
 	if err := waitUntil(5*time.Minute, "beta's controlplane loads the providers", func() bool {
-		return len(topo.BetaCP.Core().Providers()) >= base+total
+		have = len(topo.BetaCP.Core().Providers())
+		return have >= base+total
 	}); err != nil {
-		return err
+		return fmt.Errorf("%w (%d of %d after %.0f s)", err, have-base, total, time.Since(start).Seconds())
 	}
 	loaded := time.Since(start)
 

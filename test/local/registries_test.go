@@ -2,28 +2,44 @@ package local
 
 import (
 	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
+	"gopkg.in/yaml.v3"
 
 	testpb "google.golang.org/grpc/interop/grpc_testing"
 
+	"github.com/strait-mesh/strait/internal/config"
 	"github.com/strait-mesh/strait/launch"
 	registrysync "github.com/strait-mesh/strait/registry-sync"
 	"github.com/strait-mesh/strait/test/localtopo"
 )
 
-// TestUpDownRegistries runs the local topology with each domain on its own ZooKeeper, then
-// its own Nacos: calls cross, and alpha's registry lists beta's exported services with
-// alpha's egress instances as providers, in the layout Dubbo consumers read.
+// TestUpDownRegistries runs the local topology with each domain on its own etcd, then its
+// own ZooKeeper, then its own Nacos (one topology per kind, several checks on it):
+//   - a grpc-go client in alpha reaches beta's gRPC service through alpha's egress;
+//   - alpha's registry lists beta's exported gRPC and Triple services with alpha's two egress
+//     instances as providers, marked managed, in the layout Dubbo consumers read;
+//   - beta withdrawing an export (a PUT of its domain without it) removes the service's
+//     entries from alpha's registry, and exporting it again brings them back;
+//   - kill -9 of an egress instance removes its entries from alpha's registry;
+//   - beta's registry going down leaves calls working on the endpoints already known.
+//
+// (The dubbo-go consumer is test/dubbo; exports in both directions are test/e2e.)
 func TestUpDownRegistries(t *testing.T) {
-	for _, kind := range []string{"zookeeper", "nacos"} {
+	for _, kind := range []string{"etcd", "zookeeper", "nacos"} {
 		t.Run(kind, func(t *testing.T) {
 			r := localtopo.Up(t, kind)
 			state := r.State
@@ -35,11 +51,17 @@ func TestUpDownRegistries(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer cc.Close()
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 			defer cancel()
-			if _, err := testgrpc.NewTestServiceClient(cc).EmptyCall(ctx, &testpb.Empty{}); err != nil {
-				t.Fatalf("grpc through %s topology: %v", kind, err)
+			call := func(what string) {
+				t.Helper()
+				cctx, ccancel := context.WithTimeout(ctx, 5*time.Second)
+				defer ccancel()
+				if _, err := testgrpc.NewTestServiceClient(cc).EmptyCall(cctx, &testpb.Empty{}); err != nil {
+					t.Fatalf("grpc through the %s topology, %s: %v", kind, what, err)
+				}
 			}
+			call("at start")
 			if got := post(t, "http://"+r.Egress+"/echo/x", "text/plain", kind); got != kind {
 				t.Fatalf("http echo: %q", got)
 			}
@@ -48,26 +70,79 @@ func TestUpDownRegistries(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer reg.Close()
-			deadline := time.Now().Add(15 * time.Second)
-			for {
+			// published lists alpha's managed entries of beta's services: service → addresses.
+			published := func() map[string][]string {
 				all, err := reg.List(ctx)
 				if err != nil {
 					t.Fatal(err)
 				}
-				found := map[string]int{}
+				found := map[string][]string{}
 				for _, i := range all {
 					if registrysync.Managed(i) && i.Metadata[registrysync.MetaOrigin] == "beta" {
-						found[i.Service.Name]++
+						found[i.Service.Name] = append(found[i.Service.Name], i.Address)
 					}
 				}
-				if found[launch.GRPCService] == 2 && found[launch.TripleService] == 2 {
-					break
+				for _, as := range found {
+					sort.Strings(as)
 				}
-				if time.Now().After(deadline) {
-					t.Fatalf("alpha's %s lists %v", kind, found)
-				}
-				time.Sleep(100 * time.Millisecond)
+				return found
 			}
+			both := strings.Join(r.EgressInstances, ",")
+			waitPublished := func(what string, want map[string]string) {
+				t.Helper()
+				deadline := time.Now().Add(20 * time.Second)
+				for {
+					got := published()
+					ok := len(got) == len(want)
+					for svc, addrs := range want {
+						ok = ok && strings.Join(got[svc], ",") == addrs
+					}
+					if ok {
+						return
+					}
+					if time.Now().After(deadline) {
+						t.Fatalf("%s: alpha's %s lists %v, want %v", what, kind, got, want)
+					}
+					time.Sleep(100 * time.Millisecond)
+				}
+			}
+			waitPublished("published", map[string]string{launch.GRPCService: both, launch.TripleService: both})
+
+			// Beta withdraws the Triple export: it leaves alpha's registry; then it returns.
+			betaAdmin := "http://" + r.Admin["beta-controlplane-1"] + "/v1/config"
+			orig := get(t, betaAdmin)
+			d, err := config.Parse([]byte(orig))
+			if err != nil {
+				t.Fatalf("beta's document: %v", err)
+			}
+			var keep []config.Export
+			for _, e := range d.Exports {
+				if e.Service != launch.TripleService {
+					keep = append(keep, e)
+				}
+			}
+			d.Exports = keep
+			b, err := yaml.Marshal(d)
+			if err != nil {
+				t.Fatal(err)
+			}
+			put(t, betaAdmin, string(b))
+			waitPublished("withdrawn", map[string]string{launch.GRPCService: both})
+			call("after the withdrawal of another service")
+			put(t, betaAdmin, orig)
+			waitPublished("exported again", map[string]string{launch.GRPCService: both, launch.TripleService: both})
+
+			// kill -9 of alpha's second egress: its entries leave alpha's registry.
+			name := "alpha-egress-2"
+			pid := r.PIDs[name]
+			if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+				t.Fatalf("kill %s: %v", name, err)
+			}
+			waitGone(t, pid)
+			delete(r.PIDs, name) // gone: down.sh has nothing to stop there
+			first := r.EgressInstances[0]
+			waitPublished("egress killed", map[string]string{launch.GRPCService: first, launch.TripleService: first})
+			call("with one egress killed")
 
 			// Beta's registry goes down: calls keep working on the endpoints already known.
 			stop := exec.Command("bash", "../../test/registries/"+kind+"/stop.sh", filepath.Join(state, "registry-beta"))
@@ -76,13 +151,41 @@ func TestUpDownRegistries(t *testing.T) {
 			}
 			time.Sleep(time.Second)
 			for i := range 20 {
-				cctx, ccancel := context.WithTimeout(context.Background(), 5*time.Second)
-				_, err := testgrpc.NewTestServiceClient(cc).EmptyCall(cctx, &testpb.Empty{})
-				ccancel()
-				if err != nil {
-					t.Fatalf("call %d with beta's %s down: %v", i, kind, err)
-				}
+				call(fmt.Sprintf("call %d with beta's registry down", i))
 			}
 		})
+	}
+}
+
+func put(t *testing.T, url, body string) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPut, url, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("PUT %s: %s %s", url, resp.Status, b)
+	}
+}
+
+// waitGone waits until the process is gone or a zombie (dead, not yet reaped by init).
+func waitGone(t *testing.T, pid int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+		if err != nil || strings.Contains(string(b), "State:\tZ") {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("process %d still alive after SIGKILL", pid)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
