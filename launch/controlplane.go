@@ -285,8 +285,10 @@ func (c *Controlplane) startImporters(ctx context.Context, d *config.Domain, bas
 			}
 			return tunnel.DialTLS(ctx, addrs[int(next.Add(1))%len(addrs)], conf, 5*time.Second)
 		}
+		// A full catalog is one message: 10,000 services take about 1 MB; allow large ones.
 		cc, err := grpc.NewClient("passthrough:///"+p.Domain, grpc.WithContextDialer(dialer),
 			grpc.WithTransportCredentials(insecure.NewCredentials()),
+			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(256<<20)),
 			grpc.WithConnectParams(grpc.ConnectParams{Backoff: backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 5 * time.Second}, MinConnectTimeout: 5 * time.Second}))
 		if err != nil {
 			return fmt.Errorf("federation: %s: %w", p.Domain, err)
