@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"os"
 	"sort"
 	"strings"
 	"testing"
@@ -24,7 +25,7 @@ import (
 func TestExportsBothWaysNoLoop(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	tp, err := launch.StartTopology(ctx, launch.TopologyOptions{BothWays: true})
+	tp, err := launch.StartTopology(ctx, launch.TopologyOptions{BothWays: true, DataPath: os.Getenv("STRAIT_E2E_DATAPATH")})
 	if err != nil {
 		t.Fatal(err)
 	}
