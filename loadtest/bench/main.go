@@ -3,7 +3,8 @@
 // per measurement, reading each proxy process's CPU counters over exactly the measured
 // interval. It writes the results as a JSON list, prints a table and a summary of issue 5's
 // figures, and captures pprof CPU and allocation profiles of one egress and one ingress
-// during an extra max-throughput run of the strait target.
+// during two extra runs of the strait target (max throughput, and open loop at 1,000
+// calls/s).
 //
 //	bench -config targets.json -load ./load -out loadtest/results [-quick]
 package main
@@ -74,8 +75,8 @@ type Row struct {
 	// work on the machine shows here.
 	LoadAvg    float64 `json:"loadavg_1m"`
 	FirstError string  `json:"first_error,omitempty"`
-	// Profiled marks the extra strait max run during which pprof profiles were taken
-	// (left out of the summary and the plot: profiling costs the gateways some CPU).
+	// Profiled marks the extra strait runs during which pprof profiles were taken (left
+	// out of the summary and the plot: profiling costs the gateways some CPU).
 	Profiled bool `json:"profiled,omitempty"`
 }
 
@@ -147,7 +148,7 @@ func main() {
 	loadBin := flag.String("load", "", "the load generator binary (loadtest/load)")
 	outDir := flag.String("out", "loadtest/results", "where latest.json and the profiles go")
 	quick := flag.Bool("quick", false, "a short run: gRPC unary 1 KiB open and max, gRPC unary 64 KiB max, Triple gRPC and HTTP 1 KiB open")
-	profileFor := flag.Duration("profile", 10*time.Second, "length of the profiled strait max run (0: none)")
+	profileFor := flag.Duration("profile", 10*time.Second, "length of each profiled strait run, max and open loop (0: none)")
 	onlyTargets := flag.String("targets", "", "comma-separated targets to measure (default: all in the config)")
 	onlySteps := flag.String("only", "", "comma-separated PROTOCOL:PAYLOAD to measure, e.g. grpc-unary:65536 (default: all of the plan)")
 	flag.Parse()
@@ -226,25 +227,42 @@ func main() {
 		}
 	}
 	var profiles []string
-	if *profileFor > 0 && ctx.Err() == nil {
+	// Profiled runs (extra, marked "profiled"): max, and open loop at 1,000 calls/s, whose
+	// profiles are named PREFIX.open.*.pprof.
+	if *profileFor > 0 {
 		for _, t := range cfg.Targets {
 			if len(t.Profile) == 0 || t.Addrs[headlineProtocol] == "" {
 				continue
 			}
-			st := step{headlineProtocol, headlinePayload, "max", *profileFor}
-			row, err := measure(ctx, *loadBin, t, cfg.Providers, t.Addrs[headlineProtocol], st, t.Profile, *outDir)
-			if err != nil {
-				fmt.Fprintf(os.Stderr, "bench: profiled run of %s: %v\n", t.Name, err)
-				continue
-			}
-			row.Profiled = true
-			printRow(row, false)
-			rows = append(rows, row)
-			for prefix := range t.Profile {
-				for _, kind := range []string{"cpu", "allocs"} {
-					p := filepath.Join(*outDir, prefix+"."+kind+".pprof")
-					if _, err := os.Stat(p); err == nil {
-						profiles = append(profiles, p)
+			for _, mode := range []string{"max", "open"} {
+				if ctx.Err() != nil {
+					break
+				}
+				prof := map[string]string{}
+				for prefix, admin := range t.Profile {
+					if mode == "open" {
+						prefix += ".open"
+					}
+					prof[prefix] = admin
+					for _, kind := range []string{"cpu", "allocs"} {
+						_ = os.Remove(filepath.Join(*outDir, prefix+"."+kind+".pprof")) // an older run's
+					}
+				}
+				st := step{headlineProtocol, headlinePayload, mode, *profileFor}
+				row, err := measure(ctx, *loadBin, t, cfg.Providers, t.Addrs[headlineProtocol], st, prof, *outDir)
+				if err != nil {
+					fmt.Fprintf(os.Stderr, "bench: profiled %s run of %s: %v\n", mode, t.Name, err)
+					continue
+				}
+				row.Profiled = true
+				printRow(row, false)
+				rows = append(rows, row)
+				for prefix := range prof {
+					for _, kind := range []string{"cpu", "allocs"} {
+						p := filepath.Join(*outDir, prefix+"."+kind+".pprof")
+						if _, err := os.Stat(p); err == nil {
+							profiles = append(profiles, p)
+						}
 					}
 				}
 			}
