@@ -14,11 +14,12 @@
 // The JSON shapes are those of dubbo-go v3.3.2 (metadata/info.MetadataInfo,
 // registry.Endpoint), which are Java Dubbo 3's.
 //
-// Reading needs the MetadataInfo of an instance's revision. Strait reads it from the
-// metadata report only: providers must use remote metadata storage
-// (dubbo.metadata.storage-type=remote; dubbo-go: metadata type "remote", Java:
-// dubbo.application.metadata-type=remote). Instances with local storage, whose
-// MetadataInfo is only served by their own MetadataService, are skipped (and logged).
+// Reading needs the MetadataInfo of an instance's revision. With remote metadata storage
+// (dubbo.metadata.storage-type=remote) it is in the metadata report; with local storage
+// (Dubbo's default) only the instance's own MetadataService has it, and FetchLocal asks it
+// when that is MetadataServiceV2 over Triple (dubbo-go 3.3 with metadata-service protocol
+// "tri", Java Dubbo 3.3 with meta-v 2.0.0). Instances whose MetadataService speaks only
+// the older hessian2 MetadataService (the dubbo protocol) are skipped, and logged.
 package dubboapp
 
 import (

@@ -10,6 +10,7 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/nacos-group/nacos-sdk-go/v2/model"
 
@@ -152,9 +153,16 @@ func (r *Registry) appInstances(app string, hosts []model.Instance) []mesh.Insta
 			continue
 		}
 		addr := net.JoinHostPort(h.Ip, strconv.FormatUint(h.Port, 10))
-		if h.Metadata[dubboapp.MetaStorage] != dubboapp.StorageRemote {
+		switch h.Metadata[dubboapp.MetaStorage] {
+		case dubboapp.StorageRemote:
+		case dubboapp.StorageLocal, "":
+			if mi := r.fetchLocal(app, h, rev); mi != nil {
+				out = append(out, dubboapp.Instances(app, h.Ip, int(h.Port), h.Metadata, mi)...)
+			}
+			continue
+		default:
 			if _, seen := r.skipped.LoadOrStore(app+"/"+rev, true); !seen {
-				r.log.Info("nacos registry: skipping application instances whose metadata is not in the metadata report (storage type is not remote)",
+				r.log.Info("nacos registry: skipping application instances of an unknown metadata storage type",
 					"service", app, "instance", addr, "storage_type", h.Metadata[dubboapp.MetaStorage])
 			}
 			continue
@@ -174,5 +182,41 @@ func (r *Registry) appInstances(app string, hosts []model.Instance) []mesh.Insta
 	}
 	return out
 }
+
+// fetchLocal returns the MetadataInfo of app's revision from the instance h's own
+// MetadataService (local metadata storage), asking at most once per localRetry per
+// instance after a failure (the first failure is logged).
+func (r *Registry) fetchLocal(app string, h model.Instance, rev string) *dubboapp.MetadataInfo {
+	key := app + "/" + rev
+	r.infoMu.Lock()
+	mi := r.infos[key]
+	r.infoMu.Unlock()
+	if mi != nil {
+		return mi
+	}
+	addr := net.JoinHostPort(h.Ip, strconv.FormatUint(h.Port, 10))
+	if t, ok := r.localFailed.Load(key + "@" + addr); ok && time.Since(t.(time.Time)) < localRetry {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), localTimeout)
+	defer cancel()
+	mi, err := dubboapp.FetchLocal(ctx, app, h.Ip, h.Metadata, rev)
+	if err != nil {
+		if _, seen := r.localFailed.Swap(key+"@"+addr, time.Now()); !seen {
+			r.log.Warn("nacos registry: cannot read the metadata of an application instance with local metadata storage; skipping it",
+				"service", app, "instance", addr, "err", err)
+		}
+		return nil
+	}
+	r.infoMu.Lock()
+	r.infos[key] = mi
+	r.infoMu.Unlock()
+	return mi
+}
+
+const (
+	localTimeout = 3 * time.Second  // bounds a call to an instance's MetadataService
+	localRetry   = 30 * time.Second // between calls to a MetadataService that failed
+)
 
 var _ registrysync.AppRegistry = (*Registry)(nil)

@@ -31,8 +31,9 @@
 // providers: services, and reports the services of its instances as providers, alongside
 // the interface-level ones (one provider registered both ways is reported once). A
 // revision's MetadataInfo is read once (revisions never change); one that is not there
-// yet is read again at the next change or listing. MetadataInfo is read from the config
-// only: instances with local metadata storage are skipped.
+// yet is read again at the next change or listing. An instance with local metadata
+// storage has its MetadataInfo asked from its own MetadataService (dubboapp.FetchLocal),
+// again at most every 30 s while that fails.
 package nacos
 
 import (
@@ -108,9 +109,10 @@ type Registry struct {
 	subs     map[string]*subscription
 	watchers map[*watcher]struct{}
 
-	infoMu  sync.Mutex
-	infos   map[string]*dubboapp.MetadataInfo // app/revision → its MetadataInfo
-	skipped sync.Map                          // app/revision of local-storage instances already logged
+	infoMu      sync.Mutex
+	infos       map[string]*dubboapp.MetadataInfo // app/revision → its MetadataInfo
+	skipped     sync.Map                          // app/revision of unreadable instances already logged
+	localFailed sync.Map                          // app/revision@address → time of the last failed MetadataService call
 }
 
 // subscription is this connection's subscription to one service, shared by the watches

@@ -8,6 +8,7 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/go-zookeeper/zk"
 
@@ -252,21 +253,52 @@ func parseAppNode(data []byte) (appNode, error) {
 	return appNode{data: string(data), host: c.Address, port: c.Port, md: md}, nil
 }
 
-// remote reports whether n's MetadataInfo is in the metadata report; other instances are
-// logged once per revision.
-func (r *Registry) remote(app string, n appNode) bool {
-	if st := n.md[dubboapp.MetaStorage]; st == dubboapp.StorageRemote {
-		return true
-	}
+// readable reports whether n's MetadataInfo can be read: from the metadata report
+// (storage type remote) or from the instance's MetadataService (local). Others are logged
+// once per revision.
+func (r *Registry) readable(app string, n appNode) bool {
 	if n.revision() == "" || n.revision() == "0" {
 		return false
 	}
+	switch n.md[dubboapp.MetaStorage] {
+	case dubboapp.StorageRemote, dubboapp.StorageLocal, "":
+		return true
+	}
 	if _, seen := r.skipped.LoadOrStore(app+"/"+n.revision(), true); !seen {
-		r.log.Info("zookeeper registry: skipping application instances whose metadata is not in the metadata report (storage type is not remote)",
+		r.log.Info("zookeeper registry: skipping application instances of an unknown metadata storage type",
 			"service", app, "instance", net.JoinHostPort(n.host, strconv.Itoa(n.port)), "storage_type", n.md[dubboapp.MetaStorage])
 	}
 	return false
 }
+
+// local reports whether n keeps its MetadataInfo in its own MetadataService (Dubbo's
+// default when the storage type is absent).
+func (n appNode) local() bool { return n.md[dubboapp.MetaStorage] != dubboapp.StorageRemote }
+
+// fetchLocal asks n's MetadataService for its revision's MetadataInfo (at most
+// localTimeout) and caches it; failures are logged once per revision and retried at the
+// instance's next change.
+func (r *Registry) fetchLocal(app string, n appNode) {
+	if r.cachedInfo(app, n.revision()) != nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), localTimeout)
+	defer cancel()
+	mi, err := dubboapp.FetchLocal(ctx, app, n.host, n.md, n.revision())
+	if err != nil {
+		if _, seen := r.skipped.LoadOrStore(app+"/"+n.revision(), true); !seen {
+			r.log.Warn("zookeeper registry: cannot read the metadata of application instances with local metadata storage; skipping them",
+				"service", app, "instance", net.JoinHostPort(n.host, strconv.Itoa(n.port)), "err", err)
+		}
+		return
+	}
+	r.infoMu.Lock()
+	r.infos[app+"/"+n.revision()] = mi
+	r.infoMu.Unlock()
+}
+
+// localTimeout bounds a call to an instance's MetadataService.
+const localTimeout = 3 * time.Second
 
 // cachedInfo returns the MetadataInfo of app's revision if it was read before.
 func (r *Registry) cachedInfo(app, rev string) *dubboapp.MetadataInfo {
@@ -343,10 +375,12 @@ func (r *Registry) listApps(ctx context.Context) ([]mesh.Instance, error) {
 				r.log.Debug("skipping application instance", "service", app, "instance", id, "err", err)
 				continue
 			}
-			if !r.remote(app, n) {
+			if !r.readable(app, n) {
 				continue
 			}
-			if _, err := r.info(app, n.revision()); err != nil {
+			if n.local() {
+				r.fetchLocal(app, n)
+			} else if _, err := r.info(app, n.revision()); err != nil {
 				return nil, err
 			}
 			out = append(out, r.instancesOf(app, n)...)
@@ -448,7 +482,7 @@ func (w *watcher) refreshNode(app, id string) (bool, error) {
 		return false, nil
 	}
 	n, err := parseAppNode(data)
-	if err != nil || !w.r.remote(app, n) {
+	if err != nil || !w.r.readable(app, n) {
 		if err != nil {
 			w.r.log.Debug("skipping application instance", "service", app, "instance", id, "err", err)
 		}
@@ -456,6 +490,10 @@ func (w *watcher) refreshNode(app, id string) (bool, error) {
 		return had, nil
 	}
 	nodes[id] = n
+	if n.local() {
+		w.r.fetchLocal(app, n)
+		return true, nil
+	}
 	if err := w.resolve(app, n.revision()); err != nil {
 		return false, err
 	}

@@ -26,8 +26,9 @@
 // provider registered both ways is reported once). Watch follows /services and each
 // application with child watches, each instance node with a data watch, and a revision's
 // MetadataInfo that is not there yet with an exists watch. Reading the application list
-// directly makes the mapping unnecessary for reading it. MetadataInfo is read from the
-// metadata report only: instances with local metadata storage are skipped.
+// directly makes the mapping unnecessary for reading it. An instance with local metadata
+// storage has its MetadataInfo asked from its own MetadataService (dubboapp.FetchLocal)
+// when it appears or changes; one that cannot answer is skipped until it changes.
 package zookeeper
 
 import (
