@@ -234,11 +234,15 @@ func (r *Registry) add(all map[string]mesh.Instance, key string) {
 }
 
 func values(m map[string]mesh.Instance) []mesh.Instance {
-	out := make([]mesh.Instance, 0, len(m))
-	for _, v := range m {
-		out = append(out, v)
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
 	}
-	sort.Slice(out, func(a, b int) bool { return Key(out[a]) < Key(out[b]) })
+	sort.Strings(keys)
+	out := make([]mesh.Instance, 0, len(m))
+	for _, k := range keys {
+		out = append(out, m[k])
+	}
 	return out
 }
 
