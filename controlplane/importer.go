@@ -24,6 +24,8 @@ type Import struct {
 	Epoch    string
 	Revision uint64
 	LastErr  string
+	// Withdrawn counts the services the peer withdrew since this importer started.
+	Withdrawn uint64
 }
 
 // Importer keeps one peer's catalog current over the Federation stream: a snapshot, then
@@ -34,13 +36,14 @@ type Importer struct {
 	onChange   func()
 	log        *slog.Logger
 
-	mu       sync.Mutex
-	services map[string]*federationv1.Service
-	ingress  []string
-	epoch    string
-	rev      uint64
-	stale    bool
-	lastErr  string
+	mu        sync.Mutex
+	services  map[string]*federationv1.Service
+	ingress   []string
+	epoch     string
+	rev       uint64
+	stale     bool
+	lastErr   string
+	withdrawn uint64
 }
 
 // NewImporter returns an importer of peer's catalog for the domain self. onChange (may be
@@ -119,10 +122,22 @@ func (im *Importer) apply(u *federationv1.CatalogUpdate) {
 	im.mu.Lock()
 	defer im.mu.Unlock()
 	if u.GetFull() {
+		keep := make(map[string]bool, len(u.GetUpserted()))
+		for _, s := range u.GetUpserted() {
+			keep[ServiceKey(s)] = true
+		}
+		for k := range im.services {
+			if !keep[k] {
+				im.withdrawn++
+			}
+		}
 		im.services = map[string]*federationv1.Service{}
 	}
 	for _, k := range u.GetRemoved() {
-		delete(im.services, k)
+		if _, ok := im.services[k]; ok {
+			im.withdrawn++
+			delete(im.services, k)
+		}
 	}
 	for _, s := range u.GetUpserted() {
 		im.services[ServiceKey(s)] = s
@@ -139,7 +154,7 @@ func (im *Importer) apply(u *federationv1.CatalogUpdate) {
 func (im *Importer) Import() Import {
 	im.mu.Lock()
 	defer im.mu.Unlock()
-	out := Import{Peer: im.peer, Ingress: append([]string(nil), im.ingress...), Stale: im.stale, Epoch: im.epoch, Revision: im.rev, LastErr: im.lastErr}
+	out := Import{Peer: im.peer, Ingress: append([]string(nil), im.ingress...), Stale: im.stale, Epoch: im.epoch, Revision: im.rev, LastErr: im.lastErr, Withdrawn: im.withdrawn}
 	for _, s := range im.services {
 		out.Services = append(out.Services, s)
 	}

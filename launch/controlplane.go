@@ -158,6 +158,9 @@ func StartControlplane(o ControlplaneOptions) (c *Controlplane, err error) {
 			return nil, fmt.Errorf("controlplane: metrics: %w", err)
 		}
 	}
+	if err := c.admin.Registry().Register(federationCollector{c}); err != nil {
+		return nil, fmt.Errorf("controlplane: metrics: %w", err)
+	}
 	c.admin.SetConfigSource(func() any {
 		members := map[string]any{}
 		for role, m := range c.gossip {
@@ -169,7 +172,7 @@ func StartControlplane(o ControlplaneOptions) (c *Controlplane, err error) {
 			for _, s := range im.Services {
 				svcs = append(svcs, controlplane.ServiceKey(s))
 			}
-			imports[p] = map[string]any{"services": svcs, "ingress": im.Ingress, "stale": im.Stale, "epoch": im.Epoch, "revision": im.Revision, "lastError": im.LastErr}
+			imports[p] = map[string]any{"services": svcs, "ingress": im.Ingress, "stale": im.Stale, "withdrawn": im.Withdrawn, "epoch": im.Epoch, "revision": im.Revision, "lastError": im.LastErr}
 		}
 		return map[string]any{"version": c.cp.Version(), "domain": c.cp.Domain(), "members": members, "imports": imports}
 	})
@@ -578,5 +581,35 @@ func (c *Controlplane) serveConfig(w http.ResponseWriter, r *http.Request) {
 	default:
 		w.Header().Set("Allow", "GET, HEAD, PUT")
 		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+	}
+}
+
+var (
+	fedStaleDesc = prometheus.NewDesc("strait_federation_peer_stale",
+		"1 while a peer domain cannot be reached: its catalog is kept (calls keep flowing) but may be out of date.", []string{"peer"}, nil)
+	fedServicesDesc = prometheus.NewDesc("strait_federation_imported_services",
+		"Services imported from a peer domain.", []string{"peer"}, nil)
+	fedWithdrawnDesc = prometheus.NewDesc("strait_federation_withdrawn_total",
+		"Services a peer domain withdrew (removed from this domain's imports).", []string{"peer"}, nil)
+)
+
+// federationCollector reports each peer's import state at scrape time.
+type federationCollector struct{ c *Controlplane }
+
+func (f federationCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- fedStaleDesc
+	ch <- fedServicesDesc
+	ch <- fedWithdrawnDesc
+}
+
+func (f federationCollector) Collect(ch chan<- prometheus.Metric) {
+	for p, im := range f.c.Imports() {
+		stale := 0.0
+		if im.Stale {
+			stale = 1
+		}
+		ch <- prometheus.MustNewConstMetric(fedStaleDesc, prometheus.GaugeValue, stale, p)
+		ch <- prometheus.MustNewConstMetric(fedServicesDesc, prometheus.GaugeValue, float64(len(im.Services)), p)
+		ch <- prometheus.MustNewConstMetric(fedWithdrawnDesc, prometheus.CounterValue, float64(im.Withdrawn), p)
 	}
 }

@@ -2,6 +2,8 @@ package e2e
 
 import (
 	"context"
+	"io"
+	"net/http"
 	"sort"
 	"strings"
 	"testing"
@@ -143,4 +145,24 @@ func TestWithdrawnExportLeavesRegistry(t *testing.T) {
 		b.Exports = keep
 	})
 	wait(func(n int) bool { return n == 0 }, "withdrawn")
+
+	// The withdrawal shows in alpha's controlplane metrics; beta is reachable, not stale.
+	metrics := func() string {
+		resp, err := http.Get("http://" + topo.AlphaCP.AdminAddr() + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return string(b)
+	}
+	m := metrics()
+	for _, want := range []string{`strait_federation_peer_stale{peer="beta"} 0`, `strait_federation_withdrawn_total{peer="beta"} `} {
+		if !strings.Contains(m, want) {
+			t.Errorf("alpha's /metrics lacks %q", want)
+		}
+	}
+	if strings.Contains(m, `strait_federation_withdrawn_total{peer="beta"} 0`) {
+		t.Errorf("alpha's /metrics counts no withdrawal")
+	}
 }
