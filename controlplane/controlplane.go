@@ -52,6 +52,8 @@ type Controlplane struct {
 	lastErr error
 	ingress []string // live ingress instances, from gossip
 	imports func() map[string]Import
+	// onDomain is called after every configuration put in force (OnDomain).
+	onDomain func(*config.Domain)
 }
 
 // New loads the domain's trust bundles and publishes its first configuration.
@@ -121,14 +123,27 @@ func (c *Controlplane) SetDomain(d *config.Domain) (string, error) {
 		bundles[p.TrustDomain] = b
 	}
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	prevD, prevB := c.domain, c.bundles
 	c.domain, c.bundles = d, bundles
 	if err := c.publishLocked(); err != nil {
 		c.domain, c.bundles = prevD, prevB
+		c.mu.Unlock()
 		return "", err
 	}
-	return c.version, nil
+	v, hook := c.version, c.onDomain
+	c.mu.Unlock()
+	if hook != nil {
+		hook(d)
+	}
+	return v, nil
+}
+
+// OnDomain sets f to be called, outside the controlplane's lock, after each configuration
+// put in force by SetDomain (for instance to follow the peers it names).
+func (c *Controlplane) OnDomain(f func(*config.Domain)) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.onDomain = f
 }
 
 func (c *Controlplane) publishLocked() error {

@@ -168,6 +168,26 @@ func (f *Federation) Update(d *config.Domain, providers []mesh.Instance, ingress
 		}
 		changed = true
 	}
+	// A peer no longer in the domain is exported nothing: its open stream hears every
+	// service withdrawn, then ends (Catalog).
+	for name, l := range f.peers {
+		if _, ok := d.Peer(name); ok || len(l.cur) == 0 {
+			continue
+		}
+		dl := delta{}
+		for k := range l.cur {
+			dl.removed = append(dl.removed, k)
+		}
+		sort.Strings(dl.removed)
+		l.rev++
+		dl.rev = l.rev
+		l.cur = map[string]*federationv1.Service{}
+		l.history = append(l.history, dl)
+		if len(l.history) > historyLen {
+			l.history = l.history[len(l.history)-historyLen:]
+		}
+		changed = true
+	}
 	if changed {
 		close(f.changed)
 		f.changed = make(chan struct{})
@@ -225,12 +245,17 @@ func (f *Federation) Catalog(req *federationv1.CatalogRequest, stream federation
 		f.mu.Lock()
 		updates := f.sinceLocked(l, sent)
 		wait := f.changed
+		_, stillPeer := f.domain.Peer(peer)
+		self := f.domain.Domain
 		f.mu.Unlock()
 		for _, u := range updates {
 			if err := stream.Send(u); err != nil {
 				return err
 			}
 			sent = u.GetRevision()
+		}
+		if !stillPeer {
+			return status.Errorf(codes.PermissionDenied, "federation: %q is no longer a peer of %s", peer, self)
 		}
 		select {
 		case <-ctx.Done():

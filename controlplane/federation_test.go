@@ -182,12 +182,14 @@ func TestFederationStream(t *testing.T) {
 }
 
 func TestImportedRoutes(t *testing.T) {
-	d := &config.Domain{Domain: "alpha", Routes: []config.Route{{Service: "com.beta.Pay", Protocol: mesh.ProtocolTriple, Peer: "beta"}}}
+	d := &config.Domain{Domain: "alpha", Peers: []config.Peer{{Domain: "beta"}}, Routes: []config.Route{{Service: "com.beta.Pay", Protocol: mesh.ProtocolTriple, Peer: "beta"}}}
 	imports := map[string]Import{"beta": {Peer: "beta", Services: []*federationv1.Service{
 		{Name: "com.beta.Pay", Protocol: "triple"},                // routed by the domain file already
 		{Name: "com.beta.Ledger", Protocol: "grpc", Version: "2"}, // imported
 		{Name: "com.alpha.Native", Protocol: "grpc"},              // exists here: refused
 		{Name: "web", Protocol: "http"},                           // needs a host or path
+	}}, "gamma": {Peer: "gamma", Services: []*federationv1.Service{
+		{Name: "com.gamma.Old", Protocol: "grpc"}, // gamma is no longer a peer: not routed
 	}}}
 	native := []mesh.Instance{{Service: mesh.ServiceKey{Name: "com.alpha.Native"}, Protocol: mesh.ProtocolGRPC, Address: "10.0.0.1:1"}}
 	routes, errs := ImportedRoutes(d, imports, native)

@@ -317,6 +317,9 @@ func ImportedRoutes(d *config.Domain, imports map[string]Import, providers []mes
 	}
 	var errs []error
 	for _, peer := range sortedKeys(imports) {
+		if _, ok := d.Peer(peer); !ok {
+			continue // no longer a peer: nothing of it is routed
+		}
 		for _, s := range imports[peer].Services {
 			p := mesh.Protocol(s.GetProtocol())
 			if !p.RPC() {

@@ -62,8 +62,11 @@ type Controlplane struct {
 	reg      registrysync.Registry
 	embedded *embedded.Server
 	file     string
-	// importers follow each peer's catalog; conns are their connections.
-	importers map[string]*controlplane.Importer
+	// importers follow the catalog of each peer the configuration in force names (impMu);
+	// conns are every connection they used. impClosed is set by Close.
+	impMu     sync.Mutex
+	importers map[string]*peerImporter
+	impClosed bool
 	conns     []*grpc.ClientConn
 	// publisher writes imported services into the registry; republishCh wakes it.
 	publisher   *registrysync.Publisher
@@ -253,58 +256,110 @@ func controlplaneTLS(id *config.Identity, trustDomain string) (*x509svid.SVID, *
 	return svid, identity.ControlplaneServerConfig(svid, bundles, td), nil
 }
 
+// peerImporter is the importer of one peer's catalog, with what stops it.
+type peerImporter struct {
+	im     *controlplane.Importer
+	cc     *grpc.ClientConn
+	cancel context.CancelFunc
+}
+
 // startImporters follows every peer's catalog over the Federation API, through the
-// peer's ingress tunnel port, authenticated with the controlplane's own SVID.
+// peer's ingress tunnel port, authenticated with the controlplane's own SVID; and, as the
+// configuration changes, the catalogs of the peers it names: a removed peer's importer
+// stops (its services leave the routes and the registry), an added peer's starts.
 func (c *Controlplane) startImporters(ctx context.Context, d *config.Domain, baseDir string, svid *x509svid.SVID) error {
-	c.importers = map[string]*controlplane.Importer{}
-	for _, p := range d.Peers {
-		file := p.TrustBundle
-		if !filepath.IsAbs(file) && baseDir != "" {
-			file = filepath.Join(baseDir, file)
-		}
-		bundle, err := identity.LoadBundles([]identity.PeerBundle{{TrustDomain: p.TrustDomain, File: file}})
-		if err != nil {
-			return err
-		}
-		td, err := spiffeid.TrustDomainFromString(p.TrustDomain)
-		if err != nil {
-			return err
-		}
-		conf := identity.ClientConfig(svid, bundle, td, tunnel.ALPN)
-		seeds := append([]string(nil), p.Ingress...)
-		var im *controlplane.Importer
-		var next atomic.Uint64
-		// Each connection goes to one of the peer's ingress instances: the live ones
-		// the peer reported, else those of the domain file.
-		dialer := func(ctx context.Context, _ string) (net.Conn, error) {
-			addrs := seeds
-			if im != nil {
-				if live := im.Import().Ingress; len(live) > 0 {
-					addrs = live
-				}
-			}
-			if len(addrs) == 0 {
-				return nil, fmt.Errorf("federation: no ingress address known for %s", p.Domain)
-			}
-			return tunnel.DialTLS(ctx, addrs[int(next.Add(1))%len(addrs)], conf, 5*time.Second)
-		}
-		// A full catalog is one message: 10,000 services take about 1 MB; allow large ones.
-		cc, err := grpc.NewClient("passthrough:///"+p.Domain, grpc.WithContextDialer(dialer),
-			grpc.WithTransportCredentials(insecure.NewCredentials()),
-			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(256<<20)),
-			grpc.WithConnectParams(grpc.ConnectParams{Backoff: backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 5 * time.Second}, MinConnectTimeout: 5 * time.Second}))
-		if err != nil {
-			return fmt.Errorf("federation: %s: %w", p.Domain, err)
-		}
-		c.conns = append(c.conns, cc)
-		im = controlplane.NewImporter(d.Domain, p.Domain, federationv1.NewFederationClient(cc), func() {
-			c.cp.Refresh()
-			c.republish()
-		}, c.log.With("component", "importer"))
-		c.importers[p.Domain] = im
-		c.goRun(func() { im.Run(ctx) })
+	c.impMu.Lock()
+	c.importers = map[string]*peerImporter{}
+	c.impMu.Unlock()
+	if err := c.syncImporters(ctx, d, baseDir, svid); err != nil {
+		return err
 	}
 	c.cp.SetImports(c.Imports)
+	c.cp.OnDomain(func(d *config.Domain) {
+		if err := c.syncImporters(ctx, d, baseDir, svid); err != nil {
+			c.log.Error("following the peers of the new configuration", "err", err)
+		}
+		c.cp.Refresh()
+		c.republish()
+	})
+	return nil
+}
+
+// syncImporters makes the importers those of d's peers.
+func (c *Controlplane) syncImporters(ctx context.Context, d *config.Domain, baseDir string, svid *x509svid.SVID) error {
+	c.impMu.Lock()
+	defer c.impMu.Unlock()
+	if c.impClosed {
+		return nil
+	}
+	for name, pi := range c.importers {
+		if _, ok := d.Peer(name); ok {
+			continue
+		}
+		pi.cancel()
+		_ = pi.cc.Close()
+		delete(c.importers, name)
+		c.log.Info("peer removed: its catalog is no longer imported", "peer", name)
+	}
+	var errs []error
+	for _, p := range d.Peers {
+		if c.importers[p.Domain] != nil {
+			continue
+		}
+		if err := c.startImporterLocked(ctx, d.Domain, p, baseDir, svid); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (c *Controlplane) startImporterLocked(ctx context.Context, self string, p config.Peer, baseDir string, svid *x509svid.SVID) error {
+	file := p.TrustBundle
+	if !filepath.IsAbs(file) && baseDir != "" {
+		file = filepath.Join(baseDir, file)
+	}
+	bundle, err := identity.LoadBundles([]identity.PeerBundle{{TrustDomain: p.TrustDomain, File: file}})
+	if err != nil {
+		return err
+	}
+	td, err := spiffeid.TrustDomainFromString(p.TrustDomain)
+	if err != nil {
+		return err
+	}
+	conf := identity.ClientConfig(svid, bundle, td, tunnel.ALPN)
+	seeds := append([]string(nil), p.Ingress...)
+	var im *controlplane.Importer
+	var next atomic.Uint64
+	// Each connection goes to one of the peer's ingress instances: the live ones
+	// the peer reported, else those of the domain file.
+	dialer := func(ctx context.Context, _ string) (net.Conn, error) {
+		addrs := seeds
+		if im != nil {
+			if live := im.Import().Ingress; len(live) > 0 {
+				addrs = live
+			}
+		}
+		if len(addrs) == 0 {
+			return nil, fmt.Errorf("federation: no ingress address known for %s", p.Domain)
+		}
+		return tunnel.DialTLS(ctx, addrs[int(next.Add(1))%len(addrs)], conf, 5*time.Second)
+	}
+	// A full catalog is one message: 10,000 services take about 1 MB; allow large ones.
+	cc, err := grpc.NewClient("passthrough:///"+p.Domain, grpc.WithContextDialer(dialer),
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(256<<20)),
+		grpc.WithConnectParams(grpc.ConnectParams{Backoff: backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 5 * time.Second}, MinConnectTimeout: 5 * time.Second}))
+	if err != nil {
+		return fmt.Errorf("federation: %s: %w", p.Domain, err)
+	}
+	c.conns = append(c.conns, cc)
+	im = controlplane.NewImporter(self, p.Domain, federationv1.NewFederationClient(cc), func() {
+		c.cp.Refresh()
+		c.republish()
+	}, c.log.With("component", "importer"))
+	ictx, cancel := context.WithCancel(ctx)
+	c.importers[p.Domain] = &peerImporter{im: im, cc: cc, cancel: cancel}
+	c.goRun(func() { im.Run(ictx) })
 	return nil
 }
 
@@ -382,9 +437,11 @@ func (c *Controlplane) publishImports(ctx context.Context, domain string) {
 
 // Imports returns what each peer exports to this domain, as last heard.
 func (c *Controlplane) Imports() map[string]controlplane.Import {
+	c.impMu.Lock()
+	defer c.impMu.Unlock()
 	out := map[string]controlplane.Import{}
-	for p, im := range c.importers {
-		out[p] = im.Import()
+	for p, pi := range c.importers {
+		out[p] = pi.im.Import()
 	}
 	return out
 }
@@ -473,6 +530,9 @@ func (c *Controlplane) Close() {
 		for _, m := range c.gossip {
 			_ = m.Close()
 		}
+		c.impMu.Lock()
+		c.impClosed = true // no importer starts after this
+		c.impMu.Unlock()
 		if c.cancel != nil {
 			c.cancel()
 		}

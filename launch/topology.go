@@ -22,7 +22,6 @@ import (
 	"github.com/strait-mesh/strait/internal/samples"
 	"github.com/strait-mesh/strait/internal/xdsres"
 	registrysync "github.com/strait-mesh/strait/registry-sync"
-	etcdreg "github.com/strait-mesh/strait/registry-sync/etcd"
 )
 
 // Names of the sample services.
@@ -52,7 +51,12 @@ type TopologyOptions struct {
 	BothWays bool
 	// DataPath is the gateways' data path: "relay" (default) or "http".
 	DataPath string
-	Logger   *slog.Logger
+	// Registry is the kind of registry of both domains: "embedded" (default: an embedded
+	// etcd per domain, in Dir), or "etcd", "zookeeper" or "nacos", servers that run already
+	// at AlphaRegistry and BetaRegistry (host:port; for Nacos its HTTP port), one per domain.
+	Registry                    string
+	AlphaRegistry, BetaRegistry []string
+	Logger                      *slog.Logger
 }
 
 // Topology is a running two-domain topology.
@@ -120,6 +124,9 @@ func StartTopology(ctx context.Context, o TopologyOptions) (t *Topology, err err
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
+	if o.Registry != "" && o.Registry != "embedded" && (len(o.AlphaRegistry) == 0 || len(o.BetaRegistry) == 0) {
+		return nil, fmt.Errorf("topology: a %s registry needs AlphaRegistry and BetaRegistry addresses", o.Registry)
+	}
 	t = &Topology{Dir: o.Dir, dataPath: o.DataPath}
 	if t.Dir == "" {
 		if t.Dir, err = os.MkdirTemp("", "strait-demo-"); err != nil {
@@ -148,6 +155,7 @@ func StartTopology(ctx context.Context, o TopologyOptions) (t *Topology, err err
 	// Beta: controlplane (with its embedded registry), providers, ingress instances (closed in
 	// reverse order: the ingress lets go of its provider connections first).
 	beta := BetaConfig(t.Certs.AlphaBundle)
+	beta.Registry = o.registry(beta.Registry, o.BetaRegistry)
 	beta.Controlplane.Identity = &config.Identity{Cert: t.Certs.BetaControlplane.Cert, Key: t.Certs.BetaControlplane.Key, Bundle: t.Certs.BetaOwnBundle}
 	// The controlplane's gossip address is fixed, so that after a restart it is found
 	// again by the gateways that use it as their seed.
@@ -192,6 +200,7 @@ func StartTopology(ctx context.Context, o TopologyOptions) (t *Topology, err err
 
 	// Alpha: controlplane and egress instances; beta's ingress instances are its peer.
 	alpha := AlphaConfig(t.Certs.BetaBundle, t.Ingress)
+	alpha.Registry = o.registry(alpha.Registry, o.AlphaRegistry)
 	alpha.Controlplane.Identity = &config.Identity{Cert: t.Certs.AlphaControlplane.Cert, Key: t.Certs.AlphaControlplane.Key, Bundle: t.Certs.AlphaOwnBundle}
 	if o.Transport != "" {
 		alpha.Peers[0].Transport = o.Transport
@@ -256,7 +265,7 @@ func (t *Topology) startOtherWay(ctx context.Context, o TopologyOptions, alphaIn
 	}
 	t.onClose(func(context.Context) { hp.Stop() })
 	t.AlphaProviderAddr = hp.addr
-	areg, err := etcdreg.New([]string{t.AlphaCP.RegistryEndpoint()}, etcdreg.Options{Logger: o.Logger})
+	areg, err := openDomainRegistry(t.AlphaCP, o.Logger)
 	if err != nil {
 		return err
 	}
@@ -325,7 +334,7 @@ func (t *Topology) startProviders(ctx context.Context, o TopologyOptions) error 
 	t.onClose(func(ctx context.Context) { _ = hp.Close(ctx) })
 	t.GRPCAddr, t.TripleAddr, t.HTTPAddr = gp.Addr(), tp.Addr(), hp.Addr()
 
-	breg, err := etcdreg.New([]string{t.BetaCP.RegistryEndpoint()}, etcdreg.Options{Logger: o.Logger})
+	breg, err := openDomainRegistry(t.BetaCP, o.Logger)
 	if err != nil {
 		return err
 	}
@@ -341,6 +350,21 @@ func (t *Topology) startProviders(ctx context.Context, o TopologyOptions) error 
 		}
 	}
 	return nil
+}
+
+// registry is a domain's registry section: def (embedded) unless o names another kind.
+func (o TopologyOptions) registry(def config.Registry, endpoints []string) config.Registry {
+	if o.Registry == "" || o.Registry == "embedded" {
+		return def
+	}
+	return config.Registry{Kind: o.Registry, Endpoints: append([]string(nil), endpoints...)}
+}
+
+// openDomainRegistry opens a client of cp's registry, of the kind its domain names, for the
+// sample providers to register with.
+func openDomainRegistry(cp *Controlplane, log *slog.Logger) (registrysync.Registry, error) {
+	r := cp.Core().Domain().Registry
+	return OpenRegistry(r.Kind, []string{cp.RegistryEndpoint()}, r.Namespace, log)
 }
 
 // freeAddr returns a loopback address whose port is free now.

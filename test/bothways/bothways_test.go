@@ -1,0 +1,186 @@
+package bothways
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	testgrpc "google.golang.org/grpc/interop/grpc_testing"
+	"google.golang.org/grpc/status"
+
+	"github.com/strait-mesh/strait/internal/config"
+	"github.com/strait-mesh/strait/launch"
+)
+
+func TestBothWaysEtcd(t *testing.T)      { runBothWays(t, "etcd") }
+func TestBothWaysZooKeeper(t *testing.T) { runBothWays(t, "zookeeper") }
+func TestBothWaysNacos(t *testing.T)     { runBothWays(t, "nacos") }
+
+// runBothWays: alpha and beta, each on its own registry server of the kind, export every
+// native gRPC/Triple service to each other ("*"). Each imports only what the other provides
+// natively, each registry holds only the other domain's services as managed entries, calls
+// cross both ways, and a config change on both sides changes none of it. Then alpha removes
+// beta from its peers: beta's services leave alpha's registry and alpha's routes, and alpha's
+// leave beta's registry (alpha withdrew everything it exported to beta).
+func runBothWays(t *testing.T, kind string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+
+	// Both servers at once: a Nacos takes seconds to start.
+	var addrs [2]string
+	var errs [2]error
+	var wg sync.WaitGroup
+	for i := range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			addr, stop, err := startServer(kind)
+			addrs[i], errs[i] = addr, err
+			if err == nil {
+				t.Cleanup(func() {
+					if err := stop(); err != nil {
+						t.Error(err)
+					}
+				})
+			}
+		}()
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Logf("%s servers: alpha %s, beta %s", kind, addrs[0], addrs[1])
+
+	tp, err := launch.StartTopology(ctx, launch.TopologyOptions{
+		BothWays: true, DataPath: os.Getenv("STRAIT_E2E_DATAPATH"),
+		Registry: kind, AlphaRegistry: []string{addrs[0]}, BetaRegistry: []string{addrs[1]},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tp.Close()
+	for _, cp := range []*launch.Controlplane{tp.AlphaCP, tp.BetaCP} {
+		if got := cp.Core().Domain().Registry.Kind; got != kind {
+			t.Fatalf("%s runs on a %q registry, want %q", cp.Core().Domain().Domain, got, kind)
+		}
+	}
+
+	if err := tp.WaitNoLoop(ctx, 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if err := tp.CallBothWays(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	// A round of republication on both sides (a config change each) re-exports nothing
+	// that was imported.
+	for _, cp := range []*launch.Controlplane{tp.AlphaCP, tp.BetaCP} {
+		d := *cp.Core().Domain()
+		d.Limits.CallTimeout++
+		if _, err := tp.SetDomain(ctx, &d); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, cp := range []*launch.Controlplane{tp.AlphaCP, tp.BetaCP} {
+		for peer, im := range cp.Imports() {
+			if im.Stale {
+				t.Fatalf("%s's import of %s is stale: %s", cp.Core().Domain().Domain, peer, im.LastErr)
+			}
+		}
+	}
+	if err := tp.WaitNoLoop(ctx, 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if err := tp.CallBothWays(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	// Alpha removes beta from its peers (with its routes to beta and its exports to beta).
+	if _, err := tp.SetDomain(ctx, withoutPeer(tp.AlphaCP.Core().Domain(), "beta")); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, ctx, "the peer's managed entries leave both registries", func() error {
+		if _, ok := tp.AlphaCP.Imports()["beta"]; ok {
+			return fmt.Errorf("alpha still imports from beta")
+		}
+		for _, x := range []struct {
+			domain string
+			cp     *launch.Controlplane
+		}{{"alpha", tp.AlphaCP}, {"beta", tp.BetaCP}} {
+			got, err := launch.ManagedEntries(ctx, x.cp.Registry())
+			if err != nil {
+				return err
+			}
+			if len(got) != 0 {
+				return fmt.Errorf("%s's registry still has managed %v", x.domain, got)
+			}
+		}
+		return nil
+	})
+	// Alpha's egress no longer routes beta's services.
+	for _, e := range tp.Egress {
+		cc, err := grpc.NewClient(e, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = testgrpc.NewTestServiceClient(cc).EmptyCall(ctx, &testgrpc.Empty{})
+		cc.Close()
+		if status.Code(err) != codes.Unimplemented {
+			t.Fatalf("alpha → beta through %s after beta was removed: %v, want Unimplemented", e, err)
+		}
+	}
+}
+
+// withoutPeer is d without peer: its peer entry, its routes to the peer, and the peer in
+// its exports' destinations (an export left with none goes).
+func withoutPeer(d *config.Domain, peer string) *config.Domain {
+	n := *d
+	n.Peers, n.Routes, n.Exports = nil, nil, nil
+	for _, p := range d.Peers {
+		if p.Domain != peer {
+			n.Peers = append(n.Peers, p)
+		}
+	}
+	for _, r := range d.Routes {
+		if r.Peer != peer {
+			n.Routes = append(n.Routes, r)
+		}
+	}
+	for _, e := range d.Exports {
+		var to []string
+		for _, x := range e.To {
+			if x != peer {
+				to = append(to, x)
+			}
+		}
+		if len(to) > 0 {
+			e.To = to
+			n.Exports = append(n.Exports, e)
+		}
+	}
+	return &n
+}
+
+// eventually polls cond every 50 ms, up to 30 s, and fails the test with its last error.
+func eventually(t *testing.T, ctx context.Context, what string, cond func() error) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		err := cond()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			t.Fatalf("%s: not within 30 s: %v", what, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
