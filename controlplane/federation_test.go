@@ -299,3 +299,47 @@ func TestPatternExportsTranslated(t *testing.T) {
 		t.Errorf("Mixed endpoints: %v", eps)
 	}
 }
+
+// TestRemovedPeerWithdrawn: a peer removed from the domain hears every service it was
+// exported withdrawn, then its stream ends (refused while it is not a peer); added back, it
+// gets its services again.
+func TestRemovedPeerWithdrawn(t *testing.T) {
+	d := betaDomain(config.Export{Service: "com.beta.Pay", Protocol: mesh.ProtocolTriple, Version: "1.0.0", To: []string{"alpha"}})
+	fed := NewFederation(d, nil)
+	fed.Update(d, providers, []string{"10.1.0.1:15443"})
+	fs := serveFederation(t, fed, "127.0.0.1:0")
+	defer fs.srv.Stop()
+	cc, err := grpc.NewClient(fs.ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithStreamInterceptor(func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+			return streamer(metadata.AppendToOutgoingContext(ctx, PeerDomainHeader, "alpha"), desc, cc, method, opts...)
+		}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	im := NewImporter("alpha", "beta", federationv1.NewFederationClient(cc), nil, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); im.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	wait := func(what string, ok func(Import) bool) {
+		t.Helper()
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+			if got := im.Import(); ok(got) {
+				return
+			} else if time.Now().After(deadline) {
+				t.Fatalf("%s: %+v", what, got)
+			}
+		}
+	}
+	wait("snapshot", func(i Import) bool { return !i.Stale && len(i.Services) == 1 })
+
+	without := &config.Domain{Domain: "beta", TrustDomain: "beta.local", Peers: d.Peers[1:]}
+	fed.Update(without, providers, []string{"10.1.0.1:15443"})
+	wait("withdrawn, then refused", func(i Import) bool {
+		return len(i.Services) == 0 && i.Withdrawn == 1 && i.Stale && strings.Contains(i.LastErr, "peer of beta")
+	})
+
+	fed.Update(d, providers, []string{"10.1.0.1:15443"})
+	wait("back", func(i Import) bool { return !i.Stale && len(i.Services) == 1 && i.Services[0].Name == "com.beta.Pay" })
+}

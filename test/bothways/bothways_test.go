@@ -27,7 +27,8 @@ func TestBothWaysNacos(t *testing.T)     { runBothWays(t, "nacos") }
 // natively, each registry holds only the other domain's services as managed entries, calls
 // cross both ways, and a config change on both sides changes none of it. Then alpha removes
 // beta from its peers: beta's services leave alpha's registry and alpha's routes, and alpha's
-// leave beta's registry (alpha withdrew everything it exported to beta).
+// leave beta's registry (alpha withdrew everything it exported to beta). Added back, beta is
+// followed again as before.
 func runBothWays(t *testing.T, kind string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
@@ -104,7 +105,8 @@ func runBothWays(t *testing.T, kind string) {
 	}
 
 	// Alpha removes beta from its peers (with its routes to beta and its exports to beta).
-	if _, err := tp.SetDomain(ctx, withoutPeer(tp.AlphaCP.Core().Domain(), "beta")); err != nil {
+	withBeta := tp.AlphaCP.Core().Domain()
+	if _, err := tp.SetDomain(ctx, withoutPeer(withBeta, "beta")); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, ctx, "the peer's managed entries leave both registries", func() error {
@@ -137,6 +139,17 @@ func runBothWays(t *testing.T, kind string) {
 			t.Fatalf("alpha → beta through %s after beta was removed: %v, want Unimplemented", e, err)
 		}
 	}
+
+	// Beta added back: alpha follows it again, and everything is as before, still without
+	// a loop.
+	if _, err := tp.SetDomain(ctx, withBeta); err != nil {
+		t.Fatal(err)
+	}
+	if err := tp.WaitNoLoop(ctx, 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	// Beta's importer of alpha reconnects after a backoff; its routes follow.
+	eventually(t, ctx, "calls both ways after beta was added back", func() error { return tp.CallBothWays(ctx) })
 }
 
 // withoutPeer is d without peer: its peer entry, its routes to the peer, and the peer in
