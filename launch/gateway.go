@@ -8,6 +8,8 @@ package launch
 import (
 	"context"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -118,6 +120,30 @@ func StartGateway(gw *config.Gateway, log *slog.Logger) (g *Gateway, err error) 
 	if err != nil {
 		g.ln.Close()
 		return nil, err
+	}
+	// Which data path took the calls: the relay (gRPC-style calls over HTTP/2) or the
+	// general net/http path (everything else).
+	for _, path := range []string{"relay", "general"} {
+		stat := func() float64 {
+			var r, f uint64
+			if g.eg != nil {
+				r, f = g.eg.RelayStats()
+			} else {
+				r, f = g.ig.RelayStats()
+			}
+			if path == "relay" {
+				return float64(r)
+			}
+			return float64(f)
+		}
+		c := prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "strait_streams_total", Help: "Streams the gateway's HTTP/2 listener took, by data path (general: handed by the relay to net/http).",
+			ConstLabels: prometheus.Labels{"path": path},
+		}, stat)
+		if err := g.admin.Registry().Register(c); err != nil {
+			g.ln.Close()
+			return nil, fmt.Errorf("%s: metrics: %w", gw.Role, err)
+		}
 	}
 	g.xds = xdsclient.New(xdsclient.Options{
 		Addr: gw.Controlplane, Role: gw.Role, NodeID: gw.Domain + "/" + gw.Role + "/" + gw.Instance, Logger: g.log, TLS: xdsTLS,

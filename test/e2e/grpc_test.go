@@ -4,7 +4,10 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -63,6 +66,17 @@ func TestInterop(t *testing.T) {
 				t.Errorf("the relay took calls on the general path")
 			}
 			return
+		}
+		for _, g := range topo.Gateways {
+			resp, err := http.Get("http://" + g.AdminAddr() + "/metrics")
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if !strings.Contains(string(b), `strait_streams_total{path="relay"}`) {
+				t.Errorf("%s /metrics lacks strait_streams_total", g.Name())
+			}
 		}
 		if e1 == e0 || i1 == i0 {
 			t.Errorf("interop calls relayed: %d by egress, %d by ingress; want both > 0", e1-e0, i1-i0)
