@@ -50,7 +50,7 @@ bench-config:
 
 # bench: direct vs the Strait, nginx and HAProxy two-hop chains (gRPC unary and bidi, Triple
 # gRPC-mode and HTTP/1.1 JSON, HTTP/1.1; 1 KiB and 64 KiB), open loop at 1,000 calls/s and
-# closed-loop maximum; installs nginx and haproxy if missing. About 13 minutes; QUICK=1 for
+# closed-loop maximum; installs nginx and haproxy if missing. About 10 minutes; QUICK=1 for
 # a short run (under 3 minutes). Writes loadtest/results/latest.json, latest.svg and pprof
 # profiles. Uses up.sh's fixed ports (on a shared machine: flock /tmp/strait-ports.lock).
 bench:

@@ -222,7 +222,7 @@ func render(rows []row, title string) (string, error) {
 			continue
 		}
 		step := niceStep(peak / 4)
-		dmax := math.Ceil(peak/step) * step
+		dmax := math.Ceil(peak*1.15/step) * step // headroom for the value above the tallest bar
 		axes(&s, rightX, py, rightW, "calls/s")
 		for v := 0.0; v <= dmax*1.001; v += step {
 			yy := float64(py+plotHeight) - v/dmax*plotHeight
