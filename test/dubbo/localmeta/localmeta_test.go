@@ -1,11 +1,13 @@
-// Package localmeta checks that Strait reads an ordinary dubbo-go provider registered at
-// application level with local metadata storage (dubbo-go's default): its MetadataInfo is
-// asked from the provider's own MetadataService (MetadataServiceV2 over Triple).
+// Package localmeta checks that Strait reads ordinary dubbo-go providers registered at
+// application level: with local metadata storage (dubbo-go's default) in ZooKeeper, whose
+// MetadataInfo is asked from the provider's own MetadataService (MetadataServiceV2 over
+// Triple), and with remote metadata in Nacos.
 //
 // It runs in a process of its own because dubbo-go exports the MetadataService once per
 // process (metadata.Options.Init's sync.Once), so a provider with local metadata cannot
-// follow one with remote metadata in test/dubbo. It starts its own ZooKeeper on a free
-// port (no fixed ports, no lock needed).
+// follow one with remote metadata in test/dubbo, and because a dubbo-go server registers
+// in every registry its process has known, which must all stay up. It starts its own
+// ZooKeeper and Nacos on free ports (no fixed ports, no lock needed).
 //
 // There is no goroutine leak check in this package: the dubbo-go provider cannot be
 // stopped without dubbo-go's process-wide graceful shutdown (see StartAppLevelProvider).
@@ -14,6 +16,7 @@ package localmeta
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -24,6 +27,7 @@ import (
 
 	"github.com/strait-mesh/strait/internal/mesh"
 	registrysync "github.com/strait-mesh/strait/registry-sync"
+	"github.com/strait-mesh/strait/registry-sync/nacos"
 	"github.com/strait-mesh/strait/registry-sync/zookeeper"
 )
 
@@ -31,7 +35,26 @@ type zkQuiet struct{}
 
 func (zkQuiet) Printf(string, ...any) {}
 
-var zkAddr string
+var zkAddr, nacosAddr string
+
+// nacosPort returns a port p with p, p+1000, p+1001 and p-1000 free (Nacos binds all four).
+func nacosPort() int {
+	for {
+		p := 20000 + rand.IntN(25000)
+		free := true
+		for _, q := range []int{p, p + 1000, p + 1001, p - 1000} {
+			l, err := net.Listen("tcp", ":"+strconv.Itoa(q))
+			if err != nil {
+				free = false
+				break
+			}
+			l.Close()
+		}
+		if free {
+			return p
+		}
+	}
+}
 
 func TestMain(m *testing.M) {
 	scripts, _ := filepath.Abs("../../registries/zookeeper")
@@ -55,12 +78,48 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	zkAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-	code := m.Run()
-	if out, err := exec.Command(filepath.Join(scripts, "stop.sh"), dir).CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "FAIL: stopping ZooKeeper: %v\n%s", err, out)
-		code = 1
+	nacosScripts, _ := filepath.Abs("../../registries/nacos")
+	ndir, err := os.MkdirTemp("", "strait-localmeta-nacos-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
 	}
-	_ = os.RemoveAll(dir)
+	stop := func() int {
+		code := 0
+		if out, err := exec.Command(filepath.Join(scripts, "stop.sh"), dir).CombinedOutput(); err != nil {
+			fmt.Fprintf(os.Stderr, "FAIL: stopping ZooKeeper: %v\n%s", err, out)
+			code = 1
+		}
+		if out, err := exec.Command(filepath.Join(nacosScripts, "stop.sh"), ndir).CombinedOutput(); err != nil {
+			fmt.Fprintf(os.Stderr, "FAIL: stopping Nacos: %v\n%s", err, out)
+			code = 1
+		}
+		_ = os.RemoveAll(dir)
+		_ = os.RemoveAll(ndir)
+		return code
+	}
+	var nerr error
+	for range 3 { // another process may take a port between the check and the start
+		np := nacosPort()
+		cmd := exec.Command(filepath.Join(nacosScripts, "start.sh"), ndir, strconv.Itoa(np))
+		cmd.Env = append(os.Environ(), "NACOS_PARENT_PID="+strconv.Itoa(os.Getpid()), "NACOS_PARENT_CLEANUP=1")
+		var out []byte
+		if out, nerr = cmd.CombinedOutput(); nerr == nil {
+			nacosAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(np))
+			break
+		} else {
+			nerr = fmt.Errorf("%w\n%s", nerr, out)
+		}
+	}
+	if nerr != nil {
+		fmt.Fprintf(os.Stderr, "FAIL: Nacos did not start: %v\n", nerr)
+		stop()
+		os.Exit(1)
+	}
+	code := m.Run()
+	if c := stop(); c != 0 {
+		code = c
+	}
 	os.Exit(code)
 }
 
@@ -68,12 +127,28 @@ func TestMain(m *testing.M) {
 // application level in ZooKeeper, is a GreetService provider in Strait's catalog of that
 // registry, as in its List.
 func TestLocalMetadata(t *testing.T) {
-	app := "dubbo-local-meta"
-	paddr, served, err := StartAppLevelProvider("zookeeper", zkAddr, app, "local")
+	checkProvider(t, "zookeeper", zkAddr, "dubbo-local-meta", "local")
+}
+
+// TestRemoteMetadataNacos: a dubbo-go provider with remote metadata (its MetadataInfo in
+// Nacos's config), registered at application level in Nacos, is a GreetService provider in
+// Strait's catalog of Nacos, as in its List.
+func TestRemoteMetadataNacos(t *testing.T) {
+	checkProvider(t, "nacos", nacosAddr, "dubbo-remote-meta", "remote")
+}
+
+func checkProvider(t *testing.T, kind, addr, app, metadataType string) {
+	paddr, served, err := StartAppLevelProvider(kind, addr, app, metadataType)
 	if err != nil {
 		t.Fatal(err)
 	}
-	reg, err := zookeeper.New([]string{zkAddr}, zookeeper.Options{})
+	var reg registrysync.Registry
+	switch kind {
+	case "zookeeper":
+		reg, err = zookeeper.New([]string{addr}, zookeeper.Options{})
+	default:
+		reg, err = nacos.New([]string{addr}, nacos.Options{})
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -93,7 +168,7 @@ func TestLocalMetadata(t *testing.T) {
 	key := mesh.ServiceKey{Name: "strait.demo.greet.v1.GreetService"}
 	match := func(is []mesh.Instance) bool {
 		for _, i := range is {
-			if i.Address == paddr && i.Protocol == mesh.ProtocolTriple && i.Metadata["application"] == app {
+			if i.Address == paddr && i.Protocol == mesh.ProtocolTriple && i.Service.Group == kind && i.Metadata["application"] == app {
 				return true
 			}
 		}
@@ -119,5 +194,5 @@ func TestLocalMetadata(t *testing.T) {
 	if !match(all) {
 		t.Fatalf("List: %v", all)
 	}
-	t.Logf("dubbo-go provider %s with local metadata seen at %s", app, paddr)
+	t.Logf("dubbo-go provider %s (%s metadata) seen in %s at %s", app, metadataType, kind, paddr)
 }

@@ -28,9 +28,11 @@ import (
 	_ "dubbo.apache.org/dubbo-go/v3/filter/token"
 	_ "dubbo.apache.org/dubbo-go/v3/filter/tps"
 	_ "dubbo.apache.org/dubbo-go/v3/metadata/mapping/metadata"
+	_ "dubbo.apache.org/dubbo-go/v3/metadata/report/nacos"
 	_ "dubbo.apache.org/dubbo-go/v3/metadata/report/zookeeper"
 	_ "dubbo.apache.org/dubbo-go/v3/protocol/triple"
 	_ "dubbo.apache.org/dubbo-go/v3/proxy/proxy_factory"
+	_ "dubbo.apache.org/dubbo-go/v3/registry/nacos"
 	_ "dubbo.apache.org/dubbo-go/v3/registry/protocol"
 	_ "dubbo.apache.org/dubbo-go/v3/registry/servicediscovery"
 	_ "dubbo.apache.org/dubbo-go/v3/registry/servicediscovery/customizer"
@@ -98,6 +100,9 @@ func StartAppLevelProvider(kind, addr, app, metadataType string) (string, <-chan
 	appCfg.MetadataServiceProtocol = "tri" // MetadataServiceV2 over Triple, on the provider's port
 	srv, err := server.NewServer(
 		server.SetServerApplication(appCfg),
+		// dubbo-go keeps one service per interface, group and version per process: the
+		// group tells the providers apart.
+		server.WithServerGroup(kind),
 		server.WithServerProtocol(protocol.WithTriple(), protocol.WithIp("127.0.0.1"), protocol.WithPort(port)),
 		server.WithServerRegistry(append(opts,
 			registry.WithID(kind+"-provider"),
