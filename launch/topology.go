@@ -270,7 +270,7 @@ func (t *Topology) startOtherWay(ctx context.Context, o TopologyOptions, alphaIn
 		return err
 	}
 	t.onClose(func(context.Context) { _ = areg.Close() })
-	if err := areg.Register(ctx, mesh.Instance{Service: mesh.ServiceKey{Name: AlphaService}, Protocol: mesh.ProtocolGRPC, Address: hp.addr}); err != nil {
+	if err := registerProvider(ctx, areg, mesh.Instance{Service: mesh.ServiceKey{Name: AlphaService}, Protocol: mesh.ProtocolGRPC, Address: hp.addr}); err != nil {
 		return err
 	}
 	for i, addr := range alphaIngress {
@@ -345,7 +345,7 @@ func (t *Topology) startProviders(ctx context.Context, o TopologyOptions) error 
 		{Service: mesh.ServiceKey{Name: TripleService, Version: TripleVersion}, Protocol: mesh.ProtocolTriple, Address: t.TripleAddr},
 		{Service: mesh.ServiceKey{Name: HTTPService}, Protocol: mesh.ProtocolHTTP, Address: t.HTTPAddr},
 	} {
-		if err := breg.Register(ctx, inst); err != nil {
+		if err := registerProvider(ctx, breg, inst); err != nil {
 			return err
 		}
 	}
@@ -358,6 +358,24 @@ func (o TopologyOptions) registry(def config.Registry, endpoints []string) confi
 		return def
 	}
 	return config.Registry{Kind: o.Registry, Endpoints: append([]string(nil), endpoints...)}
+}
+
+// registerProvider registers inst, trying again for up to 15 s: a registry client that
+// has just started can be between connections (a loaded Nacos server's client says "not
+// connected" until it reconnects).
+func registerProvider(ctx context.Context, reg registrysync.Registry, inst mesh.Instance) error {
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		err := reg.Register(ctx, inst)
+		if err == nil || time.Now().After(deadline) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("topology: %w (last: %w)", ctx.Err(), err)
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
 }
 
 // openDomainRegistry opens a client of cp's registry, of the kind its domain names, for the
