@@ -1,8 +1,11 @@
 package bothways
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"sync"
 	"testing"
@@ -13,6 +16,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/grpc/status"
+	"gopkg.in/yaml.v3"
 
 	"github.com/strait-mesh/strait/internal/config"
 	"github.com/strait-mesh/strait/launch"
@@ -104,11 +108,10 @@ func runBothWays(t *testing.T, kind string) {
 		t.Fatal(err)
 	}
 
-	// Alpha removes beta from its peers (with its routes to beta and its exports to beta).
+	// Alpha removes beta from its peers (with its routes to beta and its exports to beta),
+	// through its admin API as an operator would.
 	withBeta := tp.AlphaCP.Core().Domain()
-	if _, err := tp.SetDomain(ctx, withoutPeer(withBeta, "beta")); err != nil {
-		t.Fatal(err)
-	}
+	putConfig(t, ctx, tp.AlphaCP.AdminAddr(), withoutPeer(withBeta, "beta"))
 	eventually(t, ctx, "the peer's managed entries leave both registries", func() error {
 		if _, ok := tp.AlphaCP.Imports()["beta"]; ok {
 			return fmt.Errorf("alpha still imports from beta")
@@ -127,18 +130,22 @@ func runBothWays(t *testing.T, kind string) {
 		}
 		return nil
 	})
-	// Alpha's egress no longer routes beta's services.
-	for _, e := range tp.Egress {
-		cc, err := grpc.NewClient(e, grpc.WithTransportCredentials(insecure.NewCredentials()))
-		if err != nil {
-			t.Fatal(err)
+	// Alpha's egress instances no longer route beta's services (once they run the new
+	// configuration).
+	eventually(t, ctx, "alpha's egress stops routing beta's services", func() error {
+		for _, e := range tp.Egress {
+			cc, err := grpc.NewClient(e, grpc.WithTransportCredentials(insecure.NewCredentials()))
+			if err != nil {
+				return err
+			}
+			_, err = testgrpc.NewTestServiceClient(cc).EmptyCall(ctx, &testgrpc.Empty{})
+			cc.Close()
+			if status.Code(err) != codes.Unimplemented {
+				return fmt.Errorf("alpha → beta through %s after beta was removed: %v, want Unimplemented", e, err)
+			}
 		}
-		_, err = testgrpc.NewTestServiceClient(cc).EmptyCall(ctx, &testgrpc.Empty{})
-		cc.Close()
-		if status.Code(err) != codes.Unimplemented {
-			t.Fatalf("alpha → beta through %s after beta was removed: %v, want Unimplemented", e, err)
-		}
-	}
+		return nil
+	})
 
 	// Beta added back: alpha follows it again, and everything is as before, still without
 	// a loop.
@@ -150,6 +157,29 @@ func runBothWays(t *testing.T, kind string) {
 	}
 	// Beta's importer of alpha reconnects after a backoff; its routes follow.
 	eventually(t, ctx, "calls both ways after beta was added back", func() error { return tp.CallBothWays(ctx) })
+}
+
+// putConfig replaces the domain document of the controlplane whose admin API is at admin.
+func putConfig(t *testing.T, ctx context.Context, admin string, d *config.Domain) {
+	t.Helper()
+	b, err := yaml.Marshal(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPut, "http://"+admin+"/v1/config", bytes.NewReader(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("PUT /v1/config: %s: %s", resp.Status, body)
+	}
+	t.Logf("PUT /v1/config: %s", bytes.TrimSpace(body))
 }
 
 // withoutPeer is d without peer: its peer entry, its routes to the peer, and the peer in

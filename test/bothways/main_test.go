@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -19,6 +20,7 @@ import (
 
 func TestMain(m *testing.M) {
 	code := m.Run()
+	http.DefaultClient.CloseIdleConnections() // putConfig's keep-alive connections
 	if code == 0 {
 		if err := goleak.Find(
 			// grpc-go's process-wide background workers.
