@@ -275,8 +275,10 @@ func (c *Controlplane) startImporters(ctx context.Context, d *config.Domain, bas
 		return err
 	}
 	c.cp.SetImports(c.Imports)
-	c.cp.OnDomain(func(d *config.Domain) {
-		if err := c.syncImporters(ctx, d, baseDir, svid); err != nil {
+	c.cp.OnDomain(func(*config.Domain) {
+		// The configuration in force now, not the one of this call: two changes close
+		// together may run their hooks in either order.
+		if err := c.syncImporters(ctx, c.cp.Domain(), baseDir, svid); err != nil {
 			c.log.Error("following the peers of the new configuration", "err", err)
 		}
 		c.cp.Refresh()
