@@ -83,7 +83,8 @@ func startLoad(t *testing.T, rate int) *load {
 	return l
 }
 
-// finish stops the load and fails the test if any call failed or too few were made.
+// finish stops the load and fails the test if any call failed, or if far too few were
+// made for the load to mean anything.
 func (l *load) finish(t *testing.T, d time.Duration, minRate int) {
 	t.Helper()
 	close(l.stop)
@@ -93,8 +94,10 @@ func (l *load) finish(t *testing.T, d time.Duration, minRate int) {
 	if failed > 0 {
 		t.Fatalf("%d calls failed, first: %v", failed, l.errs)
 	}
-	if float64(ok)/d.Seconds() < float64(minRate)*0.8 {
-		t.Fatalf("only %.0f calls/s, want about %d", float64(ok)/d.Seconds(), minRate)
+	// The rate is not what is tested (a loaded CI machine may not reach it): only that
+	// real load ran while things changed, and that none of it failed.
+	if want := float64(minRate) * d.Seconds() / 5; float64(ok) < want {
+		t.Fatalf("only %d calls in %v (%.0f/s), want at least %.0f: the load did not run", ok, d, float64(ok)/d.Seconds(), want)
 	}
 }
 
