@@ -461,3 +461,70 @@ func eventually(t *testing.T, cond func() string) {
 type discard struct{}
 
 func (discard) Printf(string, ...any) {}
+
+// TestDubboWrittenAppNodes reads an application instance the way Java Dubbo writes it (a
+// Curator JSON node under /services, metadata values as JSON strings), whose revision's
+// MetadataInfo appears only after the instance (Java's path /dubbo/metadata/<app>/<rev>):
+// a watch reports its services once the metadata arrives (an exists watch), and reports
+// them gone with the node.
+func TestDubboWrittenAppNodes(t *testing.T) {
+	dubbo, events, err := zk.Connect(servers, sessionTimeout, zk.WithLogInfo(false), zk.WithLogger(discard{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		dubbo.Close()
+		for range events {
+		}
+	}()
+	app := fmt.Sprintf("java-app-%d", time.Now().UnixNano()%1e9)
+	const iface = "org.apache.dubbo.samples.AppGreeter"
+	const rev = "5b7f9c0e6a2a43c1d6f1c4b1e2a8d9f0"
+	r := newRegistry(t, zookeeper.Options{SessionTimeout: sessionTimeout})
+	v := watch(t, r)
+	mk := func(path string, data string, flags int32) {
+		for i := 1; i < len(path); i++ {
+			if path[i] == '/' {
+				_, _ = dubbo.Create(path[:i], nil, zk.FlagPersistent, zk.WorldACL(zk.PermAll))
+			}
+		}
+		if _, err := dubbo.Create(path, []byte(data), flags, zk.WorldACL(zk.PermAll)); err != nil {
+			t.Fatalf("create %s: %v", path, err)
+		}
+	}
+	node := `{"name":"` + app + `","id":"10.1.2.3:50051","address":"10.1.2.3","port":50051,"sslPort":null,` +
+		`"payload":{"@class":"org.apache.dubbo.registry.zookeeper.ZookeeperInstance","id":"10.1.2.3:50051","name":"` + app + `",` +
+		`"metadata":{"dubbo.endpoints":"[{\"port\":50051,\"protocol\":\"tri\"}]","dubbo.metadata.revision":"` + rev + `",` +
+		`"dubbo.metadata.storage-type":"remote","timestamp":"1700000000000"}},` +
+		`"registrationTimeUTC":1700000000000,"serviceType":"DYNAMIC","uriSpec":null}`
+	mk("/services/"+app+"/10.1.2.3:50051", node, zk.FlagEphemeral)
+	// The instance alone (no MetadataInfo yet) is not a provider; a later change is.
+	time.Sleep(200 * time.Millisecond)
+	if got := only(v.get(), iface); len(got) != 0 {
+		t.Fatalf("provider without metadata: %v", got)
+	}
+	info := `{"app":"` + app + `","revision":"` + rev + `","services":{"` + iface + `:tri":{"name":"` + iface + `",` +
+		`"protocol":"tri","port":50051,"path":"` + iface + `","params":{"application":"` + app + `","side":"provider",` +
+		`"methods":"greet","release":"3.3.0"}},"` + iface + `:dubbo":{"name":"` + iface + `","protocol":"dubbo","port":20880}}}`
+	mk("/dubbo/metadata/"+app+"/"+rev, info, zk.FlagPersistent)
+	want := mesh.Instance{Service: mesh.ServiceKey{Name: iface}, Protocol: mesh.ProtocolTriple, Address: "10.1.2.3:50051"}
+	v.waitAddrs(t, iface, want)
+	got := only(v.get(), iface)[0]
+	if got.Metadata["application"] != app || got.Metadata["methods"] != "greet" || got.Metadata["timestamp"] != "1700000000000" {
+		t.Fatalf("metadata %v", got.Metadata)
+	}
+	all, err := r.List(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l := only(all, iface); len(l) != 1 || l[0].Address != want.Address {
+		t.Fatalf("List: %v", l)
+	}
+	if err := dubbo.Delete("/services/"+app+"/10.1.2.3:50051", -1); err != nil {
+		t.Fatal(err)
+	}
+	v.waitAddrs(t, iface)
+	for _, p := range []string{"/dubbo/metadata/" + app + "/" + rev, "/dubbo/metadata/" + app, "/services/" + app} {
+		_ = dubbo.Delete(p, -1)
+	}
+}
