@@ -126,7 +126,8 @@ type Publisher struct {
 	reg Registry
 	log *slog.Logger
 
-	mu   sync.Mutex
+	mu   sync.Mutex // one Set at a time
+	hmu  sync.Mutex // have, while Set's workers write
 	have map[string]mesh.Instance
 	apps map[string]AppInstance // app|address → what is registered at application level
 }
@@ -152,33 +153,93 @@ func (p *Publisher) Set(ctx context.Context, desired []mesh.Instance) error {
 	for _, i := range desired {
 		want[instanceKey(i)] = i
 	}
-	var errs []error
-	for k, i := range p.have {
-		if _, ok := want[k]; ok {
-			continue
+	var gone, changed []string
+	for k := range p.have {
+		if _, ok := want[k]; !ok {
+			gone = append(gone, k)
 		}
-		if err := p.reg.Deregister(ctx, i); err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		delete(p.have, k)
-		p.log.Info("withdrawn", "service", i.Service.Name, "instance", i.Address)
 	}
 	for k, i := range want {
-		if old, ok := p.have[k]; ok && sameMeta(old, i) {
-			continue
+		if old, ok := p.have[k]; !ok || !sameMeta(old, i) {
+			changed = append(changed, k)
 		}
-		if err := p.reg.Register(ctx, i); err != nil {
+	}
+	var (
+		emu  sync.Mutex
+		errs []error
+	)
+	// Registry writes are independent: a few at a time, so that thousands of imports
+	// reach the registry in seconds, not one round trip after another.
+	p.each(gone, func(k string) {
+		i := p.get(k)
+		if err := p.reg.Deregister(ctx, i); err != nil {
+			emu.Lock()
 			errs = append(errs, err)
-			continue
+			emu.Unlock()
+			return
 		}
-		p.have[k] = i
-		p.log.Info("published", "service", i.Service.Name, "instance", i.Address)
+		p.put(k, mesh.Instance{}, false)
+		p.log.Debug("withdrawn", "service", i.Service.Name, "instance", i.Address)
+	})
+	p.each(changed, func(k string) {
+		i := want[k]
+		if err := p.reg.Register(ctx, i); err != nil {
+			emu.Lock()
+			errs = append(errs, err)
+			emu.Unlock()
+			return
+		}
+		p.put(k, i, true)
+		p.log.Debug("published", "service", i.Service.Name, "instance", i.Address)
+	})
+	if len(gone)+len(changed) > 0 {
+		p.log.Info("registry entries updated", "published", len(changed), "withdrawn", len(gone), "failed", len(errs), "total", len(p.have))
 	}
 	if ar, ok := p.reg.(AppRegistry); ok {
 		errs = append(errs, p.setApps(ctx, ar, desired))
 	}
 	return errors.Join(errs...)
+}
+
+// publishWorkers bounds the registry writes in flight.
+const publishWorkers = 16
+
+// each runs f for every key, publishWorkers at a time; p.mu is held by the caller, and
+// f uses get and put (under hmu) to touch p.have.
+func (p *Publisher) each(keys []string, f func(string)) {
+	if len(keys) == 0 {
+		return
+	}
+	ch := make(chan string)
+	var wg sync.WaitGroup
+	for range min(publishWorkers, len(keys)) {
+		wg.Go(func() {
+			for k := range ch {
+				f(k)
+			}
+		})
+	}
+	for _, k := range keys {
+		ch <- k
+	}
+	close(ch)
+	wg.Wait()
+}
+
+func (p *Publisher) get(k string) mesh.Instance {
+	p.hmu.Lock()
+	defer p.hmu.Unlock()
+	return p.have[k]
+}
+
+func (p *Publisher) put(k string, i mesh.Instance, add bool) {
+	p.hmu.Lock()
+	defer p.hmu.Unlock()
+	if add {
+		p.have[k] = i
+	} else {
+		delete(p.have, k)
+	}
 }
 
 // setApps is Set's application-level half; p.mu is held.
