@@ -252,28 +252,71 @@ func (r *Registry) Watch(ctx context.Context, fn func([]mesh.Instance)) error {
 	if err != nil {
 		return err
 	}
-	fn(values(all))
+	// A burst of changes is reported as one: a change is reported at once unless the last
+	// report was less than a window ago, and the window is twice what the last report
+	// took (at least minCoalesce), so that reporting a large registry never takes most of
+	// the CPU while it changes fast.
+	var (
+		last, window = time.Time{}, minCoalesce
+		dirty        bool
+		timer        *time.Timer
+		timerC       <-chan time.Time
+	)
+	report := func() {
+		start := time.Now()
+		fn(values(all))
+		last, dirty = time.Now(), false
+		window = max(minCoalesce, 2*last.Sub(start))
+	}
+	report()
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
 	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 	defer cancel()
-	for resp := range r.cli.Watch(wctx, root, clientv3.WithPrefix(), clientv3.WithRev(rev+1)) {
-		if err := resp.Err(); err != nil {
-			return fmt.Errorf("etcd registry: watch: %w", err)
-		}
-		for _, ev := range resp.Events {
-			k := string(ev.Kv.Key)
-			if ev.Type == clientv3.EventTypeDelete {
-				delete(all, k)
-			} else {
-				r.add(all, k)
+	wch := r.cli.Watch(wctx, root, clientv3.WithPrefix(), clientv3.WithRev(rev+1))
+	for {
+		select {
+		case resp, ok := <-wch:
+			if !ok {
+				if ctx.Err() != nil {
+					return ctx.Err()
+				}
+				return errors.New("etcd registry: watch closed")
 			}
+			if err := resp.Err(); err != nil {
+				return fmt.Errorf("etcd registry: watch: %w", err)
+			}
+			for _, ev := range resp.Events {
+				k := string(ev.Kv.Key)
+				if ev.Type == clientv3.EventTypeDelete {
+					delete(all, k)
+				} else {
+					r.add(all, k)
+				}
+			}
+			dirty = true
+			if wait := window - time.Since(last); wait <= 0 {
+				report()
+			} else if timerC == nil {
+				timer = time.NewTimer(wait)
+				timerC = timer.C
+			}
+		case <-timerC:
+			timerC, timer = nil, nil
+			if dirty {
+				report()
+			}
+		case <-ctx.Done():
+			return ctx.Err()
 		}
-		fn(values(all))
 	}
-	if ctx.Err() != nil {
-		return ctx.Err()
-	}
-	return errors.New("etcd registry: watch closed")
 }
+
+// minCoalesce is the shortest window in which registry changes are reported as one.
+const minCoalesce = 5 * time.Millisecond
 
 // Close revokes the lease (removing this process's providers at once) and disconnects.
 func (r *Registry) Close() error {
