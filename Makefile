@@ -58,6 +58,8 @@ bench:
 
 # bench-sync: catalog propagation over 100 changes (a provider registered in beta's
 # registry → callable by alpha's consumer), then catalog scale: 10,000 services with
-# 100,000 instances in beta's registry, exported by one pattern, synced to alpha.
+# 100,000 instances in beta's registry, exported by one pattern, synced to alpha, on
+# deploy/local/up.sh's processes (each domain on its own etcd server; fixed ports: on a
+# shared machine run it as `flock /tmp/strait-ports.lock make bench-sync`).
 bench-sync:
-	$(GO) run ./loadtest/benchsync -changes 100 -scale-services 10000 -scale-instances 100000
+	$(GO) run ./loadtest/benchsync -changes 100 -scale-services 10000 -scale-instances 100000 -scale-processes

@@ -161,6 +161,12 @@ func StartControlplane(o ControlplaneOptions) (c *Controlplane, err error) {
 			return nil, fmt.Errorf("controlplane: metrics: %w", err)
 		}
 	}
+	registrySize := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "strait_registry_instances", Help: "Provider instances in the domain's registry, as the controlplane sees it (managed ones included).",
+	}, func() float64 { return float64(len(c.cp.Providers())) })
+	if err := c.admin.Registry().Register(registrySize); err != nil {
+		return nil, fmt.Errorf("controlplane: metrics: %w", err)
+	}
 	if err := c.admin.Registry().Register(federationCollector{c}); err != nil {
 		return nil, fmt.Errorf("controlplane: metrics: %w", err)
 	}

@@ -52,6 +52,14 @@ type AppRegistry interface {
 	DeregisterApp(ctx context.Context, app, address string) error
 }
 
+// BatchRegistry is a Registry that writes many instances in few round trips; the
+// Publisher uses it when a registry offers it.
+type BatchRegistry interface {
+	Registry
+	RegisterAll(ctx context.Context, insts []mesh.Instance) error
+	DeregisterAll(ctx context.Context, insts []mesh.Instance) error
+}
+
 // AppName is the application an instance is published under at application level:
 // strait-<origin domain> for a managed instance (all the services imported from one
 // domain form one application), else its "application" metadata; "" for none.
@@ -168,9 +176,14 @@ func (p *Publisher) Set(ctx context.Context, desired []mesh.Instance) error {
 		emu  sync.Mutex
 		errs []error
 	)
+	nGone, nChanged := len(gone), len(changed)
+	if br, ok := p.reg.(BatchRegistry); ok {
+		errs = p.setBatched(ctx, br, want, gone, changed)
+		gone, changed = nil, nil
+	}
 	// Registry writes are independent: a few at a time, so that thousands of imports
 	// reach the registry in seconds, not one round trip after another.
-	p.each(gone, func(k string) {
+	each(gone, func(k string) {
 		i := p.get(k)
 		if err := p.reg.Deregister(ctx, i); err != nil {
 			emu.Lock()
@@ -181,7 +194,7 @@ func (p *Publisher) Set(ctx context.Context, desired []mesh.Instance) error {
 		p.put(k, mesh.Instance{}, false)
 		p.log.Debug("withdrawn", "service", i.Service.Name, "instance", i.Address)
 	})
-	p.each(changed, func(k string) {
+	each(changed, func(k string) {
 		i := want[k]
 		if err := p.reg.Register(ctx, i); err != nil {
 			emu.Lock()
@@ -192,8 +205,8 @@ func (p *Publisher) Set(ctx context.Context, desired []mesh.Instance) error {
 		p.put(k, i, true)
 		p.log.Debug("published", "service", i.Service.Name, "instance", i.Address)
 	})
-	if len(gone)+len(changed) > 0 {
-		p.log.Info("registry entries updated", "published", len(changed), "withdrawn", len(gone), "failed", len(errs), "total", len(p.have))
+	if nGone+nChanged > 0 {
+		p.log.Info("registry entries updated", "published", nChanged, "withdrawn", nGone, "failed", len(errs), "total", len(p.have))
 	}
 	if ar, ok := p.reg.(AppRegistry); ok {
 		errs = append(errs, p.setApps(ctx, ar, desired))
@@ -201,16 +214,68 @@ func (p *Publisher) Set(ctx context.Context, desired []mesh.Instance) error {
 	return errors.Join(errs...)
 }
 
+// setBatched is Set's writes for a BatchRegistry: batches of publishBatch instances, a
+// few batches at a time. A failed batch is tried again by the next Set.
+func (p *Publisher) setBatched(ctx context.Context, br BatchRegistry, want map[string]mesh.Instance, gone, changed []string) []error {
+	var (
+		emu  sync.Mutex
+		errs []error
+	)
+	batches := func(keys []string) [][]string {
+		var out [][]string
+		for len(keys) > 0 {
+			n := min(len(keys), publishBatch)
+			out = append(out, keys[:n])
+			keys = keys[n:]
+		}
+		return out
+	}
+	each(batches(gone), func(keys []string) {
+		insts := make([]mesh.Instance, len(keys))
+		for i, k := range keys {
+			insts[i] = p.get(k)
+		}
+		if err := br.DeregisterAll(ctx, insts); err != nil {
+			emu.Lock()
+			errs = append(errs, err)
+			emu.Unlock()
+			return
+		}
+		for _, k := range keys {
+			p.put(k, mesh.Instance{}, false)
+		}
+	})
+	each(batches(changed), func(keys []string) {
+		insts := make([]mesh.Instance, len(keys))
+		for i, k := range keys {
+			insts[i] = want[k]
+		}
+		if err := br.RegisterAll(ctx, insts); err != nil {
+			emu.Lock()
+			errs = append(errs, err)
+			emu.Unlock()
+			return
+		}
+		for i, k := range keys {
+			p.put(k, insts[i], true)
+		}
+	})
+	return errs
+}
+
+// publishBatch is how many instances one batched write carries.
+const publishBatch = 128
+
 // publishWorkers bounds the registry writes in flight.
 const publishWorkers = 16
 
-// each runs f for every key, publishWorkers at a time; p.mu is held by the caller, and
+// each runs f for every item, publishWorkers at a time. Set's callers of each hold p.mu;
 // f uses get and put (under hmu) to touch p.have.
-func (p *Publisher) each(keys []string, f func(string)) {
+func each[T any](keys []T, f func(T)) {
 	if len(keys) == 0 {
 		return
 	}
-	ch := make(chan string)
+	ch := make(chan T)
 	var wg sync.WaitGroup
 	for range min(publishWorkers, len(keys)) {
 		wg.Go(func() {

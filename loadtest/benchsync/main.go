@@ -33,14 +33,15 @@ func main() {
 	instances := flag.Int("scale-instances", 100000, "instances of the catalog-scale run, spread over its services")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the run to this file")
 	memProfile := flag.String("memprofile", "", "write a heap profile of the catalog-scale run, once synced, to this file")
+	processes := flag.Bool("scale-processes", false, "run the catalog-scale run on deploy/local/up.sh's processes (each controlplane's memory its own) instead of in this process")
 	flag.Parse()
-	if err := runAll(*changes, *services, *instances, *cpuProfile, *memProfile); err != nil {
+	if err := runAll(*changes, *services, *instances, *cpuProfile, *memProfile, *processes); err != nil {
 		fmt.Fprintln(os.Stderr, "benchsync:", err)
 		os.Exit(1)
 	}
 }
 
-func runAll(changes, services, instances int, cpuProfile, memProfile string) error {
+func runAll(changes, services, instances int, cpuProfile, memProfile string, processes bool) error {
 	if cpuProfile != "" {
 		f, err := os.Create(cpuProfile)
 		if err != nil {
@@ -59,6 +60,9 @@ func runAll(changes, services, instances int, cpuProfile, memProfile string) err
 	}
 	if services <= 0 {
 		return nil
+	}
+	if processes {
+		return runScaleProcesses(services, max(1, instances/services))
 	}
 	return runScale(services, max(1, instances/services), memProfile)
 }
