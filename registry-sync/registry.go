@@ -89,6 +89,9 @@ func (c *Catalog) Run(ctx context.Context) {
 func (c *Catalog) set(all []mesh.Instance) {
 	m := make(map[string][]mesh.Instance)
 	for _, i := range all {
+		if !i.Protocol.Valid() {
+			continue // a protocol Strait does not proxy (dubbo://): registries carry it, gateways do not
+		}
 		m[i.Service.Name] = append(m[i.Service.Name], i)
 	}
 	for _, is := range m {

@@ -17,7 +17,15 @@ const (
 	ProtocolHTTP   Protocol = "http"
 )
 
-// Valid reports whether p is one of the known protocols.
+// ProtocolDubbo is a classic Dubbo (dubbo://) provider. Registries and sync jobs carry
+// it, so that a registry migration copies every provider; the gateways do not proxy it,
+// and controlplanes do not see it (Catalog leaves it out).
+const ProtocolDubbo Protocol = "dubbo"
+
+// Registered reports whether registries carry p: a protocol Strait proxies, or Dubbo's.
+func (p Protocol) Registered() bool { return p.Valid() || p == ProtocolDubbo }
+
+// Valid reports whether p is one of the protocols Strait proxies.
 func (p Protocol) Valid() bool {
 	switch p {
 	case ProtocolGRPC, ProtocolTriple, ProtocolHTTP:

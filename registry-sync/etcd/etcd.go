@@ -111,8 +111,10 @@ func ParseURL(s string) (mesh.Instance, error) {
 		p = mesh.ProtocolGRPC
 	case "http":
 		p = mesh.ProtocolHTTP
+	case "dubbo":
+		p = mesh.ProtocolDubbo
 	default:
-		return mesh.Instance{}, fmt.Errorf("provider url %q: protocol %q is not tri, grpc or http", s, u.Scheme)
+		return mesh.Instance{}, fmt.Errorf("provider url %q: protocol %q is not tri, grpc, http or dubbo", s, u.Scheme)
 	}
 	if _, _, err := net.SplitHostPort(u.Host); err != nil {
 		return mesh.Instance{}, fmt.Errorf("provider url %q: address: %w", s, err)

@@ -220,8 +220,8 @@ func Instance(inst mesh.Instance) (model.Instance, error) {
 	if k.Name == "" || strings.Contains(k.Version, ":") || strings.Contains(k.Group, ":") {
 		return model.Instance{}, fmt.Errorf("service %q: needs a name, and no ':' in version or group", k)
 	}
-	if !inst.Protocol.Valid() {
-		return model.Instance{}, fmt.Errorf("protocol %q is not grpc, triple or http", inst.Protocol)
+	if !inst.Protocol.Registered() {
+		return model.Instance{}, fmt.Errorf("protocol %q is not grpc, triple, http or dubbo", inst.Protocol)
 	}
 	host, port, err := splitAddr(inst.Address)
 	if err != nil {
@@ -257,7 +257,7 @@ func scheme(p mesh.Protocol) string {
 
 // FromInstance reads a Nacos instance of service (a providers: service name) back. ok is
 // false for instances a consumer would not call (disabled, unhealthy) and for protocols
-// Strait does not speak (dubbo, rest, …).
+// registries here do not carry (rest, …).
 func FromInstance(service string, h model.Instance) (inst mesh.Instance, ok bool) {
 	k, ok := ParseServiceName(service)
 	if !ok || !h.Enable || !h.Healthy || h.Port == 0 || h.Port > 65535 {
@@ -271,6 +271,8 @@ func FromInstance(service string, h model.Instance) (inst mesh.Instance, ok bool
 		p = mesh.ProtocolGRPC
 	case "http":
 		p = mesh.ProtocolHTTP
+	case "dubbo":
+		p = mesh.ProtocolDubbo
 	default:
 		return mesh.Instance{}, false
 	}

@@ -168,11 +168,11 @@ func TestInstanceRoundTrip(t *testing.T) {
 	if !ok || out.Service != in.Service || out.Protocol != in.Protocol || out.Address != in.Address || fmt.Sprint(out.Metadata) != fmt.Sprint(in.Metadata) {
 		t.Fatalf("round trip: %+v → %+v → %+v", in, ni, out)
 	}
-	// What a consumer would not call, or Strait cannot speak, is skipped.
+	// What a consumer would not call, or a protocol registries here do not carry, is skipped.
 	for _, mod := range []func(*model.Instance){
 		func(i *model.Instance) { i.Enable = false },
 		func(i *model.Instance) { i.Healthy = false },
-		func(i *model.Instance) { i.Metadata = map[string]string{"protocol": "dubbo"} },
+		func(i *model.Instance) { i.Metadata = map[string]string{"protocol": "rest"} },
 		func(i *model.Instance) { i.Metadata = nil },
 	} {
 		bad := ni
@@ -182,7 +182,7 @@ func TestInstanceRoundTrip(t *testing.T) {
 		}
 	}
 	for _, bad := range []mesh.Instance{
-		{Service: mesh.ServiceKey{Name: "x"}, Protocol: "dubbo", Address: "1.2.3.4:5"},
+		{Service: mesh.ServiceKey{Name: "x"}, Protocol: "rest", Address: "1.2.3.4:5"},
 		{Service: mesh.ServiceKey{Name: "x"}, Protocol: mesh.ProtocolGRPC, Address: "1.2.3.4"},
 		{Service: mesh.ServiceKey{}, Protocol: mesh.ProtocolGRPC, Address: "1.2.3.4:5"},
 		{Service: mesh.ServiceKey{Name: "x", Group: "a:b"}, Protocol: mesh.ProtocolGRPC, Address: "1.2.3.4:5"},

@@ -126,7 +126,7 @@ func TestNodeRoundTrip(t *testing.T) {
 	if out.Service != in.Service || out.Protocol != in.Protocol || out.Address != in.Address || !equalMaps(out.Metadata, in.Metadata) {
 		t.Fatalf("round trip: %+v → %s → %+v", in, node, out)
 	}
-	for _, bad := range []string{"dubbo%3A%2F%2F1.2.3.4%3A1%2Fx", "tri%3A%2F%2Fnohost%2Fx", "%zz", ""} {
+	for _, bad := range []string{"rest%3A%2F%2F1.2.3.4%3A1%2Fx", "tri%3A%2F%2Fnohost%2Fx", "%zz", ""} {
 		if _, err := zookeeper.ParseNode(bad); err == nil {
 			t.Errorf("%q parsed", bad)
 		}
@@ -221,9 +221,19 @@ func TestDubboWrittenNodes(t *testing.T) {
 		Protocol: mesh.ProtocolTriple, Address: "10.1.2.3:50051",
 	}
 	check := func(got []mesh.Instance) string {
-		got = only(got, iface)
-		if len(got) != 1 {
-			return fmt.Sprintf("want one provider of %s, got %v", iface, got)
+		// The dubbo:// provider is listed (registries carry it; gateways do not proxy it).
+		var rpc []mesh.Instance
+		sawDubbo := false
+		for _, g := range only(got, iface) {
+			if g.Protocol == mesh.ProtocolDubbo {
+				sawDubbo = g.Address == "10.1.2.3:20880"
+				continue
+			}
+			rpc = append(rpc, g)
+		}
+		got = rpc
+		if len(got) != 1 || !sawDubbo {
+			return fmt.Sprintf("want one triple and one dubbo provider of %s, got %v", iface, got)
 		}
 		g := got[0]
 		if g.Service != want.Service || g.Protocol != want.Protocol || g.Address != want.Address {

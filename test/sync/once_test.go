@@ -65,7 +65,9 @@ func TestOnceZooKeeperToNacos(t *testing.T) {
 		registrysync.MetaManaged: "true", registrysync.MetaOrigin: "beta", registrysync.MetaOwner: "alpha/egress-1",
 	})
 	dual := provider("org.example.once.Dual", listen(t), nil) // registers in both registries itself
-	register(t, zk, greeter, greeter2, orders, imported, dual)
+	legacy := provider("org.example.once.Legacy", listen(t), nil)
+	legacy.Protocol = mesh.ProtocolDubbo // a classic dubbo:// provider: copied like the others
+	register(t, zk, greeter, greeter2, orders, imported, dual, legacy)
 	register(t, newNacos(t), dual)
 
 	job := writeJob(t, fmt.Sprintf(`
@@ -88,14 +90,20 @@ leader: {on: source, ttl: 2s}
 	if s := c[dual.Service.String()]; s.Native != 1 || s.Added != 0 {
 		t.Errorf("Dual: %+v, want 1 native, nothing added", s)
 	}
-	if _, ok = c[imported.Service.String()]; ok || len(c) != 3 {
-		t.Errorf("report %+v: want Greeter, Orders and Dual only", c)
+	if s := c[legacy.Service.String()]; s.Added != 1 {
+		t.Errorf("Legacy (dubbo://): %+v, want 1 added", s)
+	}
+	if _, ok = c[imported.Service.String()]; ok || len(c) != 4 {
+		t.Errorf("report %+v: want Greeter, Orders, Legacy and Dual only", c)
 	}
 	if hs := nacosHosts(t, dual.Service); len(hs) != 1 || !hs[0].Ephemeral || hs[0].Metadata[registrysync.MetaManaged] != "" {
 		t.Errorf("Dual in Nacos: %+v, want only the provider's own ephemeral instance", hs)
 	}
 
 	// What the Nacos server holds: persistent instances, marked and owned by the job.
+	if hs := nacosHosts(t, legacy.Service); len(hs) != 1 || hs[0].Metadata["protocol"] != "dubbo" {
+		t.Errorf("Legacy in Nacos: %+v, want one dubbo instance", hs)
+	}
 	for _, want := range []mesh.Instance{greeter, greeter2, orders} {
 		var found bool
 		for _, h := range nacosHosts(t, want.Service) {
@@ -124,8 +132,8 @@ leader: {on: source, ttl: 2s}
 	// Again: nothing to do.
 	rep = runOnce(t, job)
 	tot, n := rep.Totals()
-	if tot.Added+tot.Updated+tot.Removed != 0 || tot.Unchanged != 3 || tot.Native != 1 || n != 3 {
-		t.Errorf("second run: %+v over %d services, want 3 unchanged, 1 native and nothing else", tot, n)
+	if tot.Added+tot.Updated+tot.Removed != 0 || tot.Unchanged != 4 || tot.Native != 1 || n != 4 {
+		t.Errorf("second run: %+v over %d services, want 4 unchanged, 1 native and nothing else", tot, n)
 	}
 
 	// A provider leaves ZooKeeper: the next run removes its copy, and only that one.
@@ -151,10 +159,10 @@ leader: {on: source, ttl: 2s}
 		t.Fatal(err)
 	}
 	rep = runOnce(t, job)
-	if tot, _ := rep.Totals(); tot.Removed != 2 {
-		t.Errorf("after the providers left: %+v, want 2 removed", tot)
+	if tot, _ := rep.Totals(); tot.Removed != 3 {
+		t.Errorf("after the providers left: %+v, want 3 removed", tot)
 	}
-	for _, k := range []mesh.ServiceKey{gk, orders.Service} {
+	for _, k := range []mesh.ServiceKey{gk, orders.Service, legacy.Service} {
 		if hs := nacosHosts(t, k); len(hs) != 0 {
 			t.Errorf("%s still in Nacos: %+v", k, hs)
 		}
