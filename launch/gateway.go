@@ -184,6 +184,17 @@ func StartGateway(gw *config.Gateway, log *slog.Logger) (g *Gateway, err error) 
 		}
 	})
 	g.goRun(func() {
+		defer g.ln.Close()
+		if g.eg != nil {
+			// A new egress waits briefly for its first configuration before it takes
+			// consumers: a restarted instance then does not answer "no configuration yet"
+			// to calls that its peer instances would have served. Without a configuration
+			// after firstConfigWait it serves anyway, and answers UNAVAILABLE.
+			deadline := time.Now().Add(firstConfigWait)
+			for !g.eg.Ready() && time.Now().Before(deadline) && ctx.Err() == nil {
+				time.Sleep(5 * time.Millisecond)
+			}
+		}
 		if err := serve(g.ln); err != nil {
 			g.log.Error("listener stopped", "err", err)
 		}
@@ -225,6 +236,10 @@ func (g *Gateway) XDS() *xdsclient.Client { return g.xds }
 
 // Ingress returns the ingress gateway, or nil for an egress.
 func (g *Gateway) Ingress() *ingress.Gateway { return g.ig }
+
+// firstConfigWait bounds how long a new egress waits for its first configuration before
+// it accepts consumers.
+const firstConfigWait = 2 * time.Second
 
 // Egress is the egress gateway (nil for an ingress).
 func (g *Gateway) Egress() *egress.Gateway { return g.eg }
