@@ -29,7 +29,11 @@ func TestURLRoundTrip(t *testing.T) {
 	if out.Service != in.Service || out.Protocol != in.Protocol || out.Address != in.Address || out.Metadata["strait.origin"] != "beta" {
 		t.Fatalf("round trip: %+v → %s → %+v", in, etcd.URL(in), out)
 	}
-	for _, bad := range []string{"dubbo://1.2.3.4:1/x", "tri://nohost/x", "tri://1.2.3.4:5/", "%zz"} {
+	// A classic Dubbo provider is read (registries and sync jobs carry it).
+	if d, err := etcd.ParseURL("dubbo://1.2.3.4:20880/org.Legacy?interface=org.Legacy&side=provider"); err != nil || d.Protocol != mesh.ProtocolDubbo || d.Service.Name != "org.Legacy" {
+		t.Errorf("dubbo:// provider: %+v, %v", d, err)
+	}
+	for _, bad := range []string{"rest://1.2.3.4:1/x", "tri://nohost/x", "tri://1.2.3.4:5/", "%zz"} {
 		if _, err := etcd.ParseURL(bad); err == nil {
 			t.Errorf("%q parsed", bad)
 		}
