@@ -57,6 +57,21 @@ type Gateway struct {
 // StartGateway starts the gateway described by gw. It serves at once but reports not ready
 // (and answers UNAVAILABLE) until its first configuration arrives from the controlplane.
 func StartGateway(gw *config.Gateway, log *slog.Logger) (g *Gateway, err error) {
+	return startGateway(gw, nil, log)
+}
+
+// StartGatewayOn is StartGateway on a listener already open on gw.Listen, for a caller
+// that must know the address before the gateway starts (and must not lose the port to
+// another process meanwhile). The gateway owns ln, also if it fails to start.
+func StartGatewayOn(gw *config.Gateway, ln net.Listener, log *slog.Logger) (*Gateway, error) {
+	g, err := startGateway(gw, ln, log)
+	if err != nil {
+		ln.Close()
+	}
+	return g, err
+}
+
+func startGateway(gw *config.Gateway, ln net.Listener, log *slog.Logger) (g *Gateway, err error) {
 	if err := gw.Validate(); err != nil {
 		return nil, err
 	}
@@ -90,7 +105,9 @@ func StartGateway(gw *config.Gateway, log *slog.Logger) (g *Gateway, err error) 
 		}
 	}()
 	g.metrics = admin.NewGatewayMetrics(g.admin.Registry(), gw.Role)
-	if g.ln, err = net.Listen("tcp", gw.Listen); err != nil {
+	if ln != nil {
+		g.ln = ln
+	} else if g.ln, err = net.Listen("tcp", gw.Listen); err != nil {
 		return nil, fmt.Errorf("%s: listen: %w", gw.Role, err)
 	}
 	var apply func(*xdsres.GatewayConfig) error

@@ -161,12 +161,20 @@ func StartTopology(ctx context.Context, o TopologyOptions) (t *Topology, err err
 	// again by the gateways that use it as their seed.
 	beta.Gossip.Ingress = &config.Gossip{Bind: freeAddr(), KeyFile: betaKey}
 	var alphaIngress []string
+	var alphaIngressLns []net.Listener
 	var betaEgressKey, alphaIngressKey string
 	if o.BothWays {
 		// Alpha's ingress addresses are chosen now: beta's controlplane follows alpha's
-		// catalog through them from its start.
+		// catalog through them from its start. Their listeners stay open until the
+		// gateways take them, so that no other process takes the ports meanwhile.
 		for range o.Ingress {
-			alphaIngress = append(alphaIngress, freeAddr())
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				return t, fmt.Errorf("topology: %w", err)
+			}
+			t.onClose(func(context.Context) { ln.Close() })
+			alphaIngressLns = append(alphaIngressLns, ln)
+			alphaIngress = append(alphaIngress, ln.Addr().String())
 		}
 		if betaEgressKey, err = writeGossipKey(filepath.Join(t.Dir, "beta", "certs", "gossip-egress.key")); err != nil {
 			return t, err
@@ -225,7 +233,7 @@ func StartTopology(ctx context.Context, o TopologyOptions) (t *Topology, err err
 		t.Egress = append(t.Egress, g.Addr())
 	}
 	if o.BothWays {
-		if err := t.startOtherWay(ctx, o, alphaIngress, alphaIngressKey, betaEgressKey); err != nil {
+		if err := t.startOtherWay(ctx, o, alphaIngressLns, alphaIngressKey, betaEgressKey); err != nil {
 			return t, err
 		}
 	}
@@ -258,7 +266,7 @@ func StartTopology(ctx context.Context, o TopologyOptions) (t *Topology, err err
 // startOtherWay starts what BothWays adds: alpha's provider (registered in alpha's
 // registry), alpha's ingress instances on the addresses beta was given, and beta's egress
 // instances.
-func (t *Topology) startOtherWay(ctx context.Context, o TopologyOptions, alphaIngress []string, alphaKey, betaKey string) error {
+func (t *Topology) startOtherWay(ctx context.Context, o TopologyOptions, alphaIngress []net.Listener, alphaKey, betaKey string) error {
 	hp, err := startHealthProvider()
 	if err != nil {
 		return err
@@ -273,8 +281,8 @@ func (t *Topology) startOtherWay(ctx context.Context, o TopologyOptions, alphaIn
 	if err := registerProvider(ctx, areg, mesh.Instance{Service: mesh.ServiceKey{Name: AlphaService}, Protocol: mesh.ProtocolGRPC, Address: hp.addr}); err != nil {
 		return err
 	}
-	for i, addr := range alphaIngress {
-		g, err := t.startGatewayOn(addr, "alpha", xdsres.RoleIngress, i, t.Certs.AlphaIngress[i], t.AlphaCP.XDSAddr(),
+	for i, ln := range alphaIngress {
+		g, err := t.startGatewayOn(ln, "alpha", xdsres.RoleIngress, i, t.Certs.AlphaIngress[i], t.AlphaCP.XDSAddr(),
 			&config.Gossip{Bind: "127.0.0.1:0", Join: []string{t.AlphaCP.GossipAddr(xdsres.RoleIngress)}, KeyFile: alphaKey}, o.Logger)
 		if err != nil {
 			return err
@@ -293,10 +301,15 @@ func (t *Topology) startOtherWay(ctx context.Context, o TopologyOptions, alphaIn
 }
 
 func (t *Topology) startGateway(domain, role string, i int, svid identity.Files, xds string, gossip *config.Gossip, log *slog.Logger) (*Gateway, error) {
-	return t.startGatewayOn("127.0.0.1:0", domain, role, i, svid, xds, gossip, log)
+	return t.startGatewayOn(nil, domain, role, i, svid, xds, gossip, log)
 }
 
-func (t *Topology) startGatewayOn(listen, domain, role string, i int, svid identity.Files, xds string, gossip *config.Gossip, log *slog.Logger) (*Gateway, error) {
+// startGatewayOn starts a gateway on ln, or on a port of its own if ln is nil.
+func (t *Topology) startGatewayOn(ln net.Listener, domain, role string, i int, svid identity.Files, xds string, gossip *config.Gossip, log *slog.Logger) (*Gateway, error) {
+	listen := "127.0.0.1:0"
+	if ln != nil {
+		listen = ln.Addr().String()
+	}
 	gw := &config.Gateway{
 		Domain: domain, Role: role, Instance: fmt.Sprintf("%s-%d", role, i+1),
 		Listen: listen, Admin: "127.0.0.1:0", Controlplane: xds, Gossip: gossip,
@@ -307,7 +320,15 @@ func (t *Topology) startGatewayOn(listen, domain, role string, i int, svid ident
 	if domain == "beta" {
 		gw.Identity.Bundle = t.Certs.BetaOwnBundle
 	}
-	g, err := StartGateway(gw, log)
+	var (
+		g   *Gateway
+		err error
+	)
+	if ln != nil {
+		g, err = StartGatewayOn(gw, ln, log)
+	} else {
+		g, err = StartGateway(gw, log)
+	}
 	if err != nil {
 		return nil, err
 	}
