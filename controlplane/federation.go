@@ -233,6 +233,10 @@ func (f *Federation) Catalog(req *federationv1.CatalogRequest, stream federation
 	if req.GetEpoch() != f.epoch || !resumable(l, sent) {
 		first = f.fullLocked(l)
 		sent = l.rev
+	} else if sent == l.rev {
+		// Resumed with nothing missed: an empty delta tells the importer it is current
+		// (else it would show the peer as stale until the next change).
+		first = &federationv1.CatalogUpdate{Epoch: f.epoch, Revision: sent, Ingress: f.ingress}
 	}
 	f.mu.Unlock()
 	if first != nil {

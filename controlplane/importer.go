@@ -61,6 +61,26 @@ func NewImporter(self, peer string, client federationv1.FederationClient, onChan
 	}
 }
 
+// Carry takes over what another importer of the same peer last heard (the catalog, its
+// epoch and revision), marked stale until this one hears from the peer: an importer
+// restarted with new settings (a rotated trust bundle, other ingress seeds) keeps the
+// routes in force meanwhile, and resumes the stream where the other left it. Call it
+// before Run.
+func (im *Importer) Carry(from *Importer) {
+	from.mu.Lock()
+	services := make(map[string]*federationv1.Service, len(from.services))
+	for k, v := range from.services {
+		services[k] = v
+	}
+	ingress := append([]string(nil), from.ingress...)
+	epoch, rev, withdrawn := from.epoch, from.rev, from.withdrawn
+	from.mu.Unlock()
+	im.mu.Lock()
+	im.services, im.ingress, im.epoch, im.rev, im.withdrawn = services, ingress, epoch, rev, withdrawn
+	im.stale = true
+	im.mu.Unlock()
+}
+
 // Run follows the peer's catalog until ctx ends.
 func (im *Importer) Run(ctx context.Context) {
 	backoff := 100 * time.Millisecond

@@ -2,13 +2,16 @@ package launch
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -267,6 +270,20 @@ type peerImporter struct {
 	im     *controlplane.Importer
 	cc     *grpc.ClientConn
 	cancel context.CancelFunc
+	// key is what the importer was started with (trust domain, bundle, ingress seeds).
+	key string
+}
+
+// importerKey identifies a peer's federation settings: the trust domain, the bundle's
+// content (a rotated bundle keeps its file name) and the ingress seeds.
+func importerKey(p config.Peer, baseDir string) string {
+	file := p.TrustBundle
+	if !filepath.IsAbs(file) && baseDir != "" {
+		file = filepath.Join(baseDir, file)
+	}
+	b, _ := os.ReadFile(file)
+	sum := sha256.Sum256(b)
+	return p.TrustDomain + "|" + hex.EncodeToString(sum[:]) + "|" + strings.Join(p.Ingress, ",")
 }
 
 // startImporters follows every peer's catalog over the Federation API, through the
@@ -311,17 +328,26 @@ func (c *Controlplane) syncImporters(ctx context.Context, d *config.Domain, base
 	}
 	var errs []error
 	for _, p := range d.Peers {
-		if c.importers[p.Domain] != nil {
+		old := c.importers[p.Domain]
+		if old != nil && old.key == importerKey(p, baseDir) {
 			continue
 		}
-		if err := c.startImporterLocked(ctx, d.Domain, p, baseDir, svid); err != nil {
+		if err := c.startImporterLocked(ctx, d.Domain, p, baseDir, svid, old); err != nil {
 			errs = append(errs, err)
+			continue
+		}
+		if old != nil {
+			// New settings: the new importer carries the old one's catalog and resumes.
+			old.cancel()
+			_ = old.cc.Close()
+			c.log.Info("peer settings changed: following its catalog with the new ones", "peer", p.Domain)
 		}
 	}
 	return errors.Join(errs...)
 }
 
-func (c *Controlplane) startImporterLocked(ctx context.Context, self string, p config.Peer, baseDir string, svid *x509svid.SVID) error {
+func (c *Controlplane) startImporterLocked(ctx context.Context, self string, p config.Peer, baseDir string, svid *x509svid.SVID, carry *peerImporter) error {
+	key := importerKey(p, baseDir)
 	file := p.TrustBundle
 	if !filepath.IsAbs(file) && baseDir != "" {
 		file = filepath.Join(baseDir, file)
@@ -365,8 +391,11 @@ func (c *Controlplane) startImporterLocked(ctx context.Context, self string, p c
 		c.cp.Refresh()
 		c.republish()
 	}, c.log.With("component", "importer"))
+	if carry != nil {
+		im.Carry(carry.im)
+	}
 	ictx, cancel := context.WithCancel(ctx)
-	c.importers[p.Domain] = &peerImporter{im: im, cc: cc, cancel: cancel}
+	c.importers[p.Domain] = &peerImporter{im: im, cc: cc, cancel: cancel, key: key}
 	c.goRun(func() { im.Run(ictx) })
 	return nil
 }

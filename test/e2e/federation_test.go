@@ -166,3 +166,45 @@ func TestWithdrawnExportLeavesRegistry(t *testing.T) {
 		t.Errorf("alpha's /metrics counts no withdrawal")
 	}
 }
+
+// TestPeerSettingsChangeKeepsImports: when a peer's federation settings change (here its
+// ingress seeds, reordered; a rotated trust bundle takes the same path), alpha follows
+// beta's catalog with the new settings without dropping what it imported meanwhile.
+func TestPeerSettingsChangeKeepsImports(t *testing.T) {
+	before := topo.AlphaCP.Imports()["beta"]
+	if len(before.Services) == 0 || before.Stale {
+		t.Fatalf("alpha's import of beta before: %d services, stale %v", len(before.Services), before.Stale)
+	}
+	old := topo.AlphaCP.Core().Domain()
+	d := *old
+	d.Peers = append([]config.Peer(nil), d.Peers...)
+	seeds := append([]string(nil), d.Peers[0].Ingress...)
+	for i, j := 0, len(seeds)-1; i < j; i, j = i+1, j-1 {
+		seeds[i], seeds[j] = seeds[j], seeds[i]
+	}
+	seeds = append(seeds, seeds[0]) // a different list, the same instances
+	d.Peers[0].Ingress = seeds
+	ctx := context.Background()
+	t.Cleanup(func() {
+		if _, err := topo.SetDomain(ctx, old); err != nil {
+			t.Error(err)
+		}
+	})
+	if _, err := topo.SetDomain(ctx, &d); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		im := topo.AlphaCP.Imports()["beta"]
+		if len(im.Services) != len(before.Services) {
+			t.Fatalf("during the change alpha imported %d services, had %d", len(im.Services), len(before.Services))
+		}
+		if !im.Stale && im.Revision >= before.Revision {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("alpha's import of beta not current again: %+v", im)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
