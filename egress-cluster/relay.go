@@ -13,6 +13,7 @@ import (
 
 	"github.com/strait-mesh/strait/internal/proxy"
 	"github.com/strait-mesh/strait/internal/relay"
+	"github.com/strait-mesh/strait/internal/tunnel"
 )
 
 // Route sends a consumer's gRPC-style call to its peer's relay pool. Everything else
@@ -58,36 +59,23 @@ func (g *Gateway) serveSniffed(ln net.Listener) error {
 		}
 	}()
 	timeout := g.limits.Load().ReadHeaderTimeout.D()
-	var delay time.Duration
-	for {
-		c, err := ln.Accept()
-		if err != nil {
-			g.snMu.Lock()
-			stopped := g.snStopped
-			g.snMu.Unlock()
-			if stopped {
-				return nil
-			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
-				time.Sleep(delay)
-				continue
-			}
-			return err
-		}
-		delay = 0
+	stopped := func() bool {
 		g.snMu.Lock()
+		defer g.snMu.Unlock()
+		return g.snStopped
+	}
+	return tunnel.AcceptLoop(ln, stopped, func(c net.Conn) bool {
+		g.snMu.Lock()
+		defer g.snMu.Unlock()
 		if g.snStopped {
-			g.snMu.Unlock()
 			c.Close()
-			return nil
+			return false
 		}
 		g.sniffing[c] = struct{}{}
 		g.snWG.Add(1)
-		g.snMu.Unlock()
 		go g.sniff(c, timeout)
-	}
+		return true
+	})
 }
 
 func (g *Gateway) sniff(c net.Conn, timeout time.Duration) {

@@ -283,6 +283,22 @@ func (c *conn) removeStream(l *leg) {
 	}
 }
 
+// goAway stops new streams on a caller's connection and, the first time, tells the caller
+// with GOAWAY which streams it took. It returns how many are still open.
+func (c *conn) goAway() int32 {
+	c.mu.Lock()
+	first := !c.goaway.Swap(true)
+	last, n := c.maxID, c.active.Load()
+	c.mu.Unlock()
+	if first {
+		c.wmu.Lock()
+		c.wbuf = appendGoAway(c.wbuf, last, http2.ErrCodeNo)
+		c.wmu.Unlock()
+		c.flush()
+	}
+	return n
+}
+
 // reserve takes one stream slot on a next-hop connection.
 func (c *conn) reserve() bool {
 	if c.goaway.Load() {

@@ -158,17 +158,7 @@ func (s *Server) sweep(idle time.Duration) {
 		}
 		s.mu.Unlock()
 		for _, c := range idleConns {
-			c.mu.Lock()
-			first := !c.goaway.Swap(true)
-			last, n := c.maxID, c.active.Load()
-			c.mu.Unlock()
-			if first {
-				c.wmu.Lock()
-				c.wbuf = appendGoAway(c.wbuf, last, http2.ErrCodeNo)
-				c.wmu.Unlock()
-				c.flush()
-			}
-			if n == 0 {
+			if c.goAway() == 0 {
 				c.nc.Close()
 			}
 		}
@@ -368,23 +358,9 @@ func (s *Server) newStream(lp *loop, c *conn, f *headerBlock) {
 // Shutdown sends GOAWAY on every connection, waits for their streams to end (or ctx),
 // then closes them.
 func (s *Server) Shutdown(ctx context.Context) error {
-	s.stopSweeping()
-	s.mu.Lock()
-	s.drain = true
-	conns := make([]*conn, 0, len(s.conns))
-	for c := range s.conns {
-		conns = append(conns, c)
-	}
-	s.mu.Unlock()
+	conns := s.stopServing()
 	for _, c := range conns {
-		c.mu.Lock()
-		c.goaway.Store(true)
-		last := c.maxID
-		c.mu.Unlock()
-		c.wmu.Lock()
-		c.wbuf = appendGoAway(c.wbuf, last, http2.ErrCodeNo)
-		c.wmu.Unlock()
-		c.flush()
+		c.goAway()
 	}
 	t := time.NewTicker(5 * time.Millisecond)
 	defer t.Stop()
@@ -409,14 +385,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 
 // Close closes every connection at once.
 func (s *Server) Close() {
-	s.stopSweeping()
-	s.mu.Lock()
-	s.drain = true
-	conns := make([]*conn, 0, len(s.conns))
-	for c := range s.conns {
-		conns = append(conns, c)
-	}
-	s.mu.Unlock()
+	conns := s.stopServing()
 	for _, c := range conns {
 		c.nc.Close()
 	}
@@ -424,6 +393,20 @@ func (s *Server) Close() {
 		<-c.done
 	}
 	s.wg.Wait()
+}
+
+// stopServing takes no new connection and stops the idle sweep; it returns the
+// connections being served.
+func (s *Server) stopServing() []*conn {
+	s.stopSweeping()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.drain = true
+	conns := make([]*conn, 0, len(s.conns))
+	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	return conns
 }
 
 // Active counts the streams being served, fallback ones included.

@@ -205,14 +205,36 @@ func (s *Server) Serve(ln net.Listener) error {
 	}
 	s.ln = ln
 	s.mu.Unlock()
+	stopped := func() bool {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return s.closed
+	}
+	err := AcceptLoop(ln, stopped, func(c net.Conn) bool {
+		if !s.track(c, true) {
+			c.Close()
+			return false
+		}
+		s.wg.Add(1)
+		go s.serveConn(c)
+		return true
+	})
+	if err != nil {
+		return fmt.Errorf("tunnel: %w", err)
+	}
+	return nil
+}
+
+// AcceptLoop accepts connections on ln and gives each to handle, until handle returns
+// false or Accept fails. A timeout is retried with backoff (up to a second). After
+// another error it returns nil if stopped reports that the owner closed ln, else the
+// error.
+func AcceptLoop(ln net.Listener, stopped func() bool, handle func(net.Conn) bool) error {
 	var delay time.Duration
 	for {
 		c, err := ln.Accept()
 		if err != nil {
-			s.mu.Lock()
-			closed := s.closed
-			s.mu.Unlock()
-			if closed {
+			if stopped() {
 				return nil
 			}
 			var ne net.Error
@@ -221,15 +243,12 @@ func (s *Server) Serve(ln net.Listener) error {
 				time.Sleep(delay)
 				continue
 			}
-			return fmt.Errorf("tunnel: accept: %w", err)
+			return fmt.Errorf("accept: %w", err)
 		}
 		delay = 0
-		if !s.track(c, true) {
-			c.Close()
+		if !handle(c) {
 			return nil
 		}
-		s.wg.Add(1)
-		go s.serveConn(c)
 	}
 }
 

@@ -10,13 +10,10 @@ import (
 	"strings"
 	"time"
 
-	clientv3 "go.etcd.io/etcd/client/v3"
-
 	"github.com/strait-mesh/strait/internal/config"
 	"github.com/strait-mesh/strait/internal/mesh"
 	"github.com/strait-mesh/strait/launch"
 	registrysync "github.com/strait-mesh/strait/registry-sync"
-	etcdreg "github.com/strait-mesh/strait/registry-sync/etcd"
 )
 
 // runScale measures the initial sync of a large catalog: services×perService gRPC
@@ -42,41 +39,8 @@ func runScale(services, perService int, memProfile string) error {
 	defer topo.Close()
 	base := len(topo.BetaCP.Core().Providers())
 
-	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{topo.BetaCP.RegistryEndpoint()}, DialTimeout: 5 * time.Second})
-	if err != nil {
-		return err
-	}
-	defer cli.Close()
-	lease, err := cli.Grant(ctx, 600)
-	if err != nil {
-		return err
-	}
 	start := time.Now()
-	var ops []clientv3.Op
-	flush := func() error {
-		if len(ops) == 0 {
-			return nil
-		}
-		_, err := cli.Txn(ctx).Then(ops...).Commit()
-		ops = ops[:0]
-		return err
-	}
-	for s := range services {
-		for i := range perService {
-			inst := mesh.Instance{
-				Service: mesh.ServiceKey{Name: scaleSvc(s)}, Protocol: mesh.ProtocolGRPC,
-				Address:  fmt.Sprintf("127.%d.%d.%d:%d", 1+i, s/256%256, s%256, 20000+s/65536),
-				Metadata: map[string]string{"application": "bench", "zone": "z" + strconv.Itoa(i%3)},
-			}
-			ops = append(ops, clientv3.OpPut(etcdreg.Key(inst), etcdreg.URL(inst), clientv3.WithLease(lease.ID)))
-			if len(ops) == 128 {
-				if err := flush(); err != nil {
-					return err
-				}
-			}
-		}
-	}
-	if err := flush(); err != nil {
+	if err := writeScale(ctx, topo.BetaCP.RegistryEndpoint(), services, perService); err != nil {
 		return err
 	}
 	registered := time.Since(start)
