@@ -182,7 +182,11 @@ func checkProvider(t *testing.T, kind, addr, app, metadataType string) {
 		case err := <-served:
 			t.Fatalf("dubbo-go provider stopped: %v", err)
 		case <-deadline.C:
-			t.Fatalf("after 60s, the catalog has GreetService providers %v", cat.Endpoints(key, mesh.ProtocolTriple))
+			var got []string
+			for _, i := range cat.Endpoints(key, mesh.ProtocolTriple) {
+				got = append(got, fmt.Sprintf("%s %v", i, i.Metadata))
+			}
+			t.Fatalf("after 60s, no GreetService provider at %s in group %s of application %s; the catalog has %v", paddr, kind, app, got)
 		}
 	}
 	lctx, lcancel := context.WithTimeout(context.Background(), 30*time.Second)
