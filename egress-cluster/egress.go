@@ -134,6 +134,7 @@ func New(c Config) (*Gateway, error) {
 			MaxHeaderBytes:       l.MaxHeaderBytes,
 			ReadTimeout:          l.ReadHeaderTimeout.D(),
 			IdleTimeout:          l.IdleTimeout.D(),
+			Abuse:                relay.AbuseFunc(g.obs),
 			Logger:               g.log,
 		})
 		g.h1 = newConnListener()
@@ -225,6 +226,7 @@ func (g *Gateway) tunnelClient(p xdsres.Peer, l config.Limits) (tunnelClient, *r
 			},
 			DialTimeout:    timeout,
 			MaxHeaderBytes: l.MaxHeaderBytes,
+			Abuse:          relay.AbuseFunc(g.obs),
 			Logger:         g.log.With("peer", p.Domain),
 		})
 	}

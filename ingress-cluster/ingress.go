@@ -154,6 +154,7 @@ func New(c Config) (*Gateway, error) {
 			MaxHeaderBytes:       l.MaxHeaderBytes,
 			ReadTimeout:          l.ReadHeaderTimeout.D(),
 			IdleTimeout:          l.IdleTimeout.D(),
+			Abuse:                relay.AbuseFunc(g.obs),
 			Logger:               g.log,
 		})
 		dialTimeout := l.DialTimeout.D()
@@ -164,6 +165,7 @@ func New(c Config) (*Gateway, error) {
 			},
 			DialTimeout:    dialTimeout,
 			MaxHeaderBytes: l.MaxHeaderBytes,
+			Abuse:          relay.AbuseFunc(g.obs),
 			Logger:         g.log,
 		})
 		so.Relay, so.RelayFor = g.relay, relayFor

@@ -36,6 +36,7 @@ type GatewayMetrics struct {
 	tunnels  prometheus.Gauge
 	acks     prometheus.Counter
 	nacks    prometheus.Counter
+	abuse    *prometheus.CounterVec // curried with role
 
 	role        string
 	versionInfo *prometheus.GaugeVec // not curried: SetConfigVersion deletes (role, old)
@@ -80,7 +81,13 @@ func NewGatewayMetrics(reg prometheus.Registerer, role string) *GatewayMetrics {
 		Help: "xDS config updates received, by result: ack (applied) or nack (rejected).",
 	}, []string{"role", "result"}))
 
+	abuse := register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "strait_h2_abuse_total",
+		Help: "HTTP/2 connections ended and streams refused for abuse or overload, by kind: rapid_reset, ping, settings, window_update, continuation, control_queue, protocol, overload, stalled.",
+	}, []string{"role", "kind"}))
+
 	return &GatewayMetrics{
+		abuse:       abuse.MustCurryWith(roleLabel),
 		calls:       calls.MustCurryWith(roleLabel),
 		duration:    duration.MustCurryWith(roleLabel),
 		inflight:    inflight.WithLabelValues(role),
@@ -123,6 +130,10 @@ func (m *GatewayMetrics) CallStarted() { m.inflight.Inc() }
 
 // CallEnded ends a call counted by CallStarted.
 func (m *GatewayMetrics) CallEnded() { m.inflight.Dec() }
+
+// Abuse counts a connection ended or a stream refused for abuse of kind (a small fixed
+// set, see relay.Options.Abuse).
+func (m *GatewayMetrics) Abuse(kind string) { m.abuse.WithLabelValues(kind).Inc() }
 
 // TunnelOpened counts an open tunnel connection; TunnelClosed must follow.
 func (m *GatewayMetrics) TunnelOpened() { m.tunnels.Inc() }

@@ -30,8 +30,11 @@ type bridge struct {
 	eof    bool
 	err    error
 	closed bool
+	// expect: the caller asked for 100-continue, sent on the first body read.
+	expect bool
 
 	// The response, touched by the handler's goroutine only.
+	head        bool // a HEAD request: the response has no body
 	hdr         http.Header
 	status      int
 	wroteHeader bool
@@ -82,7 +85,11 @@ func (s *Server) fallback(lp *loop, c *conn, l *leg, fields []hpack.HeaderField,
 		}
 	}
 	ctx, cancel := context.WithCancel(c.ctx)
-	b := &bridge{srv: s, c: c, l: l, cancel: cancel, eof: end}
+	b := &bridge{srv: s, c: c, l: l, cancel: cancel, eof: end, head: method == http.MethodHead}
+	if !end && strings.EqualFold(h.Get("Expect"), "100-continue") {
+		b.expect = true
+		h.Del("Expect")
+	}
 	b.bcond.L = &b.bmu
 	var body io.ReadCloser = http.NoBody
 	if !end {
@@ -166,6 +173,13 @@ type reqBody bridge
 func (r *reqBody) Read(p []byte) (int, error) {
 	b := (*bridge)(r)
 	b.bmu.Lock()
+	if b.expect {
+		// The handler reads the body: the caller may send it (RFC 9110 §10.1.1).
+		b.expect = false
+		b.bmu.Unlock()
+		b.sendContinue()
+		b.bmu.Lock()
+	}
 	for b.off == len(b.buf) && !b.eof && b.err == nil && !b.closed {
 		b.bcond.Wait()
 	}
@@ -226,6 +240,9 @@ func (w *responseWriter) Write(p []byte) (int, error) {
 	if !w.wroteHeader {
 		w.WriteHeader(http.StatusOK)
 	}
+	if w.head {
+		return len(p), nil // the headers go out with END_STREAM when the handler ends
+	}
 	if !w.sentHeader {
 		if err := w.sendHeader(false); err != nil {
 			return 0, err
@@ -237,6 +254,9 @@ func (w *responseWriter) Write(p []byte) (int, error) {
 func (w *responseWriter) Flush() {
 	if !w.wroteHeader {
 		w.WriteHeader(http.StatusOK)
+	}
+	if w.head {
+		return
 	}
 	if !w.sentHeader {
 		_ = w.sendHeader(false)
@@ -271,8 +291,19 @@ func (w *responseWriter) writeHeaders(fields []hpack.HeaderField, end bool) erro
 		l.sentEnd = true
 	}
 	c.wmu.Unlock()
-	c.flush()
+	c.kick()
 	return nil
+}
+
+// sendContinue sends the interim response 100 (Continue).
+func (b *bridge) sendContinue() {
+	c, l := b.c, b.l
+	c.wmu.Lock()
+	if !c.dead && !l.reset && !l.sentEnd {
+		c.writeHeadersLocked(l.id, []hpack.HeaderField{{Name: ":status", Value: "100"}}, "", nil, false)
+	}
+	c.wmu.Unlock()
+	c.kick()
 }
 
 func (w *responseWriter) writeData(p []byte) (int, error) {
@@ -280,27 +311,25 @@ func (w *responseWriter) writeData(p []byte) (int, error) {
 	total := 0
 	c.wmu.Lock()
 	for len(p) > 0 {
-		for !c.dead && !l.reset && (l.sendWin <= 0 || c.sendConnWin <= 0) {
+		for !c.dead && !l.reset && (l.sendWin <= 0 || c.sendConnWin <= 0 || c.queueRoomLocked() <= 0) {
 			c.wcond.Wait()
 		}
 		if c.dead || l.reset || l.sentEnd {
 			c.wmu.Unlock()
 			return total, errReset
 		}
-		n := min(int64(len(p)), int64(l.sendWin), c.sendConnWin)
-		c.wbuf = appendData(c.wbuf, l.id, p[:n], false, c.peerMaxFrame)
+		n := min(int64(len(p)), int64(l.sendWin), c.sendConnWin, c.queueRoomLocked())
+		c.appendDataLocked(l.id, p[:n], false)
 		l.sendWin -= int32(n)
 		c.sendConnWin -= n
 		p = p[n:]
 		total += int(n)
 		if len(c.wbuf) >= 64<<10 {
-			c.wmu.Unlock()
-			c.flush()
-			c.wmu.Lock()
+			c.kick()
 		}
 	}
 	c.wmu.Unlock()
-	c.flush()
+	c.kick()
 	return total, nil
 }
 
@@ -335,11 +364,11 @@ func (b *bridge) finish() {
 	c, l := b.c, b.l
 	c.wmu.Lock()
 	if !c.dead && !l.reset && !l.sentEnd {
-		c.wbuf = appendData(c.wbuf, l.id, nil, true, c.peerMaxFrame)
+		c.appendDataLocked(l.id, nil, true)
 		l.sentEnd = true
 	}
 	c.wmu.Unlock()
-	c.flush()
+	c.kick()
 }
 
 var _ http.Flusher = (*responseWriter)(nil)

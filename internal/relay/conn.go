@@ -17,6 +17,7 @@ import (
 	"golang.org/x/net/http2/hpack"
 	"google.golang.org/grpc/codes"
 
+	"github.com/strait-mesh/strait/internal/balance"
 	"github.com/strait-mesh/strait/internal/proxy"
 )
 
@@ -33,9 +34,14 @@ const (
 	initialMaxStreams = 100
 	writeTimeout      = 10 * time.Second
 	readBufferSize    = 64 << 10
+	// maxWindow is the largest flow-control window HTTP/2 allows (RFC 9113 §6.9.1).
+	maxWindow = 1<<31 - 1
 )
 
 var errReset = errors.New("relay: stream reset")
+
+// codeStalled labels in metrics a stream reset because its receiver stopped reading.
+const codeStalled = codes.DeadlineExceeded
 
 // leg is one stream's presence on one connection: legs[0] on the caller's connection,
 // legs[1] on the next hop's.
@@ -49,14 +55,19 @@ type leg struct {
 	sendWin int32  // what the peer lets us send on this stream
 	recvWin int32  // what the peer may still send us on this stream
 	owed    int32  // credit forwarded onward but not yet returned to the peer
-	pend    []byte // DATA waiting for send window, in order
+	pend    []byte // DATA waiting for send window or queue room, in order
 	pendEnd bool   // END_STREAM follows pend
 	pendTrl []hpack.HeaderField
-	hasTrl  bool // pendTrl (trailers) follow pend
-	blocked bool // in c.blocked
-	sentEnd bool // we ended our side (END_STREAM or RST)
-	recvEnd bool // the peer ended its side
+	hasTrl  bool  // pendTrl (trailers) follow pend
+	blocked bool  // in c.blocked
+	since   int64 // when pend last moved, for the stall check
+	sentEnd bool  // we ended our side (END_STREAM or RST)
+	recvEnd bool  // the peer ended its side
 	reset   bool
+
+	// Touched by c's read loop only.
+	bodyLeft int64 // content-length the peer still owes; -1 if it declared none
+	gotTrl   bool  // the peer sent trailers
 }
 
 // stream is one relayed call: a stream on the caller's connection and one on the next
@@ -64,7 +75,7 @@ type leg struct {
 type stream struct {
 	legs    [2]leg
 	srv     *Server
-	ep      epDone
+	ep      *balance.Endpoint
 	proto   string
 	peer    string
 	start   time.Time
@@ -73,9 +84,27 @@ type stream struct {
 	started atomic.Bool  // response headers went to the caller
 	code    atomic.Int32 // grpc-status for metrics; -1 while unknown
 	br      *bridge      // set for streams served by the fallback handler
+
+	// A stream whose next hop has no connection yet waits for one (a dial, off the read
+	// loop); what the caller sends meanwhile is kept in wait. Guarded by amu; waiting is
+	// cleared, under amu, once legs[1] is attached.
+	waiting atomic.Bool
+	amu     sync.Mutex
+	wait    *waitState
 }
 
-type epDone interface{ Done() }
+// waitState is what a stream waiting for a next-hop connection holds.
+type waitState struct {
+	fields   []hpack.HeaderField // the request's fields, then those the router adds
+	nAdd     int
+	early    []byte
+	earlyEnd bool
+	trl      []hpack.HeaderField
+	hasTrl   bool
+	set      *balance.Set
+	pool     *Pool
+	tries    int
+}
 
 // halfDone records that direction dir (the index of the leg the data came from) ended,
 // and finishes the stream when both have.
@@ -107,8 +136,19 @@ func (s *stream) finish(lp *loop) {
 	}
 }
 
+// next is the stream's leg on the next hop, nil while it waits for a connection.
+func (s *stream) next() *leg {
+	if s.waiting.Load() {
+		return nil
+	}
+	if l := &s.legs[1]; l.c != nil {
+		return l
+	}
+	return nil
+}
+
 // loop is the scratch state of one goroutine that writes into connections: which ones it
-// dirtied (flushed together, once per pass) and credits to return.
+// dirtied (their writers are woken together, once per pass) and credits to return.
 type loop struct {
 	dirty   []*conn
 	credits []credit
@@ -128,17 +168,18 @@ func (lp *loop) mark(c *conn) {
 	lp.dirty = append(lp.dirty, c)
 }
 
+// flush wakes the writers of the connections this pass wrote into.
 func (lp *loop) flush() {
 	for i, c := range lp.dirty {
-		c.flush()
+		c.kick()
 		lp.dirty[i] = nil
 	}
 	lp.dirty = lp.dirty[:0]
 }
 
 // conn is one HTTP/2 connection: to a caller (server side, idx 0) or to a next hop
-// (client side, idx 1). One goroutine reads it and forwards inline; any goroutine may
-// write into it under wmu, and the writer that dirtied it flushes it.
+// (client side, idx 1). One goroutine reads it and forwards inline; one writer
+// goroutine (writeLoop) writes it; anyone appends frames to wbuf under wmu.
 type conn struct {
 	nc   net.Conn
 	br   *bufio.Reader
@@ -153,11 +194,25 @@ type conn struct {
 	info any
 	lp   loop
 	hb   headerBlock
+	g    guard
 	done chan struct{}
+
+	stall   time.Duration
+	onAbuse func(kind string)
+
+	// Read loop only.
+	sawSettings bool
+	connRecv    int64 // what the peer may still send on the connection
+
+	wake  chan struct{}
+	wdone chan struct{}
 
 	wmu          sync.Mutex
 	wcond        sync.Cond
 	wbuf         []byte
+	writing      int  // bytes the writer is writing now
+	ctrl         int  // control frames queued since the writer last took wbuf
+	final        bool // with dead: write what wbuf holds (a GOAWAY), then close
 	hbuf         bytes.Buffer
 	henc         *hpack.Encoder
 	sendConnWin  int64
@@ -165,9 +220,12 @@ type conn struct {
 	peerInitWin  int32
 	peerMaxFrame int
 	blocked      []*leg
+	pendBytes    int  // bytes queued in the pend of this connection's legs
+	sentData     int  // DATA frames written, for the WINDOW_UPDATE allowance
+	sentAny      bool // HEADERS or DATA went out since the last PING
 	nextID       uint32
 	dead         bool
-	wdl          int64 // the write deadline, unix nanoseconds
+	wdl          int64 // the write deadline, unix nanoseconds; writer only
 
 	mu      sync.Mutex
 	streams map[uint32]*leg
@@ -190,9 +248,12 @@ func newConn(nc net.Conn, br *bufio.Reader, idx uint8, maxHeaderBytes int, log *
 		idx:          idx,
 		log:          log,
 		done:         make(chan struct{}),
+		wake:         make(chan struct{}, 1),
+		wdone:        make(chan struct{}),
 		sendConnWin:  65535,
 		peerInitWin:  65535,
 		peerMaxFrame: 16384,
+		connRecv:     connWindow,
 		streams:      make(map[uint32]*leg),
 		nextID:       1,
 	}
@@ -202,6 +263,7 @@ func newConn(nc net.Conn, br *bufio.Reader, idx uint8, maxHeaderBytes int, log *
 	c.fr.SetReuseFrames()
 	c.fr.SetMaxReadFrameSize(maxReadFrame)
 	c.hb.init(maxHeaderBytes)
+	c.g.init()
 	c.peerMaxStreams.Store(initialMaxStreams)
 	return c
 }
@@ -222,32 +284,6 @@ func (c *conn) writeSettings(maxStreams uint32, maxHeaderBytes int) {
 	c.wbuf = appendSettings(c.wbuf, s...)
 	c.wbuf = appendWindowUpdate(c.wbuf, 0, connWindow-65535)
 	c.wmu.Unlock()
-}
-
-func (c *conn) flush() {
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
-	if len(c.wbuf) == 0 || c.dead {
-		c.wbuf = c.wbuf[:0]
-		return
-	}
-	// The write deadline moves only when less than half of it is left: resetting a
-	// runtime timer on every write costs more than the write often does.
-	if now := time.Now().UnixNano(); c.wdl-now < int64(writeTimeout/2) {
-		c.wdl = now + int64(writeTimeout)
-		_ = c.nc.SetWriteDeadline(time.Unix(0, c.wdl))
-	}
-	_, err := c.nc.Write(c.wbuf)
-	if cap(c.wbuf) > 4<<20 {
-		c.wbuf = nil
-	} else {
-		c.wbuf = c.wbuf[:0]
-	}
-	if err != nil {
-		c.dead = true
-		c.wcond.Broadcast()
-		c.nc.Close() // the read loop ends and cleans up
-	}
 }
 
 func (c *conn) lookup(id uint32) *leg {
@@ -292,9 +328,11 @@ func (c *conn) goAway() int32 {
 	c.mu.Unlock()
 	if first {
 		c.wmu.Lock()
-		c.wbuf = appendGoAway(c.wbuf, last, http2.ErrCodeNo)
+		if !c.dead {
+			c.wbuf = appendGoAway(c.wbuf, last, http2.ErrCodeNo, "")
+		}
 		c.wmu.Unlock()
-		c.flush()
+		c.kick()
 	}
 	return n
 }
@@ -308,52 +346,97 @@ func (c *conn) reserve() bool {
 		c.active.Add(-1)
 		return false
 	}
+	c.wmu.Lock()
+	full := c.pendBytes > maxConnPend || c.dead
+	c.wmu.Unlock()
+	if full {
+		c.active.Add(-1)
+		return false
+	}
 	return true
 }
 
-// serve reads frames until the connection ends, forwarding each inline.
+// release gives back a slot reserve took, for a stream that did not use it.
+func (c *conn) release() {
+	if c.active.Add(-1) == 0 && c.goaway.Load() {
+		c.nc.Close()
+	}
+}
+
+// maxConnPend bounds the bytes queued for one connection in its streams' queues before it
+// takes no new stream: a caller that does not read, or a next hop that does not, holds at
+// most this much (plus one stream window for each stream it already has).
+const maxConnPend = 16 << 20
+
+// serve reads frames until the connection ends, forwarding each inline. It starts the
+// connection's writer and returns once both have ended.
 func (c *conn) serve() {
 	defer close(c.done)
-	defer c.teardown()
+	go c.writeLoop()
+	c.kick()
 	lp := &c.lp
 	for {
 		f, err := c.fr.ReadFrame()
 		if err != nil {
 			var se http2.StreamError
 			if errors.As(err, &se) {
-				c.streamError(lp, se)
+				c.streamError(lp, se.StreamID, se.Code)
 				c.maybeFlush(lp)
 				continue
 			}
 			var ce http2.ConnectionError
 			switch {
 			case errors.As(err, &ce):
-				c.wmu.Lock()
-				c.wbuf = appendGoAway(c.wbuf, c.lastID(), http2.ErrCode(ce))
-				c.wmu.Unlock()
-				lp.mark(c)
+				c.fail(lp, http2.ErrCode(ce), "protocol", "")
+			case errors.Is(err, http2.ErrFrameTooLarge):
+				c.fail(lp, http2.ErrCodeFrameSize, "protocol", "")
 			}
-			lp.flush()
 			if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
 				c.log.Debug("relay connection ended", "remote", c.nc.RemoteAddr().String(), "err", err)
 			}
-			return
+			break
 		}
-		c.handle(lp, f)
-		if c.hb.err != nil {
-			c.wmu.Lock()
-			c.wbuf = appendGoAway(c.wbuf, c.lastID(), http2.ErrCodeCompression)
-			c.wmu.Unlock()
-			lp.mark(c)
-			lp.flush()
-			c.log.Debug("relay connection ended", "remote", c.nc.RemoteAddr().String(), "err", c.hb.err)
-			return
+		if err := c.handle(lp, f); err != nil {
+			var ae abuseError
+			if errors.As(err, &ae) {
+				c.fail(lp, http2.ErrCodeEnhanceYourCalm, ae.kind, ae.debug)
+			} else {
+				var ce http2.ConnectionError
+				errors.As(err, &ce)
+				c.fail(lp, http2.ErrCode(ce), "protocol", "")
+			}
+			c.log.Debug("relay connection ended", "remote", c.nc.RemoteAddr().String(), "err", err)
+			break
 		}
 		c.maybeFlush(lp)
 	}
+	c.teardown()
+	<-c.wdone
 }
 
-// maybeFlush flushes what this pass wrote once no whole frame is waiting to be read.
+// abuseError ends a connection with ENHANCE_YOUR_CALM.
+type abuseError struct{ kind, debug string }
+
+func (e abuseError) Error() string { return "relay: " + e.kind + " flood" }
+
+// fail ends the connection with GOAWAY code: the writer writes what is queued, the GOAWAY
+// last, then closes the socket; nothing else is written to it.
+func (c *conn) fail(lp *loop, code http2.ErrCode, kind, debug string) {
+	if code != http2.ErrCodeNo {
+		c.abused(kind)
+	}
+	c.wmu.Lock()
+	if !c.dead {
+		c.wbuf = appendGoAway(c.wbuf, c.lastID(), code, debug)
+		c.dead, c.final = true, true
+	}
+	c.wcond.Broadcast()
+	c.wmu.Unlock()
+	c.kick()
+	lp.flush()
+}
+
+// maybeFlush wakes the writers once no whole frame is waiting to be read.
 func (c *conn) maybeFlush(lp *loop) {
 	if len(lp.dirty) == 0 {
 		return
@@ -373,68 +456,173 @@ func (c *conn) lastID() uint32 {
 	return c.maxID
 }
 
-func (c *conn) handle(lp *loop, f http2.Frame) {
+var (
+	errProtocol = http2.ConnectionError(http2.ErrCodeProtocol)
+	errFlow     = http2.ConnectionError(http2.ErrCodeFlowControl)
+	errClosedSt = http2.ConnectionError(http2.ErrCodeStreamClosed)
+)
+
+// idle reports whether stream id was never opened (RFC 9113 §5.1): on a caller's
+// connection, an id above every one it used; on a next hop's, one we never used.
+func (c *conn) idle(id uint32) bool {
+	if c.idx == 0 {
+		if id%2 == 0 {
+			return true // we never push
+		}
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return id > c.maxID
+	}
+	if id%2 == 0 {
+		return true
+	}
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	return id >= c.nextID
+}
+
+// handle processes one frame; an error ends the connection.
+func (c *conn) handle(lp *loop, f http2.Frame) error {
+	if !c.sawSettings {
+		if _, ok := f.(*http2.SettingsFrame); !ok {
+			return errProtocol // the preface's SETTINGS must come first (§3.4)
+		}
+		c.sawSettings = true
+	}
 	switch f := f.(type) {
 	case *http2.DataFrame:
-		c.onData(lp, f)
+		return c.onData(lp, f)
 	case *http2.HeadersFrame:
-		if c.hb.start(f.StreamID, f.StreamEnded(), f.HeaderBlockFragment(), f.HeadersEnded()) {
-			c.onHeaders(lp, &c.hb)
+		// A self-dependency is a stream error (§5.3.1); the block is still decoded to
+		// keep the HPACK state.
+		c.hb.reject = f.HasPriority() && f.Priority.StreamDep == f.StreamID
+		done, err := c.hb.start(f.StreamID, f.StreamEnded(), f.HeaderBlockFragment(), f.HeadersEnded())
+		if err != nil {
+			return err
+		}
+		if done {
+			return c.onHeaders(lp, &c.hb)
 		}
 	case *http2.ContinuationFrame:
-		if c.hb.more(f.HeaderBlockFragment(), f.HeadersEnded()) {
-			c.onHeaders(lp, &c.hb)
+		done, err := c.hb.more(f.HeaderBlockFragment(), f.HeadersEnded())
+		if err != nil {
+			return err
+		}
+		if done {
+			return c.onHeaders(lp, &c.hb)
+		}
+	case *http2.PriorityFrame:
+		if f.StreamDep == f.StreamID {
+			c.streamError(lp, f.StreamID, http2.ErrCodeProtocol)
 		}
 	case *http2.WindowUpdateFrame:
-		c.onWindowUpdate(lp, f.StreamID, f.Increment)
+		return c.onWindowUpdate(lp, f.StreamID, f.Increment)
 	case *http2.SettingsFrame:
-		c.onSettings(lp, f)
+		return c.onSettings(lp, f)
 	case *http2.PingFrame:
-		if !f.IsAck() {
-			c.wmu.Lock()
-			c.wbuf = appendPingAck(c.wbuf, f.Data)
-			c.wmu.Unlock()
-			lp.mark(c)
+		if f.IsAck() {
+			return nil
 		}
+		return c.onPing(lp, f.Data)
 	case *http2.RSTStreamFrame:
+		if c.idle(f.StreamID) {
+			return errProtocol // §6.4
+		}
 		if l := c.lookup(f.StreamID); l != nil {
-			c.onReset(lp, l, f.ErrCode)
+			return c.onReset(lp, l, f.ErrCode)
 		}
 	case *http2.GoAwayFrame:
 		c.onGoAway(lp, f.LastStreamID)
+	case *http2.PushPromiseFrame:
+		return errProtocol // push is off both ways (§8.4)
 	}
+	return nil
 }
 
-func (c *conn) onData(lp *loop, f *http2.DataFrame) {
+func (c *conn) onPing(lp *loop, data [8]byte) error {
+	now := time.Now().UnixNano()
+	c.wmu.Lock()
+	if c.sentAny {
+		c.sentAny = false
+		c.g.strikes = 0
+	} else if now-c.g.lastPing < int64(pingInterval) {
+		c.g.strikes++
+	}
+	c.g.lastPing = now
+	if c.g.strikes > maxPingStrikes {
+		c.wmu.Unlock()
+		return abuseError{"ping", "too_many_pings"}
+	}
+	if !c.dead {
+		c.wbuf = appendPingAck(c.wbuf, data)
+		c.controlLocked()
+	}
+	c.wmu.Unlock()
+	lp.mark(c)
+	return nil
+}
+
+func (c *conn) onData(lp *loop, f *http2.DataFrame) error {
+	id := f.StreamID
 	n := int32(f.Header().Length)
-	l := c.lookup(f.StreamID)
+	if c.idle(id) {
+		return errProtocol // §5.1: DATA on an idle stream
+	}
+	if n == 0 && !f.StreamEnded() {
+		if c.g.empty++; c.g.empty > maxEmptyFrames {
+			return abuseError{"protocol", "empty frames"}
+		}
+	} else {
+		c.g.empty = 0
+	}
+	l := c.lookup(id)
 	data := f.Data()
 	end := f.StreamEnded()
 	c.wmu.Lock()
+	c.connRecv -= int64(n)
+	if c.connRecv < 0 {
+		c.wmu.Unlock()
+		return errFlow
+	}
 	c.connOwed += int64(n)
-	if c.connOwed >= connWindow/2 {
+	if c.connOwed >= connWindow/2 && !c.dead {
 		c.wbuf = appendWindowUpdate(c.wbuf, 0, uint32(c.connOwed))
+		c.connRecv += c.connOwed
 		c.connOwed = 0
 		lp.mark(c)
 	}
 	if l == nil || l.recvEnd {
+		closed := l == nil || !l.reset
 		c.wmu.Unlock()
-		return
+		if closed && c.idx == 0 {
+			// §5.1: DATA on a closed or half-closed (remote) stream.
+			c.streamError(lp, id, http2.ErrCodeStreamClosed)
+		}
+		return nil
 	}
 	l.recvWin -= n
 	if l.recvWin < 0 {
 		c.wmu.Unlock()
 		c.resetBoth(lp, l, http2.ErrCodeFlowControl, http2.ErrCodeCancel)
-		return
+		return nil
 	}
 	if end {
 		l.recvEnd = true
 	}
 	c.wmu.Unlock()
+	if l.bodyLeft >= 0 {
+		l.bodyLeft -= int64(len(data))
+		if l.bodyLeft < 0 || (end && l.bodyLeft != 0) {
+			// §8.1.1: the DATA differ from content-length.
+			c.resetBoth(lp, l, http2.ErrCodeProtocol, http2.ErrCodeCancel)
+			return nil
+		}
+	}
 	if pad := int(n) - len(data); pad > 0 {
 		c.credit(lp, l, pad)
 	}
 	c.forwardData(lp, l, data, end)
+	return nil
 }
 
 // forwardData sends data that arrived on leg l to the stream's other leg: at once as far
@@ -445,12 +633,19 @@ func (c *conn) forwardData(lp *loop, l *leg, data []byte, end bool) {
 		s.br.push(lp, data, end)
 		return
 	}
-	dst := &s.legs[1-l.idx]
-	dc := dst.c
-	if dc == nil {
+	var dst *leg
+	if l.idx == 0 {
+		if dst = s.next(); dst == nil && s.keepEarly(data, end) {
+			return
+		}
+	} else {
+		dst = &s.legs[0]
+	}
+	if dst == nil || dst.c == nil {
 		c.credit(lp, l, len(data))
 		return
 	}
+	dc := dst.c
 	dc.wmu.Lock()
 	sent, endSent := dc.sendDataLocked(dst, data, end)
 	dc.wmu.Unlock()
@@ -463,21 +658,38 @@ func (c *conn) forwardData(lp *loop, l *leg, data []byte, end bool) {
 	}
 }
 
-// sendDataLocked writes data on leg l as far as the windows allow and queues the rest. It
-// returns how many bytes left (or were dropped, on a closed leg) and whether END_STREAM
-// went out.
+// keepEarly keeps request data of a stream that waits for its next hop; false if it no
+// longer waits.
+func (s *stream) keepEarly(data []byte, end bool) bool {
+	s.amu.Lock()
+	defer s.amu.Unlock()
+	if !s.waiting.Load() {
+		return false
+	}
+	w := s.wait
+	w.early = append(w.early, data...)
+	processBudget.add(len(data))
+	if end {
+		w.earlyEnd = true
+	}
+	return true
+}
+
+// sendDataLocked writes data on leg l as far as the windows and the write queue allow
+// and queues the rest. It returns how many bytes left (or were dropped, on a closed leg)
+// and whether END_STREAM went out.
 func (c *conn) sendDataLocked(l *leg, data []byte, end bool) (sent int, endSent bool) {
 	if l.reset || l.sentEnd || c.dead {
 		return len(data), false
 	}
 	if len(l.pend) == 0 && !l.pendEnd && !l.hasTrl {
-		n := min(int64(len(data)), int64(l.sendWin), c.sendConnWin)
+		n := min(int64(len(data)), int64(l.sendWin), c.sendConnWin, c.queueRoomLocked())
 		if n < 0 {
 			n = 0
 		}
 		if n > 0 || (end && len(data) == 0) {
 			fin := end && int(n) == len(data)
-			c.wbuf = appendData(c.wbuf, l.id, data[:n], fin, c.peerMaxFrame)
+			c.appendDataLocked(l.id, data[:n], fin)
 			l.sendWin -= int32(n)
 			c.sendConnWin -= n
 			if fin {
@@ -495,39 +707,64 @@ func (c *conn) sendDataLocked(l *leg, data []byte, end bool) (sent int, endSent 
 		l.pend = make([]byte, 0, max(len(data), 16<<10))
 	}
 	l.pend = append(l.pend, data...)
+	c.pendAddLocked(len(data))
 	if end {
 		l.pendEnd = true
 	}
 	if !l.blocked {
 		l.blocked = true
+		l.since = time.Now().UnixNano()
 		c.blocked = append(c.blocked, l)
 	}
 	return sent, false
 }
 
-// drainLocked sends what the blocked legs queued, as far as the windows now allow. The
-// credits to return to the senders are collected in lp.credits.
+// appendDataLocked appends DATA frames and counts them.
+func (c *conn) appendDataLocked(id uint32, data []byte, end bool) {
+	c.wbuf = appendData(c.wbuf, id, data, end, c.peerMaxFrame)
+	c.sentData += 1 + len(data)/c.peerMaxFrame
+	c.sentAny = true
+}
+
+func (c *conn) pendAddLocked(n int) {
+	c.pendBytes += n
+	processBudget.add(n)
+}
+
+// dropPendLocked empties l's queue.
+func (c *conn) dropPendLocked(l *leg) {
+	if len(l.pend) > 0 {
+		c.pendAddLocked(-len(l.pend))
+	}
+	l.pend, l.pendEnd, l.pendTrl, l.hasTrl = nil, false, nil, false
+}
+
+// drainLocked sends what the blocked legs queued, as far as the windows and the write
+// queue now allow. The credits to return to the senders are collected in lp.credits.
 func (c *conn) drainLocked(lp *loop) {
 	kept := c.blocked[:0]
 	for _, l := range c.blocked {
 		if l.reset || l.sentEnd || c.dead {
-			l.blocked, l.pend, l.hasTrl, l.pendTrl = false, nil, false, nil
+			l.blocked = false
+			c.dropPendLocked(l)
 			continue
 		}
-		n := min(int64(len(l.pend)), int64(l.sendWin), c.sendConnWin)
+		n := min(int64(len(l.pend)), int64(l.sendWin), c.sendConnWin, c.queueRoomLocked())
 		if n < 0 {
 			n = 0
 		}
 		rest := len(l.pend) - int(n)
 		fin := rest == 0 && l.pendEnd && !l.hasTrl
 		if n > 0 || fin {
-			c.wbuf = appendData(c.wbuf, l.id, l.pend[:n], fin, c.peerMaxFrame)
+			c.appendDataLocked(l.id, l.pend[:n], fin)
 			l.sendWin -= int32(n)
 			c.sendConnWin -= n
 			if n > 0 {
 				lp.credits = append(lp.credits, credit{&l.s.legs[1-l.idx], int(n)})
+				l.since = time.Now().UnixNano()
 			}
 			l.pend = l.pend[:copy(l.pend, l.pend[n:])]
+			c.pendAddLocked(-int(n))
 		}
 		if rest > 0 {
 			kept = append(kept, l)
@@ -559,7 +796,9 @@ func (c *conn) returnCredits(lp *loop) {
 			cr.l.s.halfDone(lp, 1-cr.l.idx)
 			continue
 		}
-		cr.l.c.credit(lp, cr.l, cr.n)
+		if cr.l.c != nil {
+			cr.l.c.credit(lp, cr.l, cr.n)
+		}
 	}
 	lp.credits = lp.credits[:0]
 }
@@ -580,11 +819,35 @@ func (c *conn) credit(lp *loop, l *leg, n int) {
 	c.wmu.Unlock()
 }
 
-func (c *conn) onWindowUpdate(lp *loop, id, incr uint32) {
+func (c *conn) onWindowUpdate(lp *loop, id, incr uint32) error {
+	if id != 0 && c.idle(id) {
+		return errProtocol // §5.1: WINDOW_UPDATE on an idle stream
+	}
+	now := time.Now().UnixNano()
+	var l *leg
+	if id != 0 {
+		l = c.lookup(id)
+	}
 	c.wmu.Lock()
+	// The allowance: two updates for every DATA frame sent since the last one.
+	c.g.windows.tokens = min(windowBurst, c.g.windows.tokens+2*float64(c.sentData))
+	c.sentData = 0
+	if !c.g.windows.take(now, windowRate, windowBurst) {
+		c.wmu.Unlock()
+		return abuseError{"window_update", ""}
+	}
 	if id == 0 {
+		if c.sendConnWin+int64(incr) > maxWindow {
+			c.wmu.Unlock()
+			return errFlow // §6.9.1
+		}
 		c.sendConnWin += int64(incr)
-	} else if l := c.lookup(id); l != nil {
+	} else if l != nil && !l.reset {
+		if int64(l.sendWin)+int64(incr) > maxWindow {
+			c.wmu.Unlock()
+			c.resetBoth(lp, l, http2.ErrCodeFlowControl, http2.ErrCodeCancel)
+			return nil
+		}
 		l.sendWin += int32(incr)
 	}
 	if len(c.blocked) > 0 {
@@ -594,23 +857,39 @@ func (c *conn) onWindowUpdate(lp *loop, id, incr uint32) {
 	c.wcond.Broadcast()
 	c.wmu.Unlock()
 	c.returnCredits(lp)
+	return nil
 }
 
-func (c *conn) onSettings(lp *loop, f *http2.SettingsFrame) {
+func (c *conn) onSettings(lp *loop, f *http2.SettingsFrame) error {
 	if f.IsAck() {
-		return
+		return nil
+	}
+	if !c.g.settings.take(time.Now().UnixNano(), settingsRate, settingsBurst) {
+		return abuseError{"settings", ""}
+	}
+	if f.NumSettings() > 100 {
+		return errProtocol
+	}
+	if err := f.ForeachSetting(func(s http2.Setting) error { return s.Valid() }); err != nil {
+		return err // §6.5.2
 	}
 	c.wmu.Lock()
-	_ = f.ForeachSetting(func(s http2.Setting) error {
+	err := f.ForeachSetting(func(s http2.Setting) error {
 		switch s.ID {
 		case http2.SettingInitialWindowSize:
-			delta := int32(s.Val) - c.peerInitWin
-			c.peerInitWin = int32(s.Val)
+			delta := int64(s.Val) - int64(c.peerInitWin)
 			c.mu.Lock()
 			for _, l := range c.streams {
-				l.sendWin += delta
+				if int64(l.sendWin)+delta > maxWindow {
+					c.mu.Unlock()
+					return errFlow // §6.9.2
+				}
+			}
+			for _, l := range c.streams {
+				l.sendWin += int32(delta)
 			}
 			c.mu.Unlock()
+			c.peerInitWin = int32(s.Val)
 		case http2.SettingMaxFrameSize:
 			c.peerMaxFrame = int(s.Val)
 		case http2.SettingMaxConcurrentStreams:
@@ -620,14 +899,18 @@ func (c *conn) onSettings(lp *loop, f *http2.SettingsFrame) {
 		}
 		return nil
 	})
-	c.wbuf = appendSettingsAck(c.wbuf)
-	if len(c.blocked) > 0 {
-		c.drainLocked(lp)
+	if err == nil && !c.dead {
+		c.wbuf = appendSettingsAck(c.wbuf)
+		c.controlLocked()
+		if len(c.blocked) > 0 {
+			c.drainLocked(lp)
+		}
+		lp.mark(c)
 	}
 	c.wcond.Broadcast()
 	c.wmu.Unlock()
-	lp.mark(c)
 	c.returnCredits(lp)
+	return err
 }
 
 // writeHeadersLocked HPACK-encodes fields for this connection, without connection-specific
@@ -648,6 +931,7 @@ func (c *conn) writeHeadersLocked(id uint32, fields []hpack.HeaderField, drop st
 		_ = c.henc.WriteField(f)
 	}
 	c.wbuf = appendHeaders(c.wbuf, id, c.hbuf.Bytes(), end, c.peerMaxFrame)
+	c.sentAny = true
 }
 
 func connectionSpecific(name string) bool {
@@ -658,19 +942,50 @@ func connectionSpecific(name string) bool {
 	return false
 }
 
-func (c *conn) onHeaders(lp *loop, f *headerBlock) {
-	id := f.StreamID
-	end := f.StreamEnded()
+func (c *conn) onHeaders(lp *loop, h *headerBlock) error {
+	id := h.StreamID
+	end := h.StreamEnded()
 	l := c.lookup(id)
 	if l == nil {
-		if c.idx == 0 {
-			c.srv.newStream(lp, c, f)
+		if c.idx == 1 {
+			if c.idle(id) {
+				return errProtocol
+			}
+			return nil // a stream we reset
 		}
-		return
+		if id%2 == 0 {
+			return errProtocol // §5.1.1: a client's streams are odd
+		}
+		if id <= c.lastID() {
+			return errClosedSt // §5.1: HEADERS on a closed stream
+		}
+		c.srv.newStream(lp, c, h)
+		return nil
 	}
-	if f.Truncated {
+	if l.recvEnd || h.reject {
+		code := http2.ErrCodeStreamClosed
+		if h.reject {
+			code = http2.ErrCodeProtocol
+		}
+		if !l.reset {
+			c.resetBoth(lp, l, code, http2.ErrCodeCancel)
+		}
+		return nil
+	}
+	if h.Truncated {
 		c.resetBoth(lp, l, http2.ErrCodeProtocol, http2.ErrCodeInternal)
-		return
+		return nil
+	}
+	if c.idx == 0 {
+		// Request trailers (§8.1): they end the stream and carry no pseudo-header.
+		if l.gotTrl {
+			return errProtocol
+		}
+		l.gotTrl = true
+		if !end || checkTrailers(h.Fields) != nil || l.bodyLeft > 0 {
+			c.resetBoth(lp, l, http2.ErrCodeProtocol, http2.ErrCodeCancel)
+			return nil
+		}
 	}
 	if end {
 		c.wmu.Lock()
@@ -683,18 +998,26 @@ func (c *conn) onHeaders(lp *loop, f *headerBlock) {
 		if end {
 			s.br.push(lp, nil, true)
 		}
-		return
+		return nil
 	}
-	if l.idx == 1 {
+	var dst *leg
+	if l.idx == 0 {
+		if dst = s.next(); dst == nil && s.keepTrailers(h.Fields) {
+			return nil
+		}
+	} else {
+		dst = &s.legs[0]
 		// From the next hop: the response headers, then perhaps trailers.
-		if code, ok := grpcStatus(f.Fields); ok {
+		if code, ok := grpcStatus(h.Fields); ok {
 			s.code.Store(code)
 		} else if !s.started.Load() && end {
 			s.code.Store(int32(codes.Unknown))
 		}
 		s.started.Store(true)
 	}
-	dst := &s.legs[1-l.idx]
+	if dst == nil || dst.c == nil {
+		return nil
+	}
 	dc := dst.c
 	var drop string
 	if l.idx == 0 {
@@ -705,11 +1028,11 @@ func (c *conn) onHeaders(lp *loop, f *headerBlock) {
 	switch {
 	case dst.reset || dst.sentEnd || dc.dead:
 	case len(dst.pend) > 0 || dst.pendEnd:
-		dst.pendTrl = append(dst.pendTrl[:0], f.Fields...)
+		dst.pendTrl = append(dst.pendTrl[:0], h.Fields...)
 		dst.hasTrl = true
 		dst.pendEnd = true
 	default:
-		dc.writeHeadersLocked(dst.id, f.Fields, drop, nil, end)
+		dc.writeHeadersLocked(dst.id, h.Fields, drop, nil, end)
 		if end {
 			dst.sentEnd = true
 			endSent = true
@@ -725,6 +1048,21 @@ func (c *conn) onHeaders(lp *loop, f *headerBlock) {
 		// server does when its handler returns before reading the whole request).
 		c.resetBoth(lp, l, http2.ErrCodeNo, http2.ErrCodeNo)
 	}
+	return nil
+}
+
+// keepTrailers keeps the request trailers of a stream that waits for its next hop; false
+// if it no longer waits.
+func (s *stream) keepTrailers(fields []hpack.HeaderField) bool {
+	s.amu.Lock()
+	defer s.amu.Unlock()
+	if !s.waiting.Load() {
+		return false
+	}
+	s.wait.trl = append([]hpack.HeaderField(nil), fields...)
+	s.wait.hasTrl = true
+	s.wait.earlyEnd = true
+	return true
 }
 
 // recvEnd0 reads recvEnd under the leg's connection lock.
@@ -755,8 +1093,10 @@ func grpcStatus(fields []hpack.HeaderField) (int32, bool) {
 	return 0, false
 }
 
-// onReset handles RST_STREAM from the peer of leg l: the other leg is reset too.
-func (c *conn) onReset(lp *loop, l *leg, code http2.ErrCode) {
+// onReset handles RST_STREAM from the peer of leg l: the other leg is reset too. A caller
+// that resets streams it opened faster than resetRate (after a burst) is cut: each one
+// costs a next-hop stream (CVE-2023-44487).
+func (c *conn) onReset(lp *loop, l *leg, code http2.ErrCode) error {
 	s := l.s
 	if l.idx == 1 {
 		switch code {
@@ -768,9 +1108,13 @@ func (c *conn) onReset(lp *loop, l *leg, code http2.ErrCode) {
 			s.code.CompareAndSwap(-1, int32(codes.Internal))
 		}
 	} else {
+		if !s.done.Load() && !c.g.resets.take(time.Now().UnixNano(), resetRate, resetBurst) {
+			return abuseError{"rapid_reset", ""}
+		}
 		s.code.CompareAndSwap(-1, int32(codes.Canceled))
 	}
 	c.resetBoth(lp, l, 0, code)
+	return nil
 }
 
 // resetBoth ends stream s on both legs: on leg l with mine (0: l's peer reset it, send
@@ -783,12 +1127,44 @@ func (c *conn) resetBoth(lp *loop, l *leg, mine, theirs http2.ErrCode) {
 		s.br.abort()
 		return
 	}
-	if o := &s.legs[1-l.idx]; o.c != nil {
+	if o := s.other(l); o != nil {
 		o.c.resetLeg(lp, o, theirs, true)
 	}
 	s.code.CompareAndSwap(-1, int32(codes.Unavailable))
 	s.halves.Store(3)
 	s.finish(lp)
+}
+
+// other is the stream's leg that is not l, nil if it has none (a stream still waiting
+// for its next hop stops waiting).
+func (s *stream) other(l *leg) *leg {
+	if l.idx == 1 {
+		return &s.legs[0]
+	}
+	if s.waiting.Load() {
+		s.amu.Lock()
+		waiting := s.waiting.Load()
+		if waiting {
+			s.dropWaitLocked()
+		}
+		s.amu.Unlock()
+		if waiting {
+			return nil
+		}
+	}
+	if o := &s.legs[1]; o.c != nil {
+		return o
+	}
+	return nil
+}
+
+// dropWaitLocked gives up waiting for a next hop.
+func (s *stream) dropWaitLocked() {
+	if w := s.wait; w != nil {
+		processBudget.add(-len(w.early))
+		s.wait = nil
+	}
+	s.waiting.Store(false)
 }
 
 // resetLeg stops leg l; send says whether to send RST_STREAM (not if the peer reset it,
@@ -797,29 +1173,34 @@ func (c *conn) resetLeg(lp *loop, l *leg, code http2.ErrCode, send bool) {
 	c.wmu.Lock()
 	if send && !c.dead && !(l.sentEnd && l.recvEnd) && !l.reset {
 		c.wbuf = appendRST(c.wbuf, l.id, code)
+		c.controlLocked()
 		lp.mark(c)
 	}
 	l.reset, l.sentEnd, l.recvEnd = true, true, true
-	l.pend, l.pendTrl, l.hasTrl = nil, nil, false
+	c.dropPendLocked(l)
 	c.wcond.Broadcast()
 	c.wmu.Unlock()
 }
 
-// streamError resets a stream whose frames the framer refused.
-func (c *conn) streamError(lp *loop, se http2.StreamError) {
-	if l := c.lookup(se.StreamID); l != nil {
-		c.resetBoth(lp, l, se.Code, http2.ErrCodeInternal)
+// streamError resets stream id with code (RFC 9113 §5.4.2): its other leg too, if it has
+// one.
+func (c *conn) streamError(lp *loop, id uint32, code http2.ErrCode) {
+	if l := c.lookup(id); l != nil {
+		c.resetBoth(lp, l, code, http2.ErrCodeCancel)
 		return
 	}
 	if c.idx == 0 {
 		c.mu.Lock()
-		if se.StreamID > c.maxID {
-			c.maxID = se.StreamID
+		if id > c.maxID {
+			c.maxID = id
 		}
 		c.mu.Unlock()
 	}
 	c.wmu.Lock()
-	c.wbuf = appendRST(c.wbuf, se.StreamID, se.Code)
+	if !c.dead {
+		c.wbuf = appendRST(c.wbuf, id, code)
+		c.controlLocked()
+	}
 	c.wmu.Unlock()
 	lp.mark(c)
 }
@@ -850,15 +1231,27 @@ func (c *conn) onGoAway(lp *loop, last uint32) {
 	}
 }
 
-// teardown ends every stream of a connection that is gone.
+// teardown ends every stream of a connection that is gone. Its writer writes a final
+// GOAWAY if fail queued one, then closes the socket.
 func (c *conn) teardown() {
 	lp := &c.lp
 	c.wmu.Lock()
+	if !c.final {
+		c.wbuf = c.wbuf[:0]
+	}
 	c.dead = true
-	c.wbuf = c.wbuf[:0]
+	for _, l := range c.blocked {
+		l.blocked = false
+		c.dropPendLocked(l)
+	}
+	c.blocked = nil
 	c.wcond.Broadcast()
+	final := c.final
 	c.wmu.Unlock()
-	c.nc.Close()
+	c.kick()
+	if !final {
+		c.nc.Close()
+	}
 	if c.stop != nil {
 		c.stop()
 	}
@@ -878,9 +1271,9 @@ func (c *conn) teardown() {
 			s.br.abort()
 			continue
 		}
-		o := &s.legs[1-l.idx]
-		if l.idx == 1 && o.c != nil {
+		if l.idx == 1 {
 			// The next hop is gone: the caller gets UNAVAILABLE in gRPC terms.
+			o := &s.legs[0]
 			s.code.CompareAndSwap(-1, int32(codes.Unavailable))
 			o.c.failLeg(lp, o, s.started.Load(), codes.Unavailable, "strait: connection to "+c.nc.RemoteAddr().String()+" lost")
 			c.resetLeg(lp, l, 0, false)
@@ -907,7 +1300,7 @@ func (c *conn) failLeg(lp *loop, l *leg, started bool, code codes.Code, msg stri
 		hpack.HeaderField{Name: "grpc-message", Value: proxy.EncodeGRPCMessage(msg)})
 	c.wmu.Lock()
 	if !l.reset && !l.sentEnd && !c.dead {
-		l.pend, l.pendEnd, l.pendTrl, l.hasTrl = nil, false, nil, false
+		c.dropPendLocked(l)
 		c.writeHeadersLocked(l.id, fields, "", nil, true)
 		l.sentEnd = true
 		if !l.recvEnd {

@@ -11,6 +11,9 @@ import (
 
 const frameHeaderLen = 9
 
+// minMaxFrame is the smallest SETTINGS_MAX_FRAME_SIZE a peer may set (RFC 9113 §6.5.2).
+const minMaxFrame = 16384
+
 func appendFrameHeader(b []byte, length int, t http2.FrameType, flags http2.Flags, id uint32) []byte {
 	return append(b, byte(length>>16), byte(length>>8), byte(length), byte(t), byte(flags),
 		byte(id>>24)&0x7f, byte(id>>16), byte(id>>8), byte(id))
@@ -19,6 +22,7 @@ func appendFrameHeader(b []byte, length int, t http2.FrameType, flags http2.Flag
 // appendData appends data as DATA frames of at most maxFrame bytes; end sets END_STREAM
 // on the last one (an empty frame if data is empty).
 func appendData(b []byte, id uint32, data []byte, end bool, maxFrame int) []byte {
+	maxFrame = max(maxFrame, minMaxFrame) // SETTINGS validation keeps it there already
 	for {
 		n := min(len(data), maxFrame)
 		var fl http2.Flags
@@ -36,6 +40,7 @@ func appendData(b []byte, id uint32, data []byte, end bool, maxFrame int) []byte
 
 // appendHeaders appends an encoded header block as HEADERS and CONTINUATION frames.
 func appendHeaders(b []byte, id uint32, block []byte, end bool, maxFrame int) []byte {
+	maxFrame = max(maxFrame, minMaxFrame)
 	first := true
 	for {
 		n := min(len(block), maxFrame)
@@ -89,8 +94,9 @@ func appendPingAck(b []byte, data [8]byte) []byte {
 	return append(b, data[:]...)
 }
 
-func appendGoAway(b []byte, last uint32, code http2.ErrCode) []byte {
-	b = appendFrameHeader(b, 8, http2.FrameGoAway, 0, 0)
+func appendGoAway(b []byte, last uint32, code http2.ErrCode, debug string) []byte {
+	b = appendFrameHeader(b, 8+len(debug), http2.FrameGoAway, 0, 0)
 	b = binary.BigEndian.AppendUint32(b, last&0x7fffffff)
-	return binary.BigEndian.AppendUint32(b, uint32(code))
+	b = binary.BigEndian.AppendUint32(b, uint32(code))
+	return append(b, debug...)
 }

@@ -19,25 +19,37 @@ type PoolOptions struct {
 	Dial           Dialer
 	DialTimeout    time.Duration
 	MaxHeaderBytes int
-	Logger         *slog.Logger
+	// StallTimeout resets a stream whose data the next hop has not taken for that long
+	// (default 30s).
+	StallTimeout time.Duration
+	// Abuse, if set, counts a next hop's connection ended for abuse (see Options.Abuse).
+	Abuse  func(kind string)
+	Logger *slog.Logger
 }
 
 // Pool holds the connections to a set of next hops, several streams on each: a new
-// connection is opened when the others are full (their peer's SETTINGS_MAX_CONCURRENT_STREAMS)
-// or going away. Lookups are lock-free.
+// connection is opened when the others are full (their peer's SETTINGS_MAX_CONCURRENT_STREAMS,
+// or too much queued for them) or going away. Lookups are lock-free. Dials (and TLS
+// handshakes) run on goroutines of their own: a stream that needs a new connection waits
+// for it, at most the dial timeout, and a read loop never does.
 type Pool struct {
 	o      PoolOptions
 	log    *slog.Logger
 	mu     sync.Mutex
 	eps    atomic.Pointer[map[string]*poolEP]
 	closed bool
-	conns  sync.WaitGroup
+	conns  sync.WaitGroup // connections and dials
+	ctx    context.Context
+	cancel context.CancelFunc
 }
 
 type poolEP struct {
 	addr  string
-	mu    sync.Mutex // held while dialing
+	mu    sync.Mutex // guards dialing and waiters
 	conns atomic.Pointer[[]*conn]
+	// dialing: a dial is under way; waiters are the streams it will serve.
+	dialing bool
+	waiters []*stream
 }
 
 // NewPool returns an empty pool.
@@ -51,11 +63,18 @@ func NewPool(o PoolOptions) *Pool {
 	if o.MaxHeaderBytes <= 0 {
 		o.MaxHeaderBytes = 64 << 10
 	}
+	if o.StallTimeout <= 0 {
+		o.StallTimeout = defaultStallTimeout
+	}
 	p := &Pool{o: o, log: o.Logger}
+	p.ctx, p.cancel = context.WithCancel(context.Background())
 	m := map[string]*poolEP{}
 	p.eps.Store(&m)
 	return p
 }
+
+// defaultStallTimeout is how long a stream may wait for its receiver to read.
+const defaultStallTimeout = 30 * time.Second
 
 func (p *Pool) endpoint(addr string) (*poolEP, error) {
 	if ep := (*p.eps.Load())[addr]; ep != nil {
@@ -81,8 +100,10 @@ func (p *Pool) endpoint(addr string) (*poolEP, error) {
 	return ep, nil
 }
 
-// conn returns a connection to addr with a stream slot reserved, dialing one if needed.
-func (p *Pool) conn(addr string) (*conn, error) {
+// acquire returns a connection to addr with a stream slot reserved. If none is ready it
+// returns nil: s joins the waiters of a dial (started if none is under way), and is
+// attached to the new connection, or failed, off the caller's read loop.
+func (p *Pool) acquire(addr string, s *stream) (*conn, error) {
 	ep, err := p.endpoint(addr)
 	if err != nil {
 		return nil, err
@@ -99,17 +120,66 @@ func (p *Pool) conn(addr string) (*conn, error) {
 			return c, nil
 		}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), p.o.DialTimeout)
-	nc, err := p.o.Dial(ctx, addr)
-	cancel()
-	if err != nil {
-		return nil, err
+	p.mu.Lock()
+	closed := p.closed
+	if !closed && !ep.dialing {
+		p.conns.Add(1)
 	}
+	p.mu.Unlock()
+	if closed {
+		return nil, errClosed
+	}
+	ep.waiters = append(ep.waiters, s)
+	if !ep.dialing {
+		ep.dialing = true
+		go p.dial(ep)
+	}
+	return nil, nil
+}
+
+// dial opens a connection to ep and hands it to the streams waiting for it.
+func (p *Pool) dial(ep *poolEP) {
+	defer p.conns.Done()
+	ctx, cancel := context.WithTimeout(p.ctx, p.o.DialTimeout)
+	nc, err := p.o.Dial(ctx, ep.addr)
+	cancel()
+	var c *conn
+	if err == nil {
+		c, err = p.start(ep, nc)
+	}
+	ep.mu.Lock()
+	waiters := ep.waiters
+	ep.waiters, ep.dialing = nil, false
+	ep.mu.Unlock()
+	var lp loop
+	for _, s := range waiters {
+		if err != nil {
+			s.dialFailed(&lp, ep.addr, err)
+			continue
+		}
+		if c.reserve() {
+			s.attach(&lp, c)
+			continue
+		}
+		// More waiters than the new connection takes: they go round again.
+		uc, aerr := p.acquire(ep.addr, s)
+		switch {
+		case aerr != nil:
+			s.dialFailed(&lp, ep.addr, aerr)
+		case uc != nil:
+			s.attach(&lp, uc)
+		}
+	}
+	lp.flush()
+}
+
+// start makes nc a pooled connection to ep and starts serving it.
+func (p *Pool) start(ep *poolEP, nc net.Conn) (*conn, error) {
 	c := newConn(nc, nil, 1, p.o.MaxHeaderBytes, p.log)
 	c.pool, c.ep = p, ep
+	c.stall, c.onAbuse = p.o.StallTimeout, p.o.Abuse
 	c.wbuf = append(c.wbuf, Preface...)
 	c.writeSettings(0, p.o.MaxHeaderBytes)
-	c.flush()
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()
@@ -118,11 +188,12 @@ func (p *Pool) conn(addr string) (*conn, error) {
 	}
 	p.conns.Add(1)
 	p.mu.Unlock()
-	c.active.Add(1)
+	ep.mu.Lock()
 	old := *ep.conns.Load()
 	next := make([]*conn, 0, len(old)+1)
 	next = append(append(next, old...), c)
 	ep.conns.Store(&next)
+	ep.mu.Unlock()
 	go func() {
 		defer p.conns.Done()
 		c.serve()
@@ -171,9 +242,10 @@ func (p *Pool) Close() {
 	}
 }
 
-// Kill closes every connection at once; their streams fail.
+// Kill closes every connection at once, and stops dials; their streams fail.
 func (p *Pool) Kill() {
 	p.Close()
+	p.cancel()
 	for _, ep := range *p.eps.Load() {
 		for _, c := range *ep.conns.Load() {
 			c.nc.Close()
@@ -181,8 +253,11 @@ func (p *Pool) Kill() {
 	}
 }
 
-// Wait waits until every connection of a closed pool has ended.
-func (p *Pool) Wait() { p.conns.Wait() }
+// Wait waits until every connection and dial of a closed pool has ended.
+func (p *Pool) Wait() {
+	p.conns.Wait()
+	p.cancel()
+}
 
 // String names the pool's endpoints, for logs.
 func (p *Pool) String() string { return fmt.Sprintf("relay pool (%d endpoints)", len(*p.eps.Load())) }

@@ -21,6 +21,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -79,7 +80,14 @@ type Options struct {
 	// connection without streams.
 	ReadTimeout time.Duration
 	IdleTimeout time.Duration
-	Logger      *slog.Logger
+	// StallTimeout resets a stream whose caller has not taken its data for that long
+	// (default 30s): a caller that stops reading holds its own streams only.
+	StallTimeout time.Duration
+	// Abuse, if set, counts each connection ended or stream refused for abuse, by kind:
+	// rapid_reset, ping, settings, window_update, continuation, control_queue, protocol,
+	// overload, stalled.
+	Abuse  func(kind string)
+	Logger *slog.Logger
 }
 
 // Server relays the streams of the connections it is given.
@@ -118,6 +126,9 @@ func NewServer(o Options) *Server {
 	}
 	if o.ReadTimeout <= 0 {
 		o.ReadTimeout = 10 * time.Second
+	}
+	if o.StallTimeout <= 0 {
+		o.StallTimeout = defaultStallTimeout
 	}
 	s := &Server{o: o, obs: o.Observer, drop: o.DropPrefix, log: o.Logger, conns: map[*conn]struct{}{},
 		stopSweep: make(chan struct{}), sweepDone: make(chan struct{})}
@@ -159,7 +170,7 @@ func (s *Server) sweep(idle time.Duration) {
 		s.mu.Unlock()
 		for _, c := range idleConns {
 			if c.goAway() == 0 {
-				c.nc.Close()
+				c.closeGracefully()
 			}
 		}
 	}
@@ -181,6 +192,7 @@ const Preface = http2.ClientPreface
 func (s *Server) ServeConn(ctx context.Context, nc net.Conn, br *bufio.Reader, info any) {
 	c := newConn(nc, br, 0, s.o.MaxHeaderBytes, s.log)
 	c.srv = s
+	c.stall, c.onAbuse = s.o.StallTimeout, s.o.Abuse
 	c.info = info
 	c.idleSince.Store(time.Now().UnixNano())
 	c.ctx, c.stop = context.WithCancel(ctx)
@@ -214,7 +226,6 @@ func (s *Server) ServeConn(ctx context.Context, nc net.Conn, br *bufio.Reader, i
 	}
 	_ = nc.SetReadDeadline(time.Time{})
 	c.writeSettings(s.o.MaxConcurrentStreams, s.o.MaxHeaderBytes)
-	c.flush()
 	c.serve()
 }
 
@@ -222,31 +233,46 @@ func (s *Server) ServeConn(ctx context.Context, nc net.Conn, br *bufio.Reader, i
 func (s *Server) newStream(lp *loop, c *conn, f *headerBlock) {
 	id := f.StreamID
 	c.mu.Lock()
-	if id%2 == 0 || id <= c.maxID {
-		c.mu.Unlock()
-		return // a stream that ended: its late frames are dropped
-	}
 	c.maxID = id
 	refuse := c.goaway.Load() || uint32(c.active.Load()) >= s.o.MaxConcurrentStreams
 	c.mu.Unlock()
-	if refuse {
+	if refuse || f.reject {
+		code := http2.ErrCodeRefusedStream
+		if f.reject {
+			code = http2.ErrCodeProtocol
+		}
 		c.wmu.Lock()
-		c.wbuf = appendRST(c.wbuf, id, http2.ErrCodeRefusedStream)
-		c.wmu.Unlock()
-		lp.mark(c)
-		return
-	}
-	if f.Truncated {
-		c.wmu.Lock()
-		c.writeHeadersLocked(id, []hpack.HeaderField{{Name: ":status", Value: "431"}}, "", nil, true)
-		if !f.StreamEnded() {
-			c.wbuf = appendRST(c.wbuf, id, http2.ErrCodeNo)
+		if !c.dead {
+			c.wbuf = appendRST(c.wbuf, id, code)
+			c.controlLocked()
 		}
 		c.wmu.Unlock()
 		lp.mark(c)
 		return
 	}
 	end := f.StreamEnded()
+	if f.Truncated {
+		c.wmu.Lock()
+		if !c.dead {
+			c.writeHeadersLocked(id, []hpack.HeaderField{{Name: ":status", Value: "431"}}, "", nil, true)
+			if !end {
+				c.wbuf = appendRST(c.wbuf, id, http2.ErrCodeNo)
+			}
+		}
+		c.wmu.Unlock()
+		lp.mark(c)
+		return
+	}
+	cl, err := checkRequest(f.Fields)
+	if err == nil && end && cl > 0 {
+		err = errBodyLength
+	}
+	if err != nil {
+		// A malformed request (§8.1.1): a stream error.
+		c.abused("protocol")
+		c.streamError(lp, id, http2.ErrCodeProtocol)
+		return
+	}
 	req := Request{Info: c.info}
 	for _, h := range f.Fields {
 		switch h.Name {
@@ -274,10 +300,20 @@ func (s *Server) newStream(lp *loop, c *conn, f *headerBlock) {
 	l0.s, l0.c, l0.id, l0.idx = st, c, id, 0
 	l0.recvWin = streamWindow
 	l0.recvEnd = end
+	l0.bodyLeft = cl
 	c.wmu.Lock()
 	l0.sendWin = c.peerInitWin
+	pend := c.pendBytes
 	c.wmu.Unlock()
 	c.addStream(l0)
+
+	if pend > maxConnPend || processBudget.over() {
+		// Too much is queued, for this caller (which does not read) or in the process:
+		// new streams are shed until it drains.
+		c.abused("overload")
+		s.shed(lp, c, l0, req.ContentType, end)
+		return
+	}
 
 	var d Decision
 	if s.o.Router != nil {
@@ -292,48 +328,53 @@ func (s *Server) newStream(lp *loop, c *conn, f *headerBlock) {
 	st.proto, st.peer, st.start = d.Protocol, d.Peer, time.Now()
 	s.obs.CallStarted()
 
-	// Pick a next hop; if it cannot be reached, mark it down and try one other.
-	var (
-		uc   *conn
-		err  error
-		last *balance.Endpoint
-	)
-	for attempt := 0; attempt < 2; attempt++ {
-		ep := d.Set.Pick(last)
-		uc, err = d.Pool.conn(ep.Addr)
-		if err == nil {
-			st.ep = ep
-			break
-		}
-		ep.MarkDown(time.Second)
-		ep.Done()
-		s.log.Warn("next hop unreachable", "peer", d.Peer, "instance", ep.Addr, "err", err)
-		last = ep
-		if d.Set.Len() < 2 {
-			break
-		}
-	}
+	ep := d.Set.Pick(nil)
+	st.ep = ep
+	// While the stream may wait for a dial, what it needs is kept aside; a stream whose
+	// next hop is ready (the usual case) drops it at once.
+	w := &waitState{set: d.Set, pool: d.Pool, nAdd: d.NAdd, earlyEnd: end}
+	st.wait = w
+	st.waiting.Store(true)
+	uc, err := d.Pool.acquire(ep.Addr, st)
 	if err != nil {
-		st.code.Store(int32(codes.Unavailable))
-		c.failLeg(lp, l0, false, codes.Unavailable, fmt.Sprintf("strait: %s: %v", d.Peer, err))
-		st.halves.Store(3)
-		st.finish(lp)
+		st.dialFailed(lp, ep.Addr, err)
 		return
 	}
+	if uc == nil {
+		// It waits for a dial: keep a copy of the headers (the block's fields are
+		// reused by the next block).
+		st.amu.Lock()
+		if st.wait != nil {
+			st.wait.fields = append(append(make([]hpack.HeaderField, 0, len(f.Fields)+d.NAdd), f.Fields...), d.Add[:d.NAdd]...)
+		}
+		st.amu.Unlock()
+		return
+	}
+	st.wait = nil
+	st.waiting.Store(false)
+	st.open(lp, uc, f.Fields, d.Add[:d.NAdd], end)
+}
+
+// open starts the stream's leg on next-hop connection uc, where a slot is reserved for
+// it, with the request headers. It reports false (and fails the caller's leg) if uc is
+// gone.
+func (st *stream) open(lp *loop, uc *conn, fields, add []hpack.HeaderField, end bool) bool {
+	s := st.srv
 	l1 := &st.legs[1]
-	l1.s, l1.c, l1.idx = st, uc, 1
-	l1.recvWin = streamWindow
 	uc.wmu.Lock()
 	if uc.dead {
 		uc.wmu.Unlock()
-		uc.active.Add(-1)
-		l1.c = nil
+		uc.release()
+		l0 := &st.legs[0]
 		st.code.Store(int32(codes.Unavailable))
-		c.failLeg(lp, l0, false, codes.Unavailable, "strait: connection to next hop lost")
+		l0.c.failLeg(lp, l0, false, codes.Unavailable, "strait: connection to next hop lost")
 		st.halves.Store(3)
 		st.finish(lp)
-		return
+		return false
 	}
+	l1.s, l1.idx = st, 1
+	l1.recvWin = streamWindow
+	l1.bodyLeft = -1
 	l1.id = uc.nextID
 	uc.nextID += 2
 	if uc.nextID >= 1<<31-1 {
@@ -344,7 +385,8 @@ func (s *Server) newStream(lp *loop, c *conn, f *headerBlock) {
 	uc.mu.Lock()
 	uc.streams[l1.id] = l1
 	uc.mu.Unlock()
-	uc.writeHeadersLocked(l1.id, f.Fields, s.drop, d.Add[:d.NAdd], end)
+	l1.c = uc
+	uc.writeHeadersLocked(l1.id, fields, s.drop, add, end)
 	if end {
 		l1.sentEnd = true
 	}
@@ -353,6 +395,109 @@ func (s *Server) newStream(lp *loop, c *conn, f *headerBlock) {
 	if end {
 		st.halfDone(lp, 0)
 	}
+	return true
+}
+
+// attach starts a stream that waited for a dial on the new connection uc (a slot
+// reserved), with what the caller sent meanwhile. It runs on the dialing goroutine.
+func (st *stream) attach(lp *loop, uc *conn) {
+	st.amu.Lock()
+	defer st.amu.Unlock()
+	w := st.wait
+	if w == nil || st.done.Load() {
+		uc.release() // the caller gave up meanwhile
+		return
+	}
+	processBudget.add(-len(w.early))
+	st.wait = nil
+	fields, add := w.fields[:len(w.fields)-w.nAdd], w.fields[len(w.fields)-w.nAdd:]
+	onlyHeaders := w.earlyEnd && len(w.early) == 0 && !w.hasTrl
+	if !st.open(lp, uc, fields, add, onlyHeaders) {
+		st.waiting.Store(false)
+		return
+	}
+	l0, l1 := &st.legs[0], &st.legs[1]
+	if !onlyHeaders {
+		uc.wmu.Lock()
+		sent, endSent := uc.sendDataLocked(l1, w.early, w.earlyEnd && !w.hasTrl)
+		if w.hasTrl {
+			switch {
+			case l1.reset || l1.sentEnd || uc.dead:
+			case len(l1.pend) > 0:
+				l1.pendTrl, l1.hasTrl, l1.pendEnd = w.trl, true, true
+			default:
+				uc.writeHeadersLocked(l1.id, w.trl, st.srv.drop, nil, true)
+				l1.sentEnd = true
+				endSent = true
+			}
+		}
+		uc.wmu.Unlock()
+		lp.mark(uc)
+		if sent > 0 {
+			l0.c.credit(lp, l0, sent)
+		}
+		if endSent {
+			st.halfDone(lp, 0)
+		}
+	}
+	st.waiting.Store(false)
+}
+
+// dialFailed: the next hop the stream waited for cannot be reached. It is marked down
+// for a second and the stream tries one other, if the set has one; else the caller
+// gets UNAVAILABLE.
+func (st *stream) dialFailed(lp *loop, addr string, err error) {
+	st.amu.Lock()
+	w := st.wait
+	if w == nil || st.done.Load() {
+		st.amu.Unlock()
+		return
+	}
+	st.srv.log.Warn("next hop unreachable", "peer", st.peer, "instance", addr, "err", err)
+	ep := st.ep
+	ep.MarkDown(time.Second)
+	if w.tries == 0 && w.set.Len() > 1 && err != errClosed {
+		w.tries++
+		next := w.set.Pick(ep)
+		ep.Done()
+		st.ep = next
+		st.amu.Unlock()
+		uc, aerr := w.pool.acquire(next.Addr, st)
+		switch {
+		case aerr != nil:
+			st.dialFailed(lp, next.Addr, aerr)
+		case uc != nil:
+			st.attach(lp, uc)
+		}
+		return
+	}
+	st.dropWaitLocked()
+	st.amu.Unlock()
+	l0 := &st.legs[0]
+	st.code.Store(int32(codes.Unavailable))
+	l0.c.failLeg(lp, l0, false, codes.Unavailable, fmt.Sprintf("strait: %s: %v", st.peer, err))
+	st.halves.Store(3)
+	st.finish(lp)
+}
+
+// shed refuses a new stream for overload: RESOURCE_EXHAUSTED for gRPC, 503 otherwise.
+func (s *Server) shed(lp *loop, c *conn, l *leg, contentType string, end bool) {
+	const msg = "strait: overloaded: too much data queued; retry later"
+	if strings.HasPrefix(contentType, "application/grpc") {
+		c.failLeg(lp, l, false, codes.ResourceExhausted, msg)
+	} else {
+		c.wmu.Lock()
+		if !c.dead {
+			c.writeHeadersLocked(l.id, []hpack.HeaderField{{Name: ":status", Value: "503"}, {Name: "retry-after", Value: "1"}}, "", nil, true)
+			l.sentEnd = true
+			if !end {
+				c.wbuf = appendRST(c.wbuf, l.id, http2.ErrCodeNo)
+			}
+			lp.mark(c)
+		}
+		c.wmu.Unlock()
+	}
+	c.removeStream(l)
 }
 
 // Shutdown sends GOAWAY on every connection, waits for their streams to end (or ctx),

@@ -1,0 +1,194 @@
+package relay
+
+import (
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/net/http2"
+)
+
+// Each connection has one writer goroutine, and only it writes the socket (grpc-go's
+// loopyWriter is the model). Read loops, other connections' read loops and fallback
+// handlers append frames to the connection's wbuf under wmu and wake the writer; none of
+// them ever waits on a socket. A caller that stops reading stalls its own writer, and
+// flow control (credit is returned to a sender only as its data moves into the
+// receiver's write queue, which has a byte limit) holds the streams bound for it.
+
+const (
+	// maxConnQueue bounds the DATA bytes queued in one connection's write buffer; beyond
+	// it, DATA waits in its stream's queue (at most one stream window per stream).
+	maxConnQueue = 512 << 10
+	// maxQueuedControl bounds the control frames (PING and SETTINGS acknowledgements,
+	// RST_STREAM, WINDOW_UPDATE) queued and not yet written: a peer that makes us
+	// answer without reading the answers is cut (x/net's maxQueuedControlFrames).
+	maxQueuedControl = 10000
+	// finalWriteTimeout bounds the last write of a connection we end (its GOAWAY).
+	finalWriteTimeout = time.Second
+)
+
+// kick wakes c's writer; it never blocks.
+func (c *conn) kick() {
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+}
+
+// queueRoomLocked is how many DATA bytes may still join c's write buffer.
+func (c *conn) queueRoomLocked() int64 {
+	return int64(maxConnQueue - len(c.wbuf) - c.writing)
+}
+
+// controlLocked counts a control frame appended to wbuf; too many queued ends the
+// connection.
+func (c *conn) controlLocked() {
+	c.ctrl++
+	if c.ctrl > maxQueuedControl && !c.dead {
+		c.abused("control_queue")
+		c.dead = true
+		c.wbuf = c.wbuf[:0]
+		c.nc.Close()
+	}
+}
+
+// writeLoop is the writer goroutine: it takes what was queued, writes it outside the
+// lock, and then moves queued stream data into the room the write made.
+func (c *conn) writeLoop() {
+	defer close(c.wdone)
+	var (
+		out    []byte
+		lp     loop
+		stallC <-chan time.Time
+		stallT *time.Timer
+	)
+	defer func() {
+		if stallT != nil {
+			stallT.Stop()
+		}
+	}()
+	for {
+		c.wmu.Lock()
+		for len(c.wbuf) == 0 && !c.dead {
+			if len(c.blocked) > 0 && stallC == nil && c.stall > 0 {
+				if stallT == nil {
+					stallT = time.NewTimer(c.stall / 2)
+				} else {
+					stallT.Reset(c.stall / 2)
+				}
+				stallC = stallT.C
+			}
+			c.wmu.Unlock()
+			select {
+			case <-c.wake:
+			case <-stallC:
+				stallC = nil
+				c.checkStalls(&lp)
+			}
+			c.wmu.Lock()
+		}
+		if c.dead && (!c.final || len(c.wbuf) == 0) {
+			c.wbuf = c.wbuf[:0]
+			c.wmu.Unlock()
+			c.nc.Close()
+			return
+		}
+		out, c.wbuf = c.wbuf, out[:0]
+		c.writing = len(out)
+		c.ctrl = 0
+		final := c.dead
+		c.wmu.Unlock()
+
+		// The write deadline moves only when less than half of it is left: resetting a
+		// runtime timer on every write costs more than the write often does.
+		now := time.Now().UnixNano()
+		if final {
+			_ = c.nc.SetWriteDeadline(time.Unix(0, now+int64(finalWriteTimeout)))
+		} else if c.wdl-now < int64(writeTimeout/2) {
+			c.wdl = now + int64(writeTimeout)
+			_ = c.nc.SetWriteDeadline(time.Unix(0, c.wdl))
+		}
+		_, err := c.nc.Write(out)
+		if cap(out) > 4<<20 {
+			out = nil
+		}
+
+		c.wmu.Lock()
+		c.writing = 0
+		if err != nil {
+			c.dead = true
+			c.final = false
+		}
+		if !c.dead && len(c.blocked) > 0 {
+			c.drainLocked(&lp)
+		}
+		armStall := len(c.blocked) > 0 && c.stall > 0 && stallC == nil
+		c.wcond.Broadcast()
+		c.wmu.Unlock()
+		if armStall {
+			if stallT == nil {
+				stallT = time.NewTimer(c.stall / 2)
+			} else {
+				stallT.Reset(c.stall / 2)
+			}
+			stallC = stallT.C
+		}
+		if err != nil {
+			c.nc.Close() // the read loop ends and cleans up
+		}
+		c.returnCredits(&lp)
+		lp.flush()
+		if stallC != nil {
+			// A busy connection checks its stalled streams too.
+			select {
+			case <-stallC:
+				stallC = nil
+				c.checkStalls(&lp)
+			default:
+			}
+		}
+	}
+}
+
+// closeGracefully closes the connection once what is queued (a GOAWAY) is written.
+func (c *conn) closeGracefully() {
+	c.wmu.Lock()
+	if !c.dead {
+		c.dead, c.final = true, true
+	}
+	c.wmu.Unlock()
+	c.kick()
+}
+
+// checkStalls resets the streams whose queued data has not moved for the stall time:
+// their receiver stopped reading.
+func (c *conn) checkStalls(lp *loop) {
+	limit := time.Now().UnixNano() - int64(c.stall)
+	var stalled []*leg
+	c.wmu.Lock()
+	for _, l := range c.blocked {
+		if l.since < limit && !l.reset {
+			stalled = append(stalled, l)
+		}
+	}
+	c.wmu.Unlock()
+	for _, l := range stalled {
+		c.abused("stalled")
+		l.s.code.CompareAndSwap(-1, int32(codeStalled))
+		c.resetBoth(lp, l, http2.ErrCodeCancel, http2.ErrCodeCancel)
+	}
+	lp.flush()
+}
+
+// budget bounds the bytes queued in streams' queues across a process: beyond it, new
+// streams are shed.
+type budget struct {
+	used  atomic.Int64
+	limit int64
+}
+
+// processBudget is shared by every relay server and pool of the process.
+var processBudget = budget{limit: 256 << 20}
+
+func (b *budget) add(n int)   { b.used.Add(int64(n)) }
+func (b *budget) over() bool  { return b.used.Load() > b.limit }
+func (b *budget) Used() int64 { return b.used.Load() }
