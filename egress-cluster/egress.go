@@ -64,6 +64,9 @@ type peer struct {
 
 // Gateway is one egress instance.
 type Gateway struct {
+	// budget bounds what the relay holds for receivers that do not read (the gateway
+	// file's limits, fixed at start).
+	budget *relay.Budget
 	domain string
 	svid   x509svid.Source
 	routes *routing.Store
@@ -107,6 +110,7 @@ func New(c Config) (*Gateway, error) {
 		routes: routing.NewStore(routing.NewTable(nil, nil)),
 		log:    c.Logger.With("domain", c.Domain, "instance", c.Instance),
 	}
+	g.budget = relay.NewBudget(l.MaxQueuedBytes)
 	g.limits.Store(&l)
 	empty := map[string]*peer{}
 	g.peers.Store(&empty)
@@ -121,7 +125,7 @@ func New(c Config) (*Gateway, error) {
 		MaxHeaderBytes:    l.MaxHeaderBytes,
 		HTTP2: &http.HTTP2Config{
 			MaxConcurrentStreams: int(l.MaxConcurrentStreams),
-			MaxReadFrameSize:     1 << 20,
+			MaxReadFrameSize:     16 << 10, // the protocol's initial value, as the relay (RFC 9113 §4.2)
 		},
 		ErrorLog: slog.NewLogLogger(g.log.Handler(), slog.LevelDebug),
 	}
@@ -135,6 +139,8 @@ func New(c Config) (*Gateway, error) {
 			ReadTimeout:          l.ReadHeaderTimeout.D(),
 			IdleTimeout:          l.IdleTimeout.D(),
 			Abuse:                relay.AbuseFunc(g.obs),
+			Budget:               g.budget,
+			StallTimeout:         l.StallTimeout.D(),
 			Logger:               g.log,
 		})
 		g.h1 = newConnListener()
@@ -227,6 +233,7 @@ func (g *Gateway) tunnelClient(p xdsres.Peer, l config.Limits) (tunnelClient, *r
 			DialTimeout:    timeout,
 			MaxHeaderBytes: l.MaxHeaderBytes,
 			Abuse:          relay.AbuseFunc(g.obs),
+			Budget:         g.budget,
 			Logger:         g.log.With("peer", p.Domain),
 		})
 	}

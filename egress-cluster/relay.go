@@ -2,6 +2,7 @@ package egress
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"net"
@@ -95,8 +96,32 @@ func (g *Gateway) sniff(c net.Conn, timeout time.Duration) {
 		g.relay.ServeConn(context.Background(), c, br, nil)
 		return
 	}
+	if !http1RequestLine(br) {
+		// Neither HTTP/2 nor HTTP/1: closed without an answer (an HTTP/1.1 400 would
+		// read as garbage to a client that meant HTTP/2).
+		c.Close()
+		return
+	}
 	_ = c.SetReadDeadline(time.Time{})
 	g.h1.push(&sniffedConn{Conn: c, r: br})
+}
+
+// http1RequestLine reports whether the connection starts with an HTTP/1 request line
+// ("METHOD target HTTP/1.x"), reading (within the sniffing deadline) until its end, at
+// most maxRequestLine bytes.
+func http1RequestLine(br *bufio.Reader) bool {
+	const maxRequestLine = 8 << 10
+	for n := br.Buffered(); ; n = br.Buffered() + 1 {
+		b, err := br.Peek(n) // n-1 bytes are there: it waits for one more, at most
+		if i := bytes.IndexByte(b, '\n'); i >= 0 {
+			line := bytes.TrimSuffix(b[:i], []byte("\r"))
+			sp := bytes.LastIndexByte(line, ' ')
+			return sp > 0 && bytes.HasPrefix(line[sp+1:], []byte("HTTP/1.")) && bytes.IndexByte(line, ' ') < sp
+		}
+		if err != nil || n >= maxRequestLine {
+			return err == nil // a very long request line: net/http answers it
+		}
+	}
 }
 
 // stopSniffers closes the listener and the connections not yet told apart.

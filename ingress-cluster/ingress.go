@@ -145,6 +145,7 @@ func New(c Config) (*Gateway, error) {
 		Logger:               g.log,
 	}
 	if c.DataPath != "http" {
+		budget := relay.NewBudget(l.MaxQueuedBytes)
 		g.relay = relay.NewServer(relay.Options{
 			Router:               g,
 			Fallback:             g,
@@ -155,6 +156,8 @@ func New(c Config) (*Gateway, error) {
 			ReadTimeout:          l.ReadHeaderTimeout.D(),
 			IdleTimeout:          l.IdleTimeout.D(),
 			Abuse:                relay.AbuseFunc(g.obs),
+			Budget:               budget,
+			StallTimeout:         l.StallTimeout.D(),
 			Logger:               g.log,
 		})
 		dialTimeout := l.DialTimeout.D()
@@ -166,6 +169,7 @@ func New(c Config) (*Gateway, error) {
 			DialTimeout:    dialTimeout,
 			MaxHeaderBytes: l.MaxHeaderBytes,
 			Abuse:          relay.AbuseFunc(g.obs),
+			Budget:         budget,
 			Logger:         g.log,
 		})
 		so.Relay, so.RelayFor = g.relay, relayFor

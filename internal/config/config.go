@@ -196,6 +196,7 @@ func (g *Gateway) Validate() error {
 	if g.Identity.Key == "" {
 		add("identity.key", "required")
 	}
+	g.Limits.validate(add)
 	if g.DrainTimeout < 0 {
 		add("drainTimeout", "must not be negative")
 	}
@@ -291,6 +292,40 @@ type Limits struct {
 	DialTimeout          Duration `yaml:"dialTimeout"`
 	// CallTimeout bounds a call that carries no deadline of its own (no grpc-timeout).
 	CallTimeout Duration `yaml:"callTimeout"`
+	// StallTimeout resets a stream whose receiver (a consumer, a peer, a provider) has
+	// taken none of its data for that long; gateway file only (fixed at start).
+	StallTimeout Duration `yaml:"stallTimeout"`
+	// MaxQueuedBytes bounds the data a gateway holds for receivers that do not read
+	// (beyond it, new calls are refused with RESOURCE_EXHAUSTED / 503); gateway file
+	// only (fixed at start).
+	MaxQueuedBytes int64 `yaml:"maxQueuedBytes"`
+}
+
+// validate checks limits, at path "limits".
+func (l Limits) validate(add func(string, string, ...any)) {
+	if l.MaxHeaderBytes < 0 {
+		add("limits.maxHeaderBytes", "must not be negative")
+	}
+	if l.MaxBodyBytes < 0 {
+		add("limits.maxBodyBytes", "must not be negative")
+	}
+	if l.MaxQueuedBytes < 0 {
+		add("limits.maxQueuedBytes", "must not be negative")
+	}
+	for _, t := range []struct {
+		path string
+		d    Duration
+	}{
+		{"limits.readHeaderTimeout", l.ReadHeaderTimeout},
+		{"limits.idleTimeout", l.IdleTimeout},
+		{"limits.dialTimeout", l.DialTimeout},
+		{"limits.callTimeout", l.CallTimeout},
+		{"limits.stallTimeout", l.StallTimeout},
+	} {
+		if t.d < 0 {
+			add(t.path, "must not be negative")
+		}
+	}
 }
 
 // Default limits.
@@ -302,6 +337,8 @@ const (
 	DefaultIdleTimeout          = 5 * time.Minute
 	DefaultDialTimeout          = 2 * time.Second
 	DefaultCallTimeout          = 5 * time.Minute
+	DefaultStallTimeout         = 30 * time.Second
+	DefaultMaxQueuedBytes       = 256 << 20
 )
 
 // WithDefaults returns l with every unset field set to its default.
@@ -326,6 +363,12 @@ func (l Limits) WithDefaults() Limits {
 	}
 	if l.CallTimeout == 0 {
 		l.CallTimeout = Duration(DefaultCallTimeout)
+	}
+	if l.StallTimeout == 0 {
+		l.StallTimeout = Duration(DefaultStallTimeout)
+	}
+	if l.MaxQueuedBytes == 0 {
+		l.MaxQueuedBytes = DefaultMaxQueuedBytes
 	}
 	return l
 }
@@ -589,26 +632,7 @@ func (d *Domain) Validate() error {
 	d.Gossip.Egress.validate(add, "gossip.egress")
 	d.Gossip.Ingress.validate(add, "gossip.ingress")
 
-	l := d.Limits
-	if l.MaxHeaderBytes < 0 {
-		add("limits.maxHeaderBytes", "must not be negative")
-	}
-	if l.MaxBodyBytes < 0 {
-		add("limits.maxBodyBytes", "must not be negative")
-	}
-	for _, t := range []struct {
-		path string
-		d    Duration
-	}{
-		{"limits.readHeaderTimeout", l.ReadHeaderTimeout},
-		{"limits.idleTimeout", l.IdleTimeout},
-		{"limits.dialTimeout", l.DialTimeout},
-		{"limits.callTimeout", l.CallTimeout},
-	} {
-		if t.d < 0 {
-			add(t.path, "must not be negative")
-		}
-	}
+	d.Limits.validate(add)
 
 	if len(es) == 0 {
 		return nil

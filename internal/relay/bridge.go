@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
@@ -32,6 +33,8 @@ type bridge struct {
 	closed bool
 	// expect: the caller asked for 100-continue, sent on the first body read.
 	expect bool
+	// drain: the handler has answered, the rest of the request is being dropped.
+	drain *time.Timer
 
 	// The response, touched by the handler's goroutine only.
 	head        bool // a HEAD request: the response has no body
@@ -70,6 +73,7 @@ func (s *Server) fallback(lp *loop, c *conn, l *leg, fields []hpack.HeaderField,
 		l.sentEnd = true
 		if !end {
 			c.wbuf = appendRST(c.wbuf, l.id, http2.ErrCodeNo)
+			l.reset = true
 		}
 		c.wmu.Unlock()
 		lp.mark(c)
@@ -128,22 +132,53 @@ func (b *bridge) run(req *http.Request) {
 		b.c.resetLeg(&lp, b.l, http2.ErrCodeInternal, true)
 	} else {
 		b.finish()
-		b.c.wmu.Lock()
-		open := !b.l.recvEnd
-		b.c.wmu.Unlock()
-		if open {
-			b.c.resetLeg(&lp, b.l, http2.ErrCodeNo, true)
-		}
 	}
 	_ = req.Body.Close()
 	lp.flush()
+	b.bmu.Lock()
+	b.c.wmu.Lock()
+	open := !b.l.recvEnd
+	b.c.wmu.Unlock()
+	if open && !aborted && b.err == nil {
+		// The answer is complete while the caller still sends: what it sends is taken
+		// (checked as any request, and dropped) until it ends or for drainWait, then
+		// the stream is reset with NO_ERROR (RFC 9113 §8.1).
+		b.drain = time.AfterFunc(drainWait, b.endDrain)
+		b.bmu.Unlock()
+		return
+	}
+	b.bmu.Unlock()
 	b.c.removeStream(b.l)
+}
+
+// drainWait is how long the rest of a request answered early is taken before the stream
+// is reset.
+const drainWait = time.Second
+
+// endDrain ends the stream of a request answered early.
+func (b *bridge) endDrain() {
+	var lp loop
+	b.c.resetLeg(&lp, b.l, http2.ErrCodeNo, true)
+	lp.flush()
+	b.c.removeStream(b.l)
+}
+
+// stopDrain ends the drain of a request answered early, if one is under way: the
+// request ended (or was reset).
+func (b *bridge) stopDrainLocked() {
+	if b.drain != nil && b.drain.Stop() {
+		b.drain = nil
+		b.c.removeStream(b.l)
+	}
 }
 
 // push hands request DATA from the read loop to the handler.
 func (b *bridge) push(lp *loop, data []byte, end bool) {
 	b.bmu.Lock()
 	if b.closed || b.err != nil {
+		if end {
+			b.stopDrainLocked()
+		}
 		b.bmu.Unlock()
 		b.c.credit(lp, b.l, len(data))
 		return
@@ -162,6 +197,7 @@ func (b *bridge) abort() {
 	if b.err == nil {
 		b.err = errReset
 	}
+	b.stopDrainLocked()
 	b.bcond.Broadcast()
 	b.bmu.Unlock()
 	b.cancel()
@@ -312,6 +348,9 @@ func (w *responseWriter) writeData(p []byte) (int, error) {
 	c.wmu.Lock()
 	for len(p) > 0 {
 		for !c.dead && !l.reset && (l.sendWin <= 0 || c.sendConnWin <= 0 || c.queueRoomLocked() <= 0) {
+			if len(c.wbuf) > 0 {
+				c.kick() // what is written so far goes out while we wait
+			}
 			c.wcond.Wait()
 		}
 		if c.dead || l.reset || l.sentEnd {

@@ -28,8 +28,10 @@ const (
 	// connWindow is the connection's receive window. Streams bound the memory, so the
 	// connection window only has to stay out of the way.
 	connWindow = 1 << 30
-	// maxReadFrame is the largest frame we accept (SETTINGS_MAX_FRAME_SIZE).
-	maxReadFrame = 1 << 20
+	// maxReadFrame is the largest frame we accept (SETTINGS_MAX_FRAME_SIZE): the
+	// protocol's initial value, as grpc-go and HAProxy advertise. A peer that sends a
+	// larger frame gets FRAME_SIZE_ERROR (RFC 9113 §4.2).
+	maxReadFrame = 16384
 	// initialMaxStreams is assumed for a next hop until its SETTINGS arrive.
 	initialMaxStreams = 100
 	writeTimeout      = 10 * time.Second
@@ -64,6 +66,8 @@ type leg struct {
 	sentEnd bool  // we ended our side (END_STREAM or RST)
 	recvEnd bool  // the peer ended its side
 	reset   bool
+	// peerReset: the peer reset it (frames that follow are errors, not ones in flight).
+	peerReset bool
 
 	// Touched by c's read loop only.
 	bodyLeft int64 // content-length the peer still owes; -1 if it declared none
@@ -199,6 +203,7 @@ type conn struct {
 
 	stall   time.Duration
 	onAbuse func(kind string)
+	budget  *Budget
 
 	// Read loop only.
 	sawSettings bool
@@ -230,6 +235,9 @@ type conn struct {
 	mu      sync.Mutex
 	streams map[uint32]*leg
 	maxID   uint32
+	// closed remembers how a caller's recent streams closed, by (id/2) % len: RFC 9113
+	// §5.1 answers a frame on a closed stream by how it closed.
+	closed [512]uint8
 	// idleSince is when the last stream ended (server side), for the idle sweep.
 	idleSince atomic.Int64
 
@@ -256,6 +264,7 @@ func newConn(nc net.Conn, br *bufio.Reader, idx uint8, maxHeaderBytes int, log *
 		connRecv:     connWindow,
 		streams:      make(map[uint32]*leg),
 		nextID:       1,
+		budget:       processBudget,
 	}
 	c.wcond.L = &c.wmu
 	c.henc = hpack.NewEncoder(&c.hbuf)
@@ -303,12 +312,26 @@ func (c *conn) addStream(l *leg) {
 }
 
 func (c *conn) removeStream(l *leg) {
+	how := uint8(closedEnded)
+	if c.idx == 0 {
+		c.wmu.Lock()
+		switch {
+		case l.peerReset:
+			how = closedByPeer
+		case l.reset:
+			how = closedByUs
+		}
+		c.wmu.Unlock()
+	}
 	c.mu.Lock()
 	if c.streams[l.id] != l {
 		c.mu.Unlock()
 		return
 	}
 	delete(c.streams, l.id)
+	if c.idx == 0 {
+		c.closed[l.id/2%uint32(len(c.closed))] = how
+	}
 	n := c.active.Add(-1)
 	if n == 0 && c.idx == 0 {
 		c.idleSince.Store(time.Now().UnixNano())
@@ -317,6 +340,46 @@ func (c *conn) removeStream(l *leg) {
 	if n == 0 && c.goaway.Load() && c.idx == 1 {
 		c.nc.Close() // a drained connection to a next hop
 	}
+}
+
+// How a stream of a caller closed (conn.closed).
+const (
+	closedUnknown uint8 = iota // never opened, or too long ago
+	closedOpen
+	closedEnded  // both sides ended it
+	closedByUs   // we reset it: frames in flight are dropped
+	closedByPeer // the caller reset it
+)
+
+// opened records that a caller opened stream id, the ids it skipped as never opened;
+// c.mu is held.
+func (c *conn) openedLocked(id uint32) {
+	n := uint32(len(c.closed))
+	for skip := max(c.maxID+2, id-min(id, 2*n)); skip < id; skip += 2 {
+		c.closed[skip/2%n] = closedUnknown
+	}
+	c.closed[id/2%n] = closedOpen
+	c.maxID = id
+}
+
+// closedHow tells how the caller's stream id (not open, not idle) closed.
+func (c *conn) closedHow(id uint32) uint8 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := uint32(len(c.closed))
+	if c.maxID-id >= 2*n {
+		return closedUnknown
+	}
+	return c.closed[id/2%n]
+}
+
+// closedAs records how stream id, which never had a leg, closed.
+func (c *conn) closedAs(id uint32, how uint8) {
+	c.mu.Lock()
+	if c.maxID-id < 2*uint32(len(c.closed)) {
+		c.closed[id/2%uint32(len(c.closed))] = how
+	}
+	c.mu.Unlock()
 }
 
 // goAway stops new streams on a caller's connection and, the first time, tells the caller
@@ -592,11 +655,24 @@ func (c *conn) onData(lp *loop, f *http2.DataFrame) error {
 		lp.mark(c)
 	}
 	if l == nil || l.recvEnd {
-		closed := l == nil || !l.reset
+		// §5.1: DATA on a half-closed (remote) stream, or after the peer's RST_STREAM,
+		// is a stream error; after our RST_STREAM it may have been in flight.
+		closed := l != nil && (!l.reset || l.peerReset)
 		c.wmu.Unlock()
-		if closed && c.idx == 0 {
-			// §5.1: DATA on a closed or half-closed (remote) stream.
-			c.streamError(lp, id, http2.ErrCodeStreamClosed)
+		if c.idx != 0 {
+			return nil
+		}
+		if l == nil {
+			switch c.closedHow(id) {
+			case closedEnded:
+				return errClosedSt // after END_STREAM both ways: a connection error
+			case closedByUs:
+				return nil
+			}
+			closed = true
+		}
+		if closed {
+			c.rst(lp, l, id, http2.ErrCodeStreamClosed)
 		}
 		return nil
 	}
@@ -668,7 +744,7 @@ func (s *stream) keepEarly(data []byte, end bool) bool {
 	}
 	w := s.wait
 	w.early = append(w.early, data...)
-	processBudget.add(len(data))
+	s.legs[0].c.budget.add(len(data))
 	if end {
 		w.earlyEnd = true
 	}
@@ -728,7 +804,7 @@ func (c *conn) appendDataLocked(id uint32, data []byte, end bool) {
 
 func (c *conn) pendAddLocked(n int) {
 	c.pendBytes += n
-	processBudget.add(n)
+	c.budget.add(n)
 }
 
 // dropPendLocked empties l's queue.
@@ -957,7 +1033,17 @@ func (c *conn) onHeaders(lp *loop, h *headerBlock) error {
 			return errProtocol // §5.1.1: a client's streams are odd
 		}
 		if id <= c.lastID() {
-			return errClosedSt // §5.1: HEADERS on a closed stream
+			// §5.1: HEADERS on a closed stream; §5.1.1: a new stream's id must grow.
+			switch c.closedHow(id) {
+			case closedEnded:
+				return errClosedSt
+			case closedByPeer:
+				c.streamError(lp, id, http2.ErrCodeStreamClosed)
+				return nil
+			case closedByUs:
+				return nil
+			}
+			return errProtocol
 		}
 		c.srv.newStream(lp, c, h)
 		return nil
@@ -969,6 +1055,8 @@ func (c *conn) onHeaders(lp *loop, h *headerBlock) error {
 		}
 		if !l.reset {
 			c.resetBoth(lp, l, code, http2.ErrCodeCancel)
+		} else if l.peerReset {
+			c.rst(lp, l, id, code)
 		}
 		return nil
 	}
@@ -1161,7 +1249,7 @@ func (s *stream) other(l *leg) *leg {
 // dropWaitLocked gives up waiting for a next hop.
 func (s *stream) dropWaitLocked() {
 	if w := s.wait; w != nil {
-		processBudget.add(-len(w.early))
+		s.legs[0].c.budget.add(-len(w.early))
 		s.wait = nil
 	}
 	s.waiting.Store(false)
@@ -1177,8 +1265,24 @@ func (c *conn) resetLeg(lp *loop, l *leg, code http2.ErrCode, send bool) {
 		lp.mark(c)
 	}
 	l.reset, l.sentEnd, l.recvEnd = true, true, true
+	l.peerReset = l.peerReset || !send
 	c.dropPendLocked(l)
 	c.wcond.Broadcast()
+	c.wmu.Unlock()
+}
+
+// rst sends RST_STREAM on stream id, whose leg l (nil if gone) is already reset.
+func (c *conn) rst(lp *loop, l *leg, id uint32, code http2.ErrCode) {
+	if l == nil {
+		c.streamError(lp, id, code)
+		return
+	}
+	c.wmu.Lock()
+	if !c.dead {
+		c.wbuf = appendRST(c.wbuf, id, code)
+		c.controlLocked()
+		lp.mark(c)
+	}
 	c.wmu.Unlock()
 }
 
@@ -1191,8 +1295,9 @@ func (c *conn) streamError(lp *loop, id uint32, code http2.ErrCode) {
 	}
 	if c.idx == 0 {
 		c.mu.Lock()
-		if id > c.maxID {
-			c.maxID = id
+		if id > c.maxID && id%2 == 1 {
+			c.openedLocked(id) // a stream refused as it opened
+			c.closed[id/2%uint32(len(c.closed))] = closedByUs
 		}
 		c.mu.Unlock()
 	}
@@ -1305,7 +1410,7 @@ func (c *conn) failLeg(lp *loop, l *leg, started bool, code codes.Code, msg stri
 		l.sentEnd = true
 		if !l.recvEnd {
 			c.wbuf = appendRST(c.wbuf, l.id, http2.ErrCodeNo)
-			l.recvEnd = true
+			l.recvEnd, l.reset = true, true
 		}
 		lp.mark(c)
 	}

@@ -19,11 +19,10 @@ type PoolOptions struct {
 	Dial           Dialer
 	DialTimeout    time.Duration
 	MaxHeaderBytes int
-	// StallTimeout resets a stream whose data the next hop has not taken for that long
-	// (default 30s).
-	StallTimeout time.Duration
 	// Abuse, if set, counts a next hop's connection ended for abuse (see Options.Abuse).
-	Abuse  func(kind string)
+	Abuse func(kind string)
+	// Budget bounds the bytes queued for receivers (nil: one shared by the process).
+	Budget *Budget
 	Logger *slog.Logger
 }
 
@@ -63,18 +62,12 @@ func NewPool(o PoolOptions) *Pool {
 	if o.MaxHeaderBytes <= 0 {
 		o.MaxHeaderBytes = 64 << 10
 	}
-	if o.StallTimeout <= 0 {
-		o.StallTimeout = defaultStallTimeout
-	}
 	p := &Pool{o: o, log: o.Logger}
 	p.ctx, p.cancel = context.WithCancel(context.Background())
 	m := map[string]*poolEP{}
 	p.eps.Store(&m)
 	return p
 }
-
-// defaultStallTimeout is how long a stream may wait for its receiver to read.
-const defaultStallTimeout = 30 * time.Second
 
 func (p *Pool) endpoint(addr string) (*poolEP, error) {
 	if ep := (*p.eps.Load())[addr]; ep != nil {
@@ -177,7 +170,10 @@ func (p *Pool) dial(ep *poolEP) {
 func (p *Pool) start(ep *poolEP, nc net.Conn) (*conn, error) {
 	c := newConn(nc, nil, 1, p.o.MaxHeaderBytes, p.log)
 	c.pool, c.ep = p, ep
-	c.stall, c.onAbuse = p.o.StallTimeout, p.o.Abuse
+	c.onAbuse = p.o.Abuse
+	if p.o.Budget != nil {
+		c.budget = p.o.Budget
+	}
 	c.wbuf = append(c.wbuf, Preface...)
 	c.writeSettings(0, p.o.MaxHeaderBytes)
 	p.mu.Lock()

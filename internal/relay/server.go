@@ -86,9 +86,14 @@ type Options struct {
 	// Abuse, if set, counts each connection ended or stream refused for abuse, by kind:
 	// rapid_reset, ping, settings, window_update, continuation, control_queue, protocol,
 	// overload, stalled.
-	Abuse  func(kind string)
+	Abuse func(kind string)
+	// Budget bounds the bytes queued for receivers (nil: one shared by the process).
+	Budget *Budget
 	Logger *slog.Logger
 }
+
+// DefaultStallTimeout is how long a stream may wait for its receiver to read.
+const DefaultStallTimeout = 30 * time.Second
 
 // Server relays the streams of the connections it is given.
 type Server struct {
@@ -128,7 +133,7 @@ func NewServer(o Options) *Server {
 		o.ReadTimeout = 10 * time.Second
 	}
 	if o.StallTimeout <= 0 {
-		o.StallTimeout = defaultStallTimeout
+		o.StallTimeout = DefaultStallTimeout
 	}
 	s := &Server{o: o, obs: o.Observer, drop: o.DropPrefix, log: o.Logger, conns: map[*conn]struct{}{},
 		stopSweep: make(chan struct{}), sweepDone: make(chan struct{})}
@@ -193,6 +198,9 @@ func (s *Server) ServeConn(ctx context.Context, nc net.Conn, br *bufio.Reader, i
 	c := newConn(nc, br, 0, s.o.MaxHeaderBytes, s.log)
 	c.srv = s
 	c.stall, c.onAbuse = s.o.StallTimeout, s.o.Abuse
+	if s.o.Budget != nil {
+		c.budget = s.o.Budget
+	}
 	c.info = info
 	c.idleSince.Store(time.Now().UnixNano())
 	c.ctx, c.stop = context.WithCancel(ctx)
@@ -233,7 +241,7 @@ func (s *Server) ServeConn(ctx context.Context, nc net.Conn, br *bufio.Reader, i
 func (s *Server) newStream(lp *loop, c *conn, f *headerBlock) {
 	id := f.StreamID
 	c.mu.Lock()
-	c.maxID = id
+	c.openedLocked(id)
 	refuse := c.goaway.Load() || uint32(c.active.Load()) >= s.o.MaxConcurrentStreams
 	c.mu.Unlock()
 	if refuse || f.reject {
@@ -248,6 +256,7 @@ func (s *Server) newStream(lp *loop, c *conn, f *headerBlock) {
 		}
 		c.wmu.Unlock()
 		lp.mark(c)
+		c.closedAs(id, closedByUs)
 		return
 	}
 	end := f.StreamEnded()
@@ -261,6 +270,7 @@ func (s *Server) newStream(lp *loop, c *conn, f *headerBlock) {
 		}
 		c.wmu.Unlock()
 		lp.mark(c)
+		c.closedAs(id, closedByUs)
 		return
 	}
 	cl, err := checkRequest(f.Fields)
@@ -271,6 +281,7 @@ func (s *Server) newStream(lp *loop, c *conn, f *headerBlock) {
 		// A malformed request (§8.1.1): a stream error.
 		c.abused("protocol")
 		c.streamError(lp, id, http2.ErrCodeProtocol)
+		c.closedAs(id, closedByUs)
 		return
 	}
 	req := Request{Info: c.info}
@@ -307,7 +318,7 @@ func (s *Server) newStream(lp *loop, c *conn, f *headerBlock) {
 	c.wmu.Unlock()
 	c.addStream(l0)
 
-	if pend > maxConnPend || processBudget.over() {
+	if pend > maxConnPend || c.budget.over() {
 		// Too much is queued, for this caller (which does not read) or in the process:
 		// new streams are shed until it drains.
 		c.abused("overload")
@@ -382,6 +393,11 @@ func (st *stream) open(lp *loop, uc *conn, fields, add []hpack.HeaderField, end 
 		uc.pool.forget(uc)
 	}
 	l1.sendWin = uc.peerInitWin
+	if uc.stall == 0 || s.o.StallTimeout < uc.stall {
+		// A next hop's connection resets streams stalled for the shortest stall time
+		// of the servers whose streams it carries.
+		uc.stall = s.o.StallTimeout
+	}
 	uc.mu.Lock()
 	uc.streams[l1.id] = l1
 	uc.mu.Unlock()
@@ -408,7 +424,7 @@ func (st *stream) attach(lp *loop, uc *conn) {
 		uc.release() // the caller gave up meanwhile
 		return
 	}
-	processBudget.add(-len(w.early))
+	st.legs[0].c.budget.add(-len(w.early))
 	st.wait = nil
 	fields, add := w.fields[:len(w.fields)-w.nAdd], w.fields[len(w.fields)-w.nAdd:]
 	onlyHeaders := w.earlyEnd && len(w.early) == 0 && !w.hasTrl
@@ -492,6 +508,7 @@ func (s *Server) shed(lp *loop, c *conn, l *leg, contentType string, end bool) {
 			l.sentEnd = true
 			if !end {
 				c.wbuf = appendRST(c.wbuf, l.id, http2.ErrCodeNo)
+				l.reset = true
 			}
 			lp.mark(c)
 		}

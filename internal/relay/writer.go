@@ -121,14 +121,15 @@ func (c *conn) writeLoop() {
 		if !c.dead && len(c.blocked) > 0 {
 			c.drainLocked(&lp)
 		}
-		armStall := len(c.blocked) > 0 && c.stall > 0 && stallC == nil
+		stall := c.stall
+		armStall := len(c.blocked) > 0 && stall > 0 && stallC == nil
 		c.wcond.Broadcast()
 		c.wmu.Unlock()
 		if armStall {
 			if stallT == nil {
-				stallT = time.NewTimer(c.stall / 2)
+				stallT = time.NewTimer(stall / 2)
 			} else {
-				stallT.Reset(c.stall / 2)
+				stallT.Reset(stall / 2)
 			}
 			stallC = stallT.C
 		}
@@ -162,9 +163,9 @@ func (c *conn) closeGracefully() {
 // checkStalls resets the streams whose queued data has not moved for the stall time:
 // their receiver stopped reading.
 func (c *conn) checkStalls(lp *loop) {
-	limit := time.Now().UnixNano() - int64(c.stall)
 	var stalled []*leg
 	c.wmu.Lock()
+	limit := time.Now().UnixNano() - int64(c.stall)
 	for _, l := range c.blocked {
 		if l.since < limit && !l.reset {
 			stalled = append(stalled, l)
@@ -179,16 +180,30 @@ func (c *conn) checkStalls(lp *loop) {
 	lp.flush()
 }
 
-// budget bounds the bytes queued in streams' queues across a process: beyond it, new
-// streams are shed.
-type budget struct {
+// Budget bounds the bytes queued in streams' queues (data that arrived for a receiver
+// that has not taken it yet) across the servers and pools that share it, a gateway's:
+// beyond its limit, their new streams are shed with RESOURCE_EXHAUSTED / 503. The
+// connections' write queues are bounded apart (maxConnQueue each).
+type Budget struct {
 	used  atomic.Int64
 	limit int64
 }
 
-// processBudget is shared by every relay server and pool of the process.
-var processBudget = budget{limit: 256 << 20}
+// DefaultQueueBudget is the limit of a nil Budget's default, shared by the process.
+const DefaultQueueBudget = 256 << 20
 
-func (b *budget) add(n int)   { b.used.Add(int64(n)) }
-func (b *budget) over() bool  { return b.used.Load() > b.limit }
-func (b *budget) Used() int64 { return b.used.Load() }
+var processBudget = &Budget{limit: DefaultQueueBudget}
+
+// NewBudget returns a budget of limit bytes (DefaultQueueBudget if limit <= 0).
+func NewBudget(limit int64) *Budget {
+	if limit <= 0 {
+		limit = DefaultQueueBudget
+	}
+	return &Budget{limit: limit}
+}
+
+func (b *Budget) add(n int)  { b.used.Add(int64(n)) }
+func (b *Budget) over() bool { return b.used.Load() > b.limit }
+
+// Used is how many bytes are queued now.
+func (b *Budget) Used() int64 { return b.used.Load() }

@@ -185,7 +185,7 @@ func NewServer(tlsConf *tls.Config, h http.Handler, o ServerOptions) *Server {
 		h2: &http2.Server{
 			MaxConcurrentStreams: o.MaxConcurrentStreams,
 			IdleTimeout:          o.IdleTimeout,
-			MaxReadFrameSize:     1 << 20,
+			MaxReadFrameSize:     16 << 10, // the protocol's initial value, as the relay (RFC 9113 §4.2)
 		},
 		conns: map[net.Conn]struct{}{},
 	}
