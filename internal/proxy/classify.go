@@ -5,6 +5,7 @@
 package proxy
 
 import (
+	"math"
 	"net/http"
 	"strconv"
 	"strings"
@@ -112,9 +113,19 @@ func Deadline(h http.Header) (time.Duration, bool) {
 		if err != nil || ms <= 0 {
 			return 0, false
 		}
-		return time.Duration(ms) * time.Millisecond, true
+		return mulSat(ms, time.Millisecond), true
 	}
 	return 0, false
+}
+
+// mulSat is n×unit (n ≥ 0, unit > 0), saturated at the largest Duration: a timeout too
+// long for a Duration (grpc-timeout 99999999H, say) means "no deadline", not a wrapped
+// negative one that expires at once (grpc-go saturates the same way).
+func mulSat(n int64, unit time.Duration) time.Duration {
+	if n > math.MaxInt64/int64(unit) {
+		return math.MaxInt64
+	}
+	return time.Duration(n) * unit
 }
 
 func parseGRPCTimeout(v string) (time.Duration, bool) {
@@ -142,5 +153,5 @@ func parseGRPCTimeout(v string) (time.Duration, bool) {
 	default:
 		return 0, false
 	}
-	return time.Duration(n) * unit, true
+	return mulSat(n, unit), true
 }

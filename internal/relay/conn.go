@@ -94,7 +94,7 @@ type stream struct {
 	// cleared, under amu, once legs[1] is attached.
 	waiting atomic.Bool
 	amu     sync.Mutex
-	wait    *waitState
+	wait    waitState
 }
 
 // waitState is what a stream waiting for a next-hop connection holds.
@@ -225,7 +225,6 @@ type conn struct {
 	peerInitWin  int32
 	peerMaxFrame int
 	blocked      []*leg
-	pendBytes    int  // bytes queued in the pend of this connection's legs
 	sentData     int  // DATA frames written, for the WINDOW_UPDATE allowance
 	sentAny      bool // HEADERS or DATA went out since the last PING
 	nextID       uint32
@@ -243,6 +242,8 @@ type conn struct {
 
 	active         atomic.Int32
 	peerMaxStreams atomic.Uint32
+	// pendBytes: bytes queued in the pend of this connection's legs (written under wmu).
+	pendBytes atomic.Int64
 	goaway         atomic.Bool
 }
 
@@ -409,10 +410,7 @@ func (c *conn) reserve() bool {
 		c.active.Add(-1)
 		return false
 	}
-	c.wmu.Lock()
-	full := c.pendBytes > maxConnPend || c.dead
-	c.wmu.Unlock()
-	if full {
+	if c.pendBytes.Load() > maxConnPend {
 		c.active.Add(-1)
 		return false
 	}
@@ -495,6 +493,8 @@ func (c *conn) fail(lp *loop, code http2.ErrCode, kind, debug string) {
 	}
 	c.wcond.Broadcast()
 	c.wmu.Unlock()
+	// A write under way (to a peer that does not read) has a second left, not ten.
+	_ = c.nc.SetWriteDeadline(time.Now().Add(finalWriteTimeout))
 	c.kick()
 	lp.flush()
 }
@@ -742,7 +742,7 @@ func (s *stream) keepEarly(data []byte, end bool) bool {
 	if !s.waiting.Load() {
 		return false
 	}
-	w := s.wait
+	w := &s.wait
 	w.early = append(w.early, data...)
 	s.legs[0].c.budget.add(len(data))
 	if end {
@@ -803,7 +803,7 @@ func (c *conn) appendDataLocked(id uint32, data []byte, end bool) {
 }
 
 func (c *conn) pendAddLocked(n int) {
-	c.pendBytes += n
+	c.pendBytes.Add(int64(n))
 	c.budget.add(n)
 }
 
@@ -1248,9 +1248,9 @@ func (s *stream) other(l *leg) *leg {
 
 // dropWaitLocked gives up waiting for a next hop.
 func (s *stream) dropWaitLocked() {
-	if w := s.wait; w != nil {
-		s.legs[0].c.budget.add(-len(w.early))
-		s.wait = nil
+	if s.waiting.Load() {
+		s.legs[0].c.budget.add(-len(s.wait.early))
+		s.wait = waitState{}
 	}
 	s.waiting.Store(false)
 }

@@ -314,11 +314,10 @@ func (s *Server) newStream(lp *loop, c *conn, f *headerBlock) {
 	l0.bodyLeft = cl
 	c.wmu.Lock()
 	l0.sendWin = c.peerInitWin
-	pend := c.pendBytes
 	c.wmu.Unlock()
 	c.addStream(l0)
 
-	if pend > maxConnPend || c.budget.over() {
+	if c.pendBytes.Load() > maxConnPend || c.budget.over() {
 		// Too much is queued, for this caller (which does not read) or in the process:
 		// new streams are shed until it drains.
 		c.abused("overload")
@@ -343,26 +342,27 @@ func (s *Server) newStream(lp *loop, c *conn, f *headerBlock) {
 	st.ep = ep
 	// While the stream may wait for a dial, what it needs is kept aside; a stream whose
 	// next hop is ready (the usual case) drops it at once.
-	w := &waitState{set: d.Set, pool: d.Pool, nAdd: d.NAdd, earlyEnd: end}
-	st.wait = w
+	st.wait = waitState{set: d.Set, pool: d.Pool, nAdd: d.NAdd, earlyEnd: end}
 	st.waiting.Store(true)
+	// amu is held until the headers are kept: a dial that ends at once attaches the
+	// stream only then.
+	st.amu.Lock()
 	uc, err := d.Pool.acquire(ep.Addr, st)
 	if err != nil {
+		st.amu.Unlock()
 		st.dialFailed(lp, ep.Addr, err)
 		return
 	}
 	if uc == nil {
 		// It waits for a dial: keep a copy of the headers (the block's fields are
 		// reused by the next block).
-		st.amu.Lock()
-		if st.wait != nil {
-			st.wait.fields = append(append(make([]hpack.HeaderField, 0, len(f.Fields)+d.NAdd), f.Fields...), d.Add[:d.NAdd]...)
-		}
+		st.wait.fields = append(append(make([]hpack.HeaderField, 0, len(f.Fields)+d.NAdd), f.Fields...), d.Add[:d.NAdd]...)
 		st.amu.Unlock()
 		return
 	}
-	st.wait = nil
+	st.wait = waitState{}
 	st.waiting.Store(false)
+	st.amu.Unlock()
 	st.open(lp, uc, f.Fields, d.Add[:d.NAdd], end)
 }
 
@@ -420,12 +420,12 @@ func (st *stream) attach(lp *loop, uc *conn) {
 	st.amu.Lock()
 	defer st.amu.Unlock()
 	w := st.wait
-	if w == nil || st.done.Load() {
+	if !st.waiting.Load() || st.done.Load() {
 		uc.release() // the caller gave up meanwhile
 		return
 	}
 	st.legs[0].c.budget.add(-len(w.early))
-	st.wait = nil
+	st.wait = waitState{}
 	fields, add := w.fields[:len(w.fields)-w.nAdd], w.fields[len(w.fields)-w.nAdd:]
 	onlyHeaders := w.earlyEnd && len(w.early) == 0 && !w.hasTrl
 	if !st.open(lp, uc, fields, add, onlyHeaders) {
@@ -464,8 +464,8 @@ func (st *stream) attach(lp *loop, uc *conn) {
 // gets UNAVAILABLE.
 func (st *stream) dialFailed(lp *loop, addr string, err error) {
 	st.amu.Lock()
-	w := st.wait
-	if w == nil || st.done.Load() {
+	w := &st.wait
+	if !st.waiting.Load() || st.done.Load() {
 		st.amu.Unlock()
 		return
 	}
@@ -477,8 +477,9 @@ func (st *stream) dialFailed(lp *loop, addr string, err error) {
 		next := w.set.Pick(ep)
 		ep.Done()
 		st.ep = next
+		pool := w.pool
 		st.amu.Unlock()
-		uc, aerr := w.pool.acquire(next.Addr, st)
+		uc, aerr := pool.acquire(next.Addr, st)
 		switch {
 		case aerr != nil:
 			st.dialFailed(lp, next.Addr, aerr)

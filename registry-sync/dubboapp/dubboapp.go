@@ -208,9 +208,12 @@ func ParseInfo(data []byte) (*MetadataInfo, error) {
 // protocols Strait does not speak (dubbo, rest, …) are left out. Each instance's metadata
 // are the service's parameters (without interface, path, version, group and side) and the
 // instance's metadata (without Dubbo's own dubbo.* keys and id), with "application" set to
-// app.
+// app. A host that does not make a host:port address (empty, or "[" say) gives none.
 func Instances(app, host string, port int, md map[string]string, info *MetadataInfo) []mesh.Instance {
-	if info == nil {
+	if info == nil || host == "" {
+		return nil
+	}
+	if h, _, err := net.SplitHostPort(net.JoinHostPort(host, "1")); err != nil || h != host {
 		return nil
 	}
 	var eps []Endpoint

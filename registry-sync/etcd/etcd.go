@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/url"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -76,7 +77,13 @@ func Key(i mesh.Instance) string {
 func URL(i mesh.Instance) string {
 	q := url.Values{}
 	for k, v := range i.Metadata {
-		q.Set(k, v)
+		switch k {
+		case "interface", "version", "group", "side":
+			// The service key's own parameters, set below: metadata never overrides them
+			// (a "version" in the metadata of an instance without one would change its key).
+		default:
+			q.Set(k, v)
+		}
 	}
 	q.Set("interface", i.Service.Name)
 	q.Set("side", "provider")
@@ -116,7 +123,7 @@ func ParseURL(s string) (mesh.Instance, error) {
 	default:
 		return mesh.Instance{}, fmt.Errorf("provider url %q: protocol %q is not tri, grpc, http or dubbo", s, u.Scheme)
 	}
-	if _, _, err := net.SplitHostPort(u.Host); err != nil {
+	if err := checkAddress(u.Host); err != nil {
 		return mesh.Instance{}, fmt.Errorf("provider url %q: address: %w", s, err)
 	}
 	q := u.Query()
@@ -141,6 +148,28 @@ func ParseURL(s string) (mesh.Instance, error) {
 		}
 	}
 	return i, nil
+}
+
+// checkAddress accepts host:port with a host (printable ASCII: an IP address or a DNS
+// name) and a port in 1-65535. A provider without a port cannot be called, and a host with
+// other bytes (an IPv6 zone of raw non-ASCII bytes, say) does not survive URL → ParseURL.
+func checkAddress(hostport string) error {
+	host, port, err := net.SplitHostPort(hostport)
+	if err != nil {
+		return err
+	}
+	if host == "" {
+		return errors.New("no host")
+	}
+	for i := 0; i < len(host); i++ {
+		if host[i] <= ' ' || host[i] > '~' {
+			return fmt.Errorf("host %q", host)
+		}
+	}
+	if n, err := strconv.ParseUint(port, 10, 16); err != nil || n == 0 {
+		return fmt.Errorf("port %q", port)
+	}
+	return nil
 }
 
 // Register puts the instance under this process's lease.
