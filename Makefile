@@ -25,14 +25,15 @@ deps:
 # The packages that run deploy/local/up.sh use its fixed ports: they run one at a time,
 # after the others (./test/dubbo/localmeta does not, but the filter below leaves it out of
 # the first run).
-# ./test/abuse compares latencies with and without an attack: it runs alone too.
-PROCESS_TESTS := ./test/local ./test/dubbo ./test/dubbo/localmeta ./test/abuse
+# ./test/abuse compares latencies with and without an attack, and h2spec waits for answers
+# with a timeout: they run alone too.
+PROCESS_TESTS := ./test/local ./test/dubbo ./test/dubbo/localmeta ./test/abuse ./test/h2spec
 # RACE_TESTS run again under the race detector: the relay, and both gateways through the
 # end-to-end suite.
 RACE_TESTS := ./internal/relay ./test/e2e
 
 test: deps lint
-	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) $$($(GO) list ./... | grep -v -e /test/local -e /test/dubbo -e /test/abuse)
+	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) $$($(GO) list ./... | grep -v -e /test/local -e /test/dubbo -e /test/abuse -e /test/h2spec)
 	$(GO) test -count=1 -p 1 -timeout $(TEST_TIMEOUT) $(PROCESS_TESTS)
 	STRAIT_E2E_DATAPATH=http $(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./test/e2e/
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) $(RACE_TESTS)

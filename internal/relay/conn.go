@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"golang.org/x/net/http2"
@@ -172,10 +173,10 @@ func (lp *loop) mark(c *conn) {
 	lp.dirty = append(lp.dirty, c)
 }
 
-// flush wakes the writers of the connections this pass wrote into.
+// flush writes or wakes the writers of the connections this pass wrote into.
 func (lp *loop) flush() {
 	for i, c := range lp.dirty {
-		c.kick()
+		c.writeNow()
 		lp.dirty[i] = nil
 	}
 	lp.dirty = lp.dirty[:0]
@@ -212,12 +213,17 @@ type conn struct {
 	wake  chan struct{}
 	wdone chan struct{}
 
+	// raw writes a plain TCP connection without waiting (writeNow); nil for TLS.
+	raw syscall.RawConn
+
 	wmu          sync.Mutex
 	wcond        sync.Cond
 	wbuf         []byte
-	writing      int  // bytes the writer is writing now
-	ctrl         int  // control frames queued since the writer last took wbuf
-	final        bool // with dead: write what wbuf holds (a GOAWAY), then close
+	spare        []byte // the other write buffer, while nobody writes
+	busy         bool   // the writer, or writeNow, is writing the socket
+	writing      int    // bytes being written now
+	ctrl         int    // control frames queued since the writer last took wbuf
+	final        bool   // with dead: write what wbuf holds (a GOAWAY), then close
 	hbuf         bytes.Buffer
 	henc         *hpack.Encoder
 	sendConnWin  int64
@@ -244,7 +250,7 @@ type conn struct {
 	peerMaxStreams atomic.Uint32
 	// pendBytes: bytes queued in the pend of this connection's legs (written under wmu).
 	pendBytes atomic.Int64
-	goaway         atomic.Bool
+	goaway    atomic.Bool
 }
 
 func newConn(nc net.Conn, br *bufio.Reader, idx uint8, maxHeaderBytes int, log *slog.Logger) *conn {
@@ -268,6 +274,9 @@ func newConn(nc net.Conn, br *bufio.Reader, idx uint8, maxHeaderBytes int, log *
 		budget:       processBudget,
 	}
 	c.wcond.L = &c.wmu
+	if tc, ok := nc.(*net.TCPConn); ok {
+		c.raw, _ = tc.SyscallConn()
+	}
 	c.henc = hpack.NewEncoder(&c.hbuf)
 	c.fr = http2.NewFramer(io.Discard, br)
 	c.fr.SetReuseFrames()
@@ -711,8 +720,11 @@ func (c *conn) forwardData(lp *loop, l *leg, data []byte, end bool) {
 	}
 	var dst *leg
 	if l.idx == 0 {
-		if dst = s.next(); dst == nil && s.keepEarly(data, end) {
-			return
+		if dst = s.next(); dst == nil && s.waiting.Load() {
+			if s.keepEarly(data, end) {
+				return
+			}
+			dst = s.next() // attached meanwhile
 		}
 	} else {
 		dst = &s.legs[0]
@@ -1090,8 +1102,11 @@ func (c *conn) onHeaders(lp *loop, h *headerBlock) error {
 	}
 	var dst *leg
 	if l.idx == 0 {
-		if dst = s.next(); dst == nil && s.keepTrailers(h.Fields) {
-			return nil
+		if dst = s.next(); dst == nil && s.waiting.Load() {
+			if s.keepTrailers(h.Fields) {
+				return nil
+			}
+			dst = s.next() // attached meanwhile
 		}
 	} else {
 		dst = &s.legs[0]

@@ -2,6 +2,7 @@ package relay
 
 import (
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"golang.org/x/net/http2"
@@ -56,7 +57,6 @@ func (c *conn) controlLocked() {
 func (c *conn) writeLoop() {
 	defer close(c.wdone)
 	var (
-		out    []byte
 		lp     loop
 		stallC <-chan time.Time
 		stallT *time.Timer
@@ -68,7 +68,13 @@ func (c *conn) writeLoop() {
 	}()
 	for {
 		c.wmu.Lock()
-		for len(c.wbuf) == 0 && !c.dead {
+		for (len(c.wbuf) == 0 && !c.dead) || c.busy {
+			if !c.busy && !c.dead && len(c.blocked) > 0 && c.queueRoomLocked() > 0 {
+				// writeNow made room: queued stream data moves in.
+				if c.drainLocked(&lp); len(c.wbuf) > 0 {
+					break
+				}
+			}
 			if len(c.blocked) > 0 && stallC == nil && c.stall > 0 {
 				if stallT == nil {
 					stallT = time.NewTimer(c.stall / 2)
@@ -92,8 +98,9 @@ func (c *conn) writeLoop() {
 			c.nc.Close()
 			return
 		}
-		out, c.wbuf = c.wbuf, out[:0]
-		c.writing = len(out)
+		out := c.wbuf
+		c.wbuf, c.spare = c.spare[:0], nil
+		c.writing, c.busy = len(out), true
 		c.ctrl = 0
 		final := c.dead
 		c.wmu.Unlock()
@@ -113,7 +120,8 @@ func (c *conn) writeLoop() {
 		}
 
 		c.wmu.Lock()
-		c.writing = 0
+		c.writing, c.busy = 0, false
+		c.spare = out[:0]
 		if err != nil {
 			c.dead = true
 			c.final = false
@@ -158,6 +166,61 @@ func (c *conn) closeGracefully() {
 	}
 	c.wmu.Unlock()
 	c.kick()
+}
+
+// writeNow writes what c has queued at once, if its writer is idle, as far as the socket
+// takes it without waiting (a plain TCP connection only: a TLS one cannot write without
+// blocking); the rest, if any, is left to the writer. It saves the writer's wakeup on the
+// path every call takes, and waits for nobody.
+func (c *conn) writeNow() {
+	c.wmu.Lock()
+	if c.raw == nil || c.busy || c.dead || len(c.wbuf) == 0 {
+		c.wmu.Unlock()
+		c.kick()
+		return
+	}
+	out := c.wbuf
+	c.wbuf, c.spare = c.spare[:0], nil
+	c.writing, c.busy = len(out), true
+	c.ctrl = 0
+	c.wmu.Unlock()
+
+	n := writeNonBlocking(c.raw, out)
+
+	c.wmu.Lock()
+	c.writing, c.busy = 0, false
+	if n < len(out) {
+		// The rest goes first, before what was queued meanwhile.
+		rest := out[:copy(out, out[n:])]
+		c.spare, c.wbuf = c.wbuf[:0], append(rest, c.wbuf...)
+	} else {
+		c.spare = out[:0]
+	}
+	more := len(c.wbuf) > 0 || len(c.blocked) > 0 || c.dead
+	c.wcond.Broadcast()
+	c.wmu.Unlock()
+	if more {
+		c.kick()
+	}
+}
+
+// writeNonBlocking writes b to the socket as far as it goes without waiting, and returns
+// how much went. An error (EAGAIN, or one the writer will meet again) stops it.
+func writeNonBlocking(rc syscall.RawConn, b []byte) int {
+	n := 0
+	_ = rc.Write(func(fd uintptr) bool {
+		for n < len(b) {
+			m, err := syscall.Write(int(fd), b[n:])
+			if m > 0 {
+				n += m
+			}
+			if err != nil || m <= 0 {
+				break
+			}
+		}
+		return true // done: never wait for the socket
+	})
+	return n
 }
 
 // checkStalls resets the streams whose queued data has not moved for the stall time:

@@ -32,7 +32,7 @@ const (
 	// caseTimeout is h2spec's -o: how long one case waits for the frame it expects (a
 	// failing case usually costs all of it; the answers of a conformant gateway take
 	// milliseconds).
-	caseTimeout = 1
+	caseTimeout = 3
 	// runLimit bounds one h2spec run (145 cases; a conformant server takes seconds).
 	runLimit = 4 * time.Minute
 	// path is what h2spec requests: a plain-HTTP route of alpha's egress (launch.HTTPPrefix)
