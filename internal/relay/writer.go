@@ -17,8 +17,10 @@ import (
 
 const (
 	// maxConnQueue bounds the DATA bytes queued in one connection's write buffer; beyond
-	// it, DATA waits in its stream's queue (at most one stream window per stream).
-	maxConnQueue = 512 << 10
+	// it, DATA waits in its stream's queue (at most one stream window per stream). Below
+	// about 4 MiB, 64 KiB messages at full speed spend their time moving through stream
+	// queues (make bench: 1.17x HAProxy with 512 KiB, 1.30x with 4 MiB).
+	maxConnQueue = 4 << 20
 	// maxQueuedControl bounds the control frames (PING and SETTINGS acknowledgements,
 	// RST_STREAM, WINDOW_UPDATE) queued and not yet written: a peer that makes us
 	// answer without reading the answers is cut (x/net's maxQueuedControlFrames).
@@ -115,13 +117,10 @@ func (c *conn) writeLoop() {
 			_ = c.nc.SetWriteDeadline(time.Unix(0, c.wdl))
 		}
 		_, err := c.nc.Write(out)
-		if cap(out) > 4<<20 {
-			out = nil
-		}
 
 		c.wmu.Lock()
 		c.writing, c.busy = 0, false
-		c.spare = out[:0]
+		c.spare = keepBuffer(out)
 		if err != nil {
 			c.dead = true
 			c.final = false
@@ -194,7 +193,7 @@ func (c *conn) writeNow() {
 		rest := out[:copy(out, out[n:])]
 		c.spare, c.wbuf = c.wbuf[:0], append(rest, c.wbuf...)
 	} else {
-		c.spare = out[:0]
+		c.spare = keepBuffer(out)
 	}
 	more := len(c.wbuf) > 0 || len(c.blocked) > 0 || c.dead
 	c.wcond.Broadcast()
@@ -202,6 +201,15 @@ func (c *conn) writeNow() {
 	if more {
 		c.kick()
 	}
+}
+
+// keepBuffer returns b emptied for reuse, or nil if it grew large for a burst that is
+// over: an idle connection does not hold megabytes.
+func keepBuffer(b []byte) []byte {
+	if cap(b) > 256<<10 && len(b) < cap(b)/4 {
+		return nil
+	}
+	return b[:0]
 }
 
 // writeNonBlocking writes b to the socket as far as it goes without waiting, and returns
