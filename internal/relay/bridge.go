@@ -345,17 +345,46 @@ func (b *bridge) sendContinue() {
 func (w *responseWriter) writeData(p []byte) (int, error) {
 	c, l := w.c, w.l
 	total := 0
+	var (
+		since time.Time   // when the wait for window began
+		wake  *time.Timer // wakes the wait at the stall time
+	)
+	defer func() {
+		if wake != nil {
+			wake.Stop()
+		}
+	}()
 	c.wmu.Lock()
 	for len(p) > 0 {
 		for !c.dead && !l.reset && (l.sendWin <= 0 || c.sendConnWin <= 0 || c.queueRoomLocked() <= 0) {
 			if len(c.wbuf) > 0 {
 				c.kick() // what is written so far goes out while we wait
 			}
+			if since.IsZero() {
+				since = time.Now()
+				wake = time.AfterFunc(c.stall, func() {
+					c.wmu.Lock()
+					c.wcond.Broadcast()
+					c.wmu.Unlock()
+				})
+			} else if time.Since(since) >= c.stall {
+				// The caller has taken none of the answer for the stall time.
+				c.wmu.Unlock()
+				c.abused("stalled")
+				var lp loop
+				c.resetLeg(&lp, l, http2.ErrCodeCancel, true)
+				lp.flush()
+				return total, errReset
+			}
 			c.wcond.Wait()
 		}
 		if c.dead || l.reset || l.sentEnd {
 			c.wmu.Unlock()
 			return total, errReset
+		}
+		if !since.IsZero() {
+			since = time.Time{}
+			wake.Stop()
 		}
 		n := min(int64(len(p)), int64(l.sendWin), c.sendConnWin, c.queueRoomLocked())
 		c.appendDataLocked(l.id, p[:n], false)
