@@ -736,8 +736,18 @@ func (c *conn) forwardData(lp *loop, l *leg, data []byte, end bool) {
 	dc := dst.c
 	dc.wmu.Lock()
 	sent, endSent := dc.sendDataLocked(dst, data, end)
+	over := len(dst.pend) > 0 && dc.pendBytes.Load() > maxConnPend
 	dc.wmu.Unlock()
 	lp.mark(dc)
+	if over {
+		// Its receiver has more than maxConnPend waiting for it, in streams it opened
+		// all at once: the stream that goes over is reset, so that one connection does
+		// not hold streams × windows (nor fill the gateway's budget for everyone).
+		dc.abused("overload")
+		s.code.CompareAndSwap(-1, int32(codes.ResourceExhausted))
+		dc.resetBoth(lp, dst, http2.ErrCodeCancel, http2.ErrCodeCancel)
+		return
+	}
 	if sent > 0 {
 		c.credit(lp, l, sent)
 	}
