@@ -158,7 +158,10 @@ func New(c Config) (*Gateway, error) {
 			Abuse:                relay.AbuseFunc(g.obs),
 			Budget:               budget,
 			StallTimeout:         l.StallTimeout.D(),
-			Logger:               g.log,
+			// A tunnel carries many consumers' calls, over a WAN link that may be
+			// congested: it may hold more than one consumer's connection.
+			MaxConnQueued: 64 << 20,
+			Logger:        g.log,
 		})
 		dialTimeout := l.DialTimeout.D()
 		g.pool = relay.NewPool(relay.PoolOptions{

@@ -205,6 +205,9 @@ type conn struct {
 	stall   time.Duration
 	onAbuse func(kind string)
 	budget  *Budget
+	// maxPend bounds what a caller's connection holds in its streams' queues (server
+	// side; 0 on a next hop's, where only new streams avoid a full connection).
+	maxPend int64
 
 	// Read loop only.
 	sawSettings bool
@@ -433,9 +436,9 @@ func (c *conn) release() {
 	}
 }
 
-// maxConnPend bounds the bytes queued for one connection in its streams' queues before it
-// takes no new stream: a caller that does not read, or a next hop that does not, holds at
-// most this much (plus one stream window for each stream it already has).
+// maxConnPend is the default bound of what a caller's connection holds in its streams'
+// queues (Options.MaxConnQueued); a next hop's connection with more queued for it takes
+// no new stream (the pool opens another).
 const maxConnPend = 16 << 20
 
 // serve reads frames until the connection ends, forwarding each inline. It starts the
@@ -736,13 +739,13 @@ func (c *conn) forwardData(lp *loop, l *leg, data []byte, end bool) {
 	dc := dst.c
 	dc.wmu.Lock()
 	sent, endSent := dc.sendDataLocked(dst, data, end)
-	over := len(dst.pend) > 0 && dc.pendBytes.Load() > maxConnPend
+	over := dc.maxPend > 0 && len(dst.pend) > 0 && dc.pendBytes.Load() > dc.maxPend
 	dc.wmu.Unlock()
 	lp.mark(dc)
 	if over {
-		// Its receiver has more than maxConnPend waiting for it, in streams it opened
-		// all at once: the stream that goes over is reset, so that one connection does
-		// not hold streams × windows (nor fill the gateway's budget for everyone).
+		// A caller has more than its connection's bound waiting for it, in streams it
+		// opened all at once: the stream that goes over is reset, so that one connection
+		// does not hold streams × windows (nor fill the gateway's budget for everyone).
 		dc.abused("overload")
 		s.code.CompareAndSwap(-1, int32(codes.ResourceExhausted))
 		dc.resetBoth(lp, dst, http2.ErrCodeCancel, http2.ErrCodeCancel)

@@ -89,7 +89,11 @@ type Options struct {
 	Abuse func(kind string)
 	// Budget bounds the bytes queued for receivers (nil: one shared by the process).
 	Budget *Budget
-	Logger *slog.Logger
+	// MaxConnQueued bounds the bytes queued in the streams of one caller's connection,
+	// waiting for the caller to take them (default 16 MiB): past it, the connection takes
+	// no new stream, and a stream whose data would go over is reset.
+	MaxConnQueued int64
+	Logger        *slog.Logger
 }
 
 // DefaultStallTimeout is how long a stream may wait for its receiver to read.
@@ -134,6 +138,9 @@ func NewServer(o Options) *Server {
 	}
 	if o.StallTimeout <= 0 {
 		o.StallTimeout = DefaultStallTimeout
+	}
+	if o.MaxConnQueued <= 0 {
+		o.MaxConnQueued = maxConnPend
 	}
 	s := &Server{o: o, obs: o.Observer, drop: o.DropPrefix, log: o.Logger, conns: map[*conn]struct{}{},
 		stopSweep: make(chan struct{}), sweepDone: make(chan struct{})}
@@ -197,7 +204,7 @@ const Preface = http2.ClientPreface
 func (s *Server) ServeConn(ctx context.Context, nc net.Conn, br *bufio.Reader, info any) {
 	c := newConn(nc, br, 0, s.o.MaxHeaderBytes, s.log)
 	c.srv = s
-	c.stall, c.onAbuse = s.o.StallTimeout, s.o.Abuse
+	c.stall, c.onAbuse, c.maxPend = s.o.StallTimeout, s.o.Abuse, s.o.MaxConnQueued
 	if s.o.Budget != nil {
 		c.budget = s.o.Budget
 	}
@@ -317,7 +324,7 @@ func (s *Server) newStream(lp *loop, c *conn, f *headerBlock) {
 	c.wmu.Unlock()
 	c.addStream(l0)
 
-	if c.pendBytes.Load() > maxConnPend || c.budget.over() {
+	if c.pendBytes.Load() > c.maxPend || c.budget.over() {
 		// Too much is queued, for this caller (which does not read) or in the process:
 		// new streams are shed until it drains.
 		c.abused("overload")
