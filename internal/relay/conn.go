@@ -184,7 +184,8 @@ func (lp *loop) flush() {
 
 // conn is one HTTP/2 connection: to a caller (server side, idx 0) or to a next hop
 // (client side, idx 1). One goroutine reads it and forwards inline; one writer
-// goroutine (writeLoop) writes it; anyone appends frames to wbuf under wmu.
+// goroutine (writeLoop) writes it, or writeNow without waiting while the writer is idle;
+// anyone appends frames to wbuf under wmu.
 type conn struct {
 	nc   net.Conn
 	br   *bufio.Reader

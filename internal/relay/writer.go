@@ -8,12 +8,14 @@ import (
 	"golang.org/x/net/http2"
 )
 
-// Each connection has one writer goroutine, and only it writes the socket (grpc-go's
-// loopyWriter is the model). Read loops, other connections' read loops and fallback
-// handlers append frames to the connection's wbuf under wmu and wake the writer; none of
-// them ever waits on a socket. A caller that stops reading stalls its own writer, and
-// flow control (credit is returned to a sender only as its data moves into the
-// receiver's write queue, which has a byte limit) holds the streams bound for it.
+// Each connection has one writer goroutine that owns its socket (grpc-go's loopyWriter is
+// the model). Read loops, other connections' read loops and fallback handlers append
+// frames to the connection's wbuf under wmu and wake the writer; none of them ever waits
+// on a socket. The one exception is writeNow: while the writer is idle, whoever flushes a
+// plain TCP connection makes one non-blocking write of what is queued, and leaves the rest
+// to the writer. A caller that stops reading stalls its own writer, and flow control
+// (credit is returned to a sender only as its data moves into the receiver's write queue,
+// which has a byte limit) holds the streams bound for it.
 
 const (
 	// maxConnQueue bounds the DATA bytes queued in one connection's write buffer; beyond
