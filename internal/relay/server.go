@@ -4,7 +4,11 @@
 // request headers are decoded once (to route) and re-encoded for the next hop, DATA
 // frames are copied from one connection's read buffer into the other's write buffer,
 // stream IDs are remapped, flow control is kept per leg, and every connection is written
-// once per read pass.
+// once per read pass, by its own writer goroutine (writer.go), so that no connection
+// waits on another's socket.
+//
+// It is also the gateways' HTTP/2 edge: it enforces RFC 9113 (rules.go, and the checks
+// of conn.go), bounds what it queues, and cuts floods (abuse.go).
 //
 // The relay takes the gRPC-style calls (gRPC, and Triple in its gRPC mode) that a Router
 // sends to a Pool. Every other stream (plain HTTP, Triple's unary mode, errors, anything
