@@ -119,5 +119,12 @@ func StartAppLevelProvider(kind, addr, app, metadataType string) (string, <-chan
 	}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve() }()
-	return net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), served, nil
+	paddr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	providerAddrs = append(providerAddrs, paddr)
+	return paddr, served, nil
 }
+
+// providerAddrs are the addresses of every provider StartAppLevelProvider started in this
+// process. dubbo-go keeps one application instance per process: a second server's
+// instance may be registered with the first server's port.
+var providerAddrs []string
