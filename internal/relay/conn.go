@@ -255,6 +255,10 @@ type conn struct {
 	// pendBytes: bytes queued in the pend of this connection's legs (written under wmu).
 	pendBytes atomic.Int64
 	goaway    atomic.Bool
+	// goawayAt: when a graceful GOAWAY was sent (unix nanoseconds); goawayAcked: the
+	// caller answered the PING that followed it.
+	goawayAt    atomic.Int64
+	goawayAcked atomic.Bool
 }
 
 func newConn(nc net.Conn, br *bufio.Reader, idx uint8, maxHeaderBytes int, log *slog.Logger) *conn {
@@ -397,21 +401,35 @@ func (c *conn) closedAs(id uint32, how uint8) {
 }
 
 // goAway stops new streams on a caller's connection and, the first time, tells the caller
-// with GOAWAY which streams it took. It returns how many are still open.
+// with GOAWAY which streams it took, followed by a PING: its answer tells that the caller
+// has seen the GOAWAY (goAwaySeen). It returns how many streams are still open.
 func (c *conn) goAway() int32 {
 	c.mu.Lock()
 	first := !c.goaway.Swap(true)
 	last, n := c.maxID, c.active.Load()
 	c.mu.Unlock()
 	if first {
+		c.goawayAt.Store(time.Now().UnixNano())
 		c.wmu.Lock()
 		if !c.dead {
 			c.wbuf = appendGoAway(c.wbuf, last, http2.ErrCodeNo, "")
+			c.wbuf = appendPing(c.wbuf, goAwayPing)
 		}
 		c.wmu.Unlock()
 		c.kick()
 	}
 	return n
+}
+
+// goAwayPing is the data of the PING that follows a graceful GOAWAY.
+var goAwayPing = [8]byte{'s', 't', 'r', 'a', 'i', 't', 'g', 'a'}
+
+// goAwaySeen reports whether the caller answered the PING that followed our GOAWAY, or a
+// second has passed since it was sent.
+func (c *conn) goAwaySeen(now int64) bool {
+	at := c.goawayAt.Load()
+	// at == 0: the caller sent GOAWAY first (and so opens no stream), ours was not sent.
+	return at == 0 || c.goawayAcked.Load() || now-at >= int64(time.Second)
 }
 
 // reserve takes one stream slot on a next-hop connection.
@@ -597,6 +615,9 @@ func (c *conn) handle(lp *loop, f http2.Frame) error {
 		return c.onSettings(lp, f)
 	case *http2.PingFrame:
 		if f.IsAck() {
+			if f.Data == goAwayPing {
+				c.goawayAcked.Store(true)
+			}
 			return nil
 		}
 		return c.onPing(lp, f.Data)

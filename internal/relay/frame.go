@@ -89,6 +89,11 @@ func appendSettingsAck(b []byte) []byte {
 	return appendFrameHeader(b, 0, http2.FrameSettings, http2.FlagSettingsAck, 0)
 }
 
+func appendPing(b []byte, data [8]byte) []byte {
+	b = appendFrameHeader(b, 8, http2.FramePing, 0, 0)
+	return append(b, data[:]...)
+}
+
 func appendPingAck(b []byte, data [8]byte) []byte {
 	b = appendFrameHeader(b, 8, http2.FramePing, http2.FlagPingAck, 0)
 	return append(b, data[:]...)

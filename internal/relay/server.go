@@ -185,7 +185,10 @@ func (s *Server) sweep(idle time.Duration) {
 		}
 		s.mu.Unlock()
 		for _, c := range idleConns {
-			if c.goAway() == 0 {
+			// The GOAWAY goes first; the connection closes on a later pass, once the
+			// caller has seen it (or a second has passed): a stream it opened meanwhile is
+			// refused, for it to retry elsewhere, not lost with the connection.
+			if c.goAway() == 0 && c.goAwaySeen(now) {
 				c.closeGracefully()
 			}
 		}
@@ -540,15 +543,21 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	defer t.Stop()
 	var err error
 	for _, c := range conns {
-		for c.active.Load() > 0 && err == nil {
+	wait:
+		for (c.active.Load() > 0 || !c.goAwaySeen(time.Now().UnixNano())) && err == nil {
 			select {
 			case <-ctx.Done():
 				err = ctx.Err()
 			case <-t.C:
 			case <-c.done:
+				break wait
 			}
 		}
-		c.nc.Close()
+		if err == nil {
+			c.closeGracefully()
+		} else {
+			c.nc.Close()
+		}
 	}
 	for _, c := range conns {
 		<-c.done
