@@ -27,8 +27,9 @@ var (
 	errSelfDependency = errors.New("stream depends on itself")
 )
 
-// checkRequest checks a request header block; it returns the content-length (-1 if none).
-func checkRequest(fields []hpack.HeaderField) (int64, error) {
+// checkRequest checks a request header block and, in the same pass, fills the fields of
+// req a router sees; it returns the content-length (-1 if none).
+func checkRequest(fields []hpack.HeaderField, req *Request) (int64, error) {
 	const (
 		method = 1 << iota
 		scheme
@@ -50,6 +51,7 @@ func checkRequest(fields []hpack.HeaderField) (int64, error) {
 			case ":method":
 				bit = method
 				isConnect = f.Value == "CONNECT"
+				req.Method = f.Value
 			case ":scheme":
 				bit = scheme
 			case ":path":
@@ -57,8 +59,10 @@ func checkRequest(fields []hpack.HeaderField) (int64, error) {
 				if f.Value == "" {
 					return -1, errMissingPseudo
 				}
+				req.Path = f.Value
 			case ":authority":
 				bit = authority
+				req.Authority = f.Value
 			default:
 				return -1, errUnknownPseudo
 			}
@@ -75,12 +79,23 @@ func checkRequest(fields []hpack.HeaderField) (int64, error) {
 		if err := checkField(f); err != nil {
 			return -1, err
 		}
-		if f.Name == "content-length" {
+		switch f.Name {
+		case "content-length":
 			n, ok := parseContentLength(f.Value)
 			if !ok || (cl >= 0 && cl != n) {
 				return -1, errContentLength
 			}
 			cl = n
+		case "content-type":
+			req.ContentType = f.Value
+		case "tri-service-version":
+			req.TriVersion = f.Value
+		case "tri-service-group":
+			req.TriGroup = f.Value
+		case "strait-protocol":
+			req.Protocol = f.Value
+		case "strait-service":
+			req.Service = f.Value
 		}
 	}
 	if isConnect {

@@ -287,7 +287,8 @@ func (s *Server) newStream(lp *loop, c *conn, f *headerBlock) {
 		c.closedAs(id, closedByUs)
 		return
 	}
-	cl, err := checkRequest(f.Fields)
+	req := Request{Info: c.info}
+	cl, err := checkRequest(f.Fields, &req)
 	if err == nil && end && cl > 0 {
 		err = errBodyLength
 	}
@@ -297,27 +298,6 @@ func (s *Server) newStream(lp *loop, c *conn, f *headerBlock) {
 		c.streamError(lp, id, http2.ErrCodeProtocol)
 		c.closedAs(id, closedByUs)
 		return
-	}
-	req := Request{Info: c.info}
-	for _, h := range f.Fields {
-		switch h.Name {
-		case ":method":
-			req.Method = h.Value
-		case ":path":
-			req.Path = h.Value
-		case ":authority":
-			req.Authority = h.Value
-		case "content-type":
-			req.ContentType = h.Value
-		case "tri-service-version":
-			req.TriVersion = h.Value
-		case "tri-service-group":
-			req.TriGroup = h.Value
-		case "strait-protocol":
-			req.Protocol = h.Value
-		case "strait-service":
-			req.Service = h.Value
-		}
 	}
 	st := &stream{srv: s}
 	st.code.Store(-1)
