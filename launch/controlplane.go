@@ -37,9 +37,7 @@ import (
 	federationv1 "github.com/strait-mesh/strait/proto/federation/v1"
 	registrysync "github.com/strait-mesh/strait/registry-sync"
 	"github.com/strait-mesh/strait/registry-sync/embedded"
-	etcdreg "github.com/strait-mesh/strait/registry-sync/etcd"
-	"github.com/strait-mesh/strait/registry-sync/nacos"
-	"github.com/strait-mesh/strait/registry-sync/zookeeper"
+	"github.com/strait-mesh/strait/registry-sync/registries"
 )
 
 // ControlplaneOptions configure StartControlplane.
@@ -121,7 +119,7 @@ func StartControlplane(o ControlplaneOptions) (c *Controlplane, err error) {
 		endpoints = []string{c.embedded.Endpoint()}
 		c.log.Info("embedded registry", "endpoint", c.embedded.Endpoint())
 	}
-	if c.reg, err = OpenRegistry(d.Registry.Kind, endpoints, d.Registry.Namespace, c.log); err != nil {
+	if c.reg, err = registries.Open(d.Registry.Kind, registries.Params{Addresses: endpoints, Namespace: d.Registry.Namespace, Logger: c.log}); err != nil {
 		return nil, err
 	}
 	var xdsTLS *tls.Config
@@ -481,19 +479,6 @@ func (c *Controlplane) Imports() map[string]controlplane.Import {
 		out[p] = pi.im.Import()
 	}
 	return out
-}
-
-// OpenRegistry connects to a registry of the given kind ("embedded" and "etcd" are etcd).
-func OpenRegistry(kind string, endpoints []string, namespace string, log *slog.Logger) (registrysync.Registry, error) {
-	switch kind {
-	case "", "embedded", "etcd":
-		return etcdreg.New(endpoints, etcdreg.Options{Logger: log})
-	case "zookeeper":
-		return zookeeper.New(endpoints, zookeeper.Options{Logger: log})
-	case "nacos":
-		return nacos.New(endpoints, nacos.Options{Namespace: namespace, Logger: log})
-	}
-	return nil, fmt.Errorf("registry kind %q is not one of embedded, etcd, zookeeper, nacos", kind)
 }
 
 func firstNonEmpty(ss ...string) string {

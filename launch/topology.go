@@ -22,6 +22,7 @@ import (
 	"github.com/strait-mesh/strait/internal/samples"
 	"github.com/strait-mesh/strait/internal/xdsres"
 	registrysync "github.com/strait-mesh/strait/registry-sync"
+	"github.com/strait-mesh/strait/registry-sync/registries"
 )
 
 // Names of the sample services.
@@ -403,7 +404,7 @@ func registerProvider(ctx context.Context, reg registrysync.Registry, inst mesh.
 // sample providers to register with.
 func openDomainRegistry(cp *Controlplane, log *slog.Logger) (registrysync.Registry, error) {
 	r := cp.Core().Domain().Registry
-	return OpenRegistry(r.Kind, []string{cp.RegistryEndpoint()}, r.Namespace, log)
+	return registries.Open(r.Kind, registries.Params{Addresses: []string{cp.RegistryEndpoint()}, Namespace: r.Namespace, Logger: log})
 }
 
 // freeAddr returns a loopback address whose port is free now.

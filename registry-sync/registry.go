@@ -30,6 +30,22 @@ type Registry interface {
 	Close() error
 }
 
+// PersistentRegistry is a Registry that can also hold copies which outlive the process
+// that wrote them (no lease, no ephemeral node): what a one-shot sync job leaves behind.
+// The etcd, ZooKeeper and Nacos adapters implement it; the sync job asks for it.
+type PersistentRegistry interface {
+	Registry
+	RegisterPersistent(ctx context.Context, inst mesh.Instance) error
+	DeregisterPersistent(ctx context.Context, inst mesh.Instance) error
+}
+
+// FullLister is implemented by adapters whose List leaves out instances the server
+// reports unhealthy or disabled (Nacos): ListAll includes them, so the owner of a
+// persistent copy the server cannot health-check still sees it to keep or remove it.
+type FullLister interface {
+	ListAll(ctx context.Context) ([]mesh.Instance, error)
+}
+
 // Catalog is a live view of a registry's providers, grouped by service name. Lookups are
 // lock-free and safe for concurrent use; Run keeps the view current.
 type Catalog struct {

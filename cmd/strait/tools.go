@@ -19,6 +19,7 @@ import (
 	"github.com/strait-mesh/strait/internal/mesh"
 	"github.com/strait-mesh/strait/internal/samples"
 	"github.com/strait-mesh/strait/launch"
+	"github.com/strait-mesh/strait/registry-sync/registries"
 )
 
 type multiFlag []string
@@ -128,7 +129,7 @@ func runSamples(args []string, stdout, stderr io.Writer) int {
 		_ = tp.Close(cctx)
 		_ = hp.Close(cctx)
 	}()
-	r, err := launch.OpenRegistry(*kind, []string{*reg}, "", nil)
+	r, err := registries.Open(*kind, registries.Params{Addresses: []string{*reg}})
 	if err != nil {
 		fmt.Fprintln(stderr, "strait samples:", err)
 		return 1

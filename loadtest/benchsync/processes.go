@@ -19,6 +19,7 @@ import (
 
 	"github.com/strait-mesh/strait/internal/config"
 	"github.com/strait-mesh/strait/internal/mesh"
+	"github.com/strait-mesh/strait/registry-sync/dubbourl"
 	etcdreg "github.com/strait-mesh/strait/registry-sync/etcd"
 )
 
@@ -182,7 +183,7 @@ func writeScale(ctx context.Context, endpoint string, services, perService int) 
 				Address:  fmt.Sprintf("127.%d.%d.%d:%d", 1+i, s/256%256, s%256, 20000+s/65536),
 				Metadata: map[string]string{"application": "bench", "zone": "z" + strconv.Itoa(i%3)},
 			}
-			ops = append(ops, clientv3.OpPut(etcdreg.Key(inst), etcdreg.URL(inst), clientv3.WithLease(lease.ID)))
+			ops = append(ops, clientv3.OpPut(etcdreg.Key(inst), dubbourl.Format(inst), clientv3.WithLease(lease.ID)))
 			if len(ops) == 128 {
 				if err := flush(); err != nil {
 					return err

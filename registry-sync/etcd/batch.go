@@ -8,6 +8,7 @@ import (
 
 	"github.com/strait-mesh/strait/internal/mesh"
 	registrysync "github.com/strait-mesh/strait/registry-sync"
+	"github.com/strait-mesh/strait/registry-sync/dubbourl"
 )
 
 // batchOps is how many keys one transaction writes (etcd's default limit is 128).
@@ -21,7 +22,7 @@ func (r *Registry) RegisterAll(ctx context.Context, insts []mesh.Instance) error
 		return err
 	}
 	return r.txns(ctx, insts, func(i mesh.Instance) clientv3.Op {
-		return clientv3.OpPut(Key(i), URL(i), clientv3.WithLease(lease))
+		return clientv3.OpPut(Key(i), dubbourl.Format(i), clientv3.WithLease(lease))
 	}, true)
 }
 

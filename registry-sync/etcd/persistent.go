@@ -7,6 +7,8 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/strait-mesh/strait/internal/mesh"
+	registrysync "github.com/strait-mesh/strait/registry-sync"
+	"github.com/strait-mesh/strait/registry-sync/dubbourl"
 )
 
 // RegisterPersistent puts the instance's key (same key and value as Register) without a
@@ -14,7 +16,7 @@ import (
 // --once), which carry ownership marks in their URL and are removed by the job's next run
 // once their source is gone.
 func (r *Registry) RegisterPersistent(ctx context.Context, inst mesh.Instance) error {
-	if _, err := r.cli.Put(ctx, Key(inst), URL(inst)); err != nil {
+	if _, err := r.cli.Put(ctx, Key(inst), dubbourl.Format(inst)); err != nil {
 		return fmt.Errorf("etcd registry: register %s: %w", inst, err)
 	}
 	return nil
@@ -33,3 +35,5 @@ func (r *Registry) DeregisterPersistent(ctx context.Context, inst mesh.Instance)
 	}
 	return nil
 }
+
+var _ registrysync.PersistentRegistry = (*Registry)(nil)

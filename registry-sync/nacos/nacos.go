@@ -97,6 +97,7 @@ type Options struct {
 type Registry struct {
 	c    *client
 	o    Options
+	pw   *PersistentWriter // persistent instances go over the HTTP API
 	log  *slog.Logger
 	done chan struct{}
 	once sync.Once
@@ -169,8 +170,13 @@ func New(addrs []string, o Options) (*Registry, error) {
 	if err != nil {
 		return nil, fmt.Errorf("nacos registry: %w", err)
 	}
+	pw, err := NewPersistentWriter(addrs, o)
+	if err != nil {
+		c.close()
+		return nil, err
+	}
 	return &Registry{
-		c: c, o: o, log: o.Logger, done: make(chan struct{}),
+		c: c, o: o, pw: pw, log: o.Logger, done: make(chan struct{}),
 		mine:     map[string]map[string]model.Instance{},
 		subs:     map[string]*subscription{},
 		watchers: map[*watcher]struct{}{},
@@ -677,6 +683,7 @@ func (r *Registry) Close() error {
 		r.mine = map[string]map[string]model.Instance{}
 		r.regMu.Unlock()
 		r.c.close()
+		r.pw.Close()
 	})
 	return nil
 }

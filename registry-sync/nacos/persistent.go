@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/strait-mesh/strait/internal/mesh"
+	registrysync "github.com/strait-mesh/strait/registry-sync"
 )
 
 // PersistentWriter registers persistent Nacos instances: in Nacos 2.x those go through the
@@ -179,6 +180,27 @@ func (w *PersistentWriter) Close() error {
 	w.hc.CloseIdleConnections()
 	return nil
 }
+
+// RegisterPersistent registers inst as a persistent instance (see PersistentWriter).
+func (r *Registry) RegisterPersistent(ctx context.Context, inst mesh.Instance) error {
+	if r.closed() {
+		return errors.New("nacos registry: closed")
+	}
+	return r.pw.Register(ctx, inst)
+}
+
+// DeregisterPersistent removes a persistent instance.
+func (r *Registry) DeregisterPersistent(ctx context.Context, inst mesh.Instance) error {
+	if r.closed() {
+		return errors.New("nacos registry: closed")
+	}
+	return r.pw.Deregister(ctx, inst)
+}
+
+var (
+	_ registrysync.PersistentRegistry = (*Registry)(nil)
+	_ registrysync.FullLister         = (*Registry)(nil)
+)
 
 // ListAll is List including the instances the server reports unhealthy or disabled (a
 // persistent copy whose address Nacos' own health check cannot reach is still there, and

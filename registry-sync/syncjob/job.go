@@ -13,10 +13,9 @@ import (
 	"time"
 
 	"github.com/strait-mesh/strait/internal/mesh"
-	"github.com/strait-mesh/strait/launch"
 	registrysync "github.com/strait-mesh/strait/registry-sync"
 	"github.com/strait-mesh/strait/registry-sync/leader"
-	"github.com/strait-mesh/strait/registry-sync/nacos"
+	"github.com/strait-mesh/strait/registry-sync/registries"
 )
 
 // Options tune a Runner.
@@ -55,32 +54,19 @@ type endpoint struct {
 
 type direction struct{ from, to *endpoint }
 
-// persistent is what the zookeeper and etcd adapters add for copies that outlive us.
-type persistent interface {
-	RegisterPersistent(context.Context, mesh.Instance) error
-	DeregisterPersistent(context.Context, mesh.Instance) error
-}
-
 func open(s Side, log *slog.Logger) (*endpoint, error) {
-	reg, err := launch.OpenRegistry(s.Kind, s.Addresses, s.Namespace, log)
+	reg, err := registries.Open(s.Kind, registries.Params{Addresses: s.Addresses, Namespace: s.Namespace, Logger: log})
 	if err != nil {
 		return nil, fmt.Errorf("sync job: %s: %w", s.Label(), err)
 	}
-	e := &endpoint{label: s.Label(), reg: reg, listAll: reg.List, close: reg.Close}
-	switch r := reg.(type) {
-	case *nacos.Registry:
-		w, err := nacos.NewPersistentWriter(s.Addresses, nacos.Options{Namespace: s.Namespace})
-		if err != nil {
-			reg.Close()
-			return nil, fmt.Errorf("sync job: %s: %w", s.Label(), err)
-		}
-		e.listAll, e.put, e.del = r.ListAll, w.Register, w.Deregister
-		e.close = func() error { w.Close(); return reg.Close() }
-	case persistent:
-		e.put, e.del = r.RegisterPersistent, r.DeregisterPersistent
-	default:
+	p, ok := reg.(registrysync.PersistentRegistry)
+	if !ok {
 		reg.Close()
 		return nil, fmt.Errorf("sync job: %s: the registry cannot hold persistent copies", s.Label())
+	}
+	e := &endpoint{label: s.Label(), reg: reg, listAll: reg.List, put: p.RegisterPersistent, del: p.DeregisterPersistent, close: reg.Close}
+	if f, ok := reg.(registrysync.FullLister); ok {
+		e.listAll = f.ListAll
 	}
 	return e, nil
 }

@@ -8,7 +8,8 @@ import (
 	"github.com/go-zookeeper/zk"
 
 	"github.com/strait-mesh/strait/internal/mesh"
-	"github.com/strait-mesh/strait/registry-sync/etcd"
+	registrysync "github.com/strait-mesh/strait/registry-sync"
+	"github.com/strait-mesh/strait/registry-sync/dubbourl"
 )
 
 // RegisterPersistent creates the instance's node as a persistent znode (same path and data
@@ -23,7 +24,7 @@ func (r *Registry) RegisterPersistent(ctx context.Context, inst mesh.Instance) e
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	path, data := Path(inst), []byte(etcd.URL(inst))
+	path, data := Path(inst), []byte(dubbourl.Format(inst))
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for range 3 {
@@ -80,3 +81,5 @@ func (r *Registry) DeregisterPersistent(ctx context.Context, inst mesh.Instance)
 	}
 	return nil
 }
+
+var _ registrysync.PersistentRegistry = (*Registry)(nil)

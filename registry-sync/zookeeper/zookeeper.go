@@ -1,7 +1,7 @@
 // Package zookeeper is the ZooKeeper registry adapter, in Dubbo's interface-level layout:
 // one ephemeral znode per provider, /dubbo/<interface>/providers/<url-encoded provider URL>,
 // under persistent parents created as needed. The provider URL is the one the etcd adapter
-// renders (etcd.URL, e.g. tri://10.0.0.1:20000/org.Greeter?interface=org.Greeter&side=provider&version=1.0.0),
+// renders (dubbourl.Format, e.g. tri://10.0.0.1:20000/org.Greeter?interface=org.Greeter&side=provider&version=1.0.0),
 // so Dubbo (Java and Go) consumers find Strait's providers and Strait reads theirs.
 //
 // Liveness is the session's: the registering process's ephemeral nodes go when its session
@@ -48,7 +48,7 @@ import (
 	"github.com/strait-mesh/strait/internal/mesh"
 	registrysync "github.com/strait-mesh/strait/registry-sync"
 	"github.com/strait-mesh/strait/registry-sync/dubboapp"
-	"github.com/strait-mesh/strait/registry-sync/etcd"
+	"github.com/strait-mesh/strait/registry-sync/dubbourl"
 )
 
 const (
@@ -215,8 +215,8 @@ func Path(i mesh.Instance) string {
 	return providersPath(i.Service.Name) + "/" + Node(i)
 }
 
-// Node returns the znode name of an instance: its URL-encoded provider URL (etcd.URL).
-func Node(i mesh.Instance) string { return url.QueryEscape(etcd.URL(i)) }
+// Node returns the znode name of an instance: its URL-encoded provider URL (dubbourl.Format).
+func Node(i mesh.Instance) string { return url.QueryEscape(dubbourl.Format(i)) }
 
 // ParseNode reads a provider znode name back into an instance.
 func ParseNode(name string) (mesh.Instance, error) {
@@ -224,7 +224,7 @@ func ParseNode(name string) (mesh.Instance, error) {
 	if err != nil {
 		return mesh.Instance{}, fmt.Errorf("provider node %q: %w", name, err)
 	}
-	return etcd.ParseURL(raw)
+	return dubbourl.Parse(raw)
 }
 
 func providersPath(iface string) string { return root + "/" + iface + providers }
@@ -239,7 +239,7 @@ func (r *Registry) Register(ctx context.Context, inst mesh.Instance) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	path, data := Path(inst), []byte(etcd.URL(inst))
+	path, data := Path(inst), []byte(dubbourl.Format(inst))
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if err := r.create(path, data); err != nil {

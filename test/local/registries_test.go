@@ -24,6 +24,7 @@ import (
 	"github.com/strait-mesh/strait/internal/config"
 	"github.com/strait-mesh/strait/launch"
 	registrysync "github.com/strait-mesh/strait/registry-sync"
+	"github.com/strait-mesh/strait/registry-sync/registries"
 	"github.com/strait-mesh/strait/test/localtopo"
 )
 
@@ -65,7 +66,7 @@ func TestUpDownRegistries(t *testing.T) {
 			if got := post(t, "http://"+r.Egress+"/echo/x", "text/plain", kind); got != kind {
 				t.Fatalf("http echo: %q", got)
 			}
-			reg, err := launch.OpenRegistry(kind, []string{strings.TrimPrefix(r.Registries["alpha"], kind+"://")}, "", nil)
+			reg, err := registries.Open(kind, registries.Params{Addresses: []string{strings.TrimPrefix(r.Registries["alpha"], kind+"://")}})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -1,4 +1,4 @@
-package etcd_test
+package dubbourl_test
 
 import (
 	"maps"
@@ -8,7 +8,7 @@ import (
 	"testing"
 
 	"github.com/strait-mesh/strait/internal/mesh"
-	"github.com/strait-mesh/strait/registry-sync/etcd"
+	"github.com/strait-mesh/strait/registry-sync/dubbourl"
 )
 
 // layout are the query parameters the URL codec writes from the service key itself: they
@@ -33,7 +33,7 @@ func FuzzParseURL(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
-		i, err := etcd.ParseURL(s)
+		i, err := dubbourl.Parse(s)
 		if err != nil {
 			return
 		}
@@ -49,8 +49,8 @@ func FuzzParseURL(f *testing.F) {
 				t.Fatalf("%q read with metadata %q", s, k)
 			}
 		}
-		u := etcd.URL(i)
-		j, err := etcd.ParseURL(u)
+		u := dubbourl.Format(i)
+		j, err := dubbourl.Parse(u)
 		if err != nil {
 			t.Fatalf("%q → %+v → %q: %v", s, i, u, err)
 		}
@@ -81,8 +81,8 @@ func FuzzURLRoundTrip(f *testing.F) {
 			Address:  net.JoinHostPort(host, strconv.Itoa(int(port))),
 			Metadata: map[string]string{mk: mv},
 		}
-		u := etcd.URL(in)
-		out, err := etcd.ParseURL(u)
+		u := dubbourl.Format(in)
+		out, err := dubbourl.Parse(u)
 		if err != nil {
 			ip := net.ParseIP(host)
 			if name != "" && port != 0 && (plainHost.MatchString(host) || ip != nil) {

@@ -1,0 +1,115 @@
+// Package dubbourl is the codec of Dubbo provider URLs, the form every Dubbo registry layout
+// stores a provider in (ZooKeeper and etcd node names, Nacos metadata):
+// tri://10.0.0.1:20000/org.Greeter?interface=org.Greeter&side=provider&version=1.0.0.
+package dubbourl
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"strconv"
+	"strings"
+
+	"github.com/strait-mesh/strait/internal/mesh"
+)
+
+// Format renders an instance as a Dubbo provider URL, e.g.
+// tri://127.0.0.1:20000/org.Greeter?interface=org.Greeter&side=provider&version=1.0.0
+func Format(i mesh.Instance) string {
+	q := url.Values{}
+	for k, v := range i.Metadata {
+		switch k {
+		case "interface", "version", "group", "side":
+			// The service key's own parameters, set below: metadata never overrides them
+			// (a "version" in the metadata of an instance without one would change its key).
+		default:
+			q.Set(k, v)
+		}
+	}
+	q.Set("interface", i.Service.Name)
+	q.Set("side", "provider")
+	if i.Service.Version != "" {
+		q.Set("version", i.Service.Version)
+	}
+	if i.Service.Group != "" {
+		q.Set("group", i.Service.Group)
+	}
+	u := url.URL{Scheme: scheme(i.Protocol), Host: i.Address, Path: "/" + i.Service.Name, RawQuery: q.Encode()}
+	return u.String()
+}
+
+func scheme(p mesh.Protocol) string {
+	if p == mesh.ProtocolTriple {
+		return "tri"
+	}
+	return string(p)
+}
+
+// Parse reads a Dubbo provider URL back into an instance.
+func Parse(s string) (mesh.Instance, error) {
+	u, err := url.Parse(s)
+	if err != nil {
+		return mesh.Instance{}, fmt.Errorf("provider url %q: %w", s, err)
+	}
+	var p mesh.Protocol
+	switch u.Scheme {
+	case "tri":
+		p = mesh.ProtocolTriple
+	case "grpc":
+		p = mesh.ProtocolGRPC
+	case "http":
+		p = mesh.ProtocolHTTP
+	case "dubbo":
+		p = mesh.ProtocolDubbo
+	default:
+		return mesh.Instance{}, fmt.Errorf("provider url %q: protocol %q is not tri, grpc, http or dubbo", s, u.Scheme)
+	}
+	if err := checkAddress(u.Host); err != nil {
+		return mesh.Instance{}, fmt.Errorf("provider url %q: address: %w", s, err)
+	}
+	q := u.Query()
+	name := q.Get("interface")
+	if name == "" {
+		name = strings.TrimPrefix(u.Path, "/")
+	}
+	if name == "" {
+		return mesh.Instance{}, fmt.Errorf("provider url %q: no interface", s)
+	}
+	i := mesh.Instance{
+		Service:  mesh.ServiceKey{Name: name, Version: q.Get("version"), Group: q.Get("group")},
+		Protocol: p,
+		Address:  u.Host,
+		Metadata: map[string]string{},
+	}
+	for k := range q {
+		switch k {
+		case "interface", "version", "group", "side":
+		default:
+			i.Metadata[k] = q.Get(k)
+		}
+	}
+	return i, nil
+}
+
+// checkAddress accepts host:port with a host (printable ASCII: an IP address or a DNS
+// name) and a port in 1-65535. A provider without a port cannot be called, and a host with
+// other bytes (an IPv6 zone of raw non-ASCII bytes, say) does not survive Format → Parse.
+func checkAddress(hostport string) error {
+	host, port, err := net.SplitHostPort(hostport)
+	if err != nil {
+		return err
+	}
+	if host == "" {
+		return errors.New("no host")
+	}
+	for i := 0; i < len(host); i++ {
+		if host[i] <= ' ' || host[i] > '~' {
+			return fmt.Errorf("host %q", host)
+		}
+	}
+	if n, err := strconv.ParseUint(port, 10, 16); err != nil || n == 0 {
+		return fmt.Errorf("port %q", port)
+	}
+	return nil
+}

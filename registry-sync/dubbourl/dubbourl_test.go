@@ -1,0 +1,32 @@
+package dubbourl_test
+
+import (
+	"testing"
+
+	"github.com/strait-mesh/strait/internal/mesh"
+	"github.com/strait-mesh/strait/registry-sync/dubbourl"
+)
+
+func TestURLRoundTrip(t *testing.T) {
+	in := mesh.Instance{
+		Service:  mesh.ServiceKey{Name: "org.apache.Greeter", Version: "1.0.0", Group: "g1"},
+		Protocol: mesh.ProtocolTriple, Address: "10.0.0.1:20000",
+		Metadata: map[string]string{"application": "demo", "strait.origin": "beta"},
+	}
+	out, err := dubbourl.Parse(dubbourl.Format(in))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out.Service != in.Service || out.Protocol != in.Protocol || out.Address != in.Address || out.Metadata["strait.origin"] != "beta" {
+		t.Fatalf("round trip: %+v → %s → %+v", in, dubbourl.Format(in), out)
+	}
+	// A classic Dubbo provider is read (registries and sync jobs carry it).
+	if d, err := dubbourl.Parse("dubbo://1.2.3.4:20880/org.Legacy?interface=org.Legacy&side=provider"); err != nil || d.Protocol != mesh.ProtocolDubbo || d.Service.Name != "org.Legacy" {
+		t.Errorf("dubbo:// provider: %+v, %v", d, err)
+	}
+	for _, bad := range []string{"rest://1.2.3.4:1/x", "tri://nohost/x", "tri://1.2.3.4:5/", "%zz"} {
+		if _, err := dubbourl.Parse(bad); err == nil {
+			t.Errorf("%q parsed", bad)
+		}
+	}
+}
