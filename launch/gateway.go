@@ -183,7 +183,7 @@ func startGateway(gw *config.Gateway, ln net.Listener, log *slog.Logger) (g *Gat
 	if gw.Gossip != nil {
 		// A node name per incarnation: a restarted instance is a new member at once, while
 		// a crashed one is still being declared dead.
-		g.gossip, err = joinGossip(gw.Gossip, gw.Domain, gw.Role, g.Name()+"-"+strconv.FormatInt(time.Now().UnixNano()%(1<<30), 36), membership.Meta{
+		g.gossip, err = membership.JoinConfigured(gw.Gossip, gw.Domain, gw.Role, g.Name()+"-"+strconv.FormatInt(time.Now().UnixNano()%(1<<30), 36), membership.Meta{
 			Domain: gw.Domain, Role: membership.Role(gw.Role), Instance: gw.Instance, Addr: g.ln.Addr().String(),
 		}, false, g.log)
 		if err != nil {
@@ -345,7 +345,7 @@ func (g *Gateway) debugConfig() any {
 		"version": g.xds.Version(), "connected": g.xds.Connected(), "nacks": g.xds.NACKs(), "lastNack": g.xds.LastNACK(),
 	}
 	if g.gossip != nil {
-		out["members"] = viewMembers(g.gossip.Members())
+		out["members"] = membership.Views(g.gossip.Members())
 	}
 	if cfg == nil {
 		return out

@@ -1,3 +1,5 @@
+//go:build !nodemo
+
 package main
 
 import (
@@ -14,6 +16,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/strait-mesh/strait/launch/demo"
+
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
@@ -21,7 +25,6 @@ import (
 	testpb "google.golang.org/grpc/interop/grpc_testing"
 
 	"github.com/strait-mesh/strait/internal/samples"
-	"github.com/strait-mesh/strait/launch"
 )
 
 func runDemo(args []string, stdout, stderr io.Writer) int {
@@ -48,7 +51,7 @@ func runDemo(args []string, stdout, stderr io.Writer) int {
 	out := &printer{w: stdout, json: *asJSON}
 
 	startCtx, cancel := context.WithTimeout(ctx, 60*time.Second)
-	topo, err := launch.StartTopology(startCtx, launch.TopologyOptions{Logger: log})
+	topo, err := demo.StartTopology(startCtx, demo.TopologyOptions{Logger: log})
 	cancel()
 	if err != nil {
 		fmt.Fprintf(stderr, "strait demo: %v\n", err)
@@ -145,12 +148,12 @@ type result struct {
 
 // consumers are alpha's clients; each call goes through one of alpha's egress instances.
 type consumers struct {
-	topo  *launch.Topology
+	topo  *demo.Topology
 	conns []*grpc.ClientConn
 	http  *http.Client
 }
 
-func newConsumers(t *launch.Topology) (*consumers, error) {
+func newConsumers(t *demo.Topology) (*consumers, error) {
 	c := &consumers{topo: t, http: &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{}}}
 	for _, e := range t.Egress {
 		cc, err := grpc.NewClient(e, grpc.WithTransportCredentials(insecure.NewCredentials()))
@@ -186,37 +189,37 @@ func (c *consumers) round(ctx context.Context, round int) []result {
 		err := f(cctx)
 		rs = append(rs, result{Protocol: proto, Service: svc, Method: method, Mode: mode, Via: egress, Latency: time.Since(start), Err: err})
 	}
-	do("grpc", launch.GRPCService, "EmptyCall", "", func(ctx context.Context) error {
+	do("grpc", demo.GRPCService, "EmptyCall", "", func(ctx context.Context) error {
 		_, err := tc.EmptyCall(ctx, &testpb.Empty{})
 		return err
 	})
-	do("grpc", launch.GRPCService, "UnaryCall", "", func(ctx context.Context) error {
+	do("grpc", demo.GRPCService, "UnaryCall", "", func(ctx context.Context) error {
 		resp, err := tc.UnaryCall(ctx, &testpb.SimpleRequest{ResponseSize: 1024, Payload: &testpb.Payload{Body: make([]byte, 1024)}})
 		if err == nil && len(resp.GetPayload().GetBody()) != 1024 {
 			err = fmt.Errorf("got %d bytes, want 1024", len(resp.GetPayload().GetBody()))
 		}
 		return err
 	})
-	do("grpc", launch.GRPCService, "FullDuplexCall", "bidi", func(ctx context.Context) error {
+	do("grpc", demo.GRPCService, "FullDuplexCall", "bidi", func(ctx context.Context) error {
 		return samples.PingPong(ctx, tc, 3)
 	})
-	do("triple", launch.TripleService, launch.TripleMethod, "dubbo-go, h2", func(ctx context.Context) error {
+	do("triple", demo.TripleService, demo.TripleMethod, "dubbo-go, h2", func(ctx context.Context) error {
 		g, err := samples.TripleGreet(ctx, egress, "alpha")
 		if err == nil && g != "hello alpha" {
 			err = fmt.Errorf("greeting %q", g)
 		}
 		return err
 	})
-	do("triple", launch.TripleService, launch.TripleMethod, "HTTP/1.1 JSON", func(ctx context.Context) error {
+	do("triple", demo.TripleService, demo.TripleMethod, "HTTP/1.1 JSON", func(ctx context.Context) error {
 		g, err := samples.TripleGreetJSON(ctx, "http://"+egress, "alpha")
 		if err == nil && g != "hello alpha" {
 			err = fmt.Errorf("greeting %q", g)
 		}
 		return err
 	})
-	do("http", launch.HTTPService, "POST", launch.HTTPPrefix+"/hello", func(ctx context.Context) error {
+	do("http", demo.HTTPService, "POST", demo.HTTPPrefix+"/hello", func(ctx context.Context) error {
 		body := []byte(`{"hello":"from alpha"}`)
-		req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+egress+launch.HTTPPrefix+"/hello", bytes.NewReader(body))
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+egress+demo.HTTPPrefix+"/hello", bytes.NewReader(body))
 		if err != nil {
 			return err
 		}
@@ -249,22 +252,22 @@ func (p *printer) emit(v any) {
 	fmt.Fprintf(p.w, "%s\n", b)
 }
 
-func (p *printer) ready(t *launch.Topology) {
+func (p *printer) ready(t *demo.Topology) {
 	egress := t.Egress[0]
 	if p.json {
 		var ev readyEvent
 		ev.Event, ev.Egress, ev.EgressInstances, ev.Ingress = "ready", egress, t.Egress, t.Ingress
-		ev.Services.GRPC.Service = launch.GRPCService
-		ev.Services.Triple.Service, ev.Services.Triple.Method = launch.TripleService, launch.TripleMethod
+		ev.Services.GRPC.Service = demo.GRPCService
+		ev.Services.Triple.Service, ev.Services.Triple.Method = demo.TripleService, demo.TripleMethod
 		ev.Services.Triple.Body = map[string]string{"name": "alpha"}
-		ev.Services.HTTP.URL = "http://" + egress + launch.HTTPPrefix + "/"
+		ev.Services.HTTP.URL = "http://" + egress + demo.HTTPPrefix + "/"
 		p.emit(ev)
 		return
 	}
 	fmt.Fprintf(p.w, "Strait demo: domain alpha (consumers) → domain beta (providers)\n")
 	fmt.Fprintf(p.w, "  alpha egress (consumers dial): %v\n", t.Egress)
 	fmt.Fprintf(p.w, "  beta ingress (mTLS tunnel):    %v\n", t.Ingress)
-	fmt.Fprintf(p.w, "  services: grpc %s, triple %s/%s, http http://%s%s/\n\n", launch.GRPCService, launch.TripleService, launch.TripleMethod, egress, launch.HTTPPrefix)
+	fmt.Fprintf(p.w, "  services: grpc %s, triple %s/%s, http http://%s%s/\n\n", demo.GRPCService, demo.TripleService, demo.TripleMethod, egress, demo.HTTPPrefix)
 }
 
 func (p *printer) call(r result) {

@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/strait-mesh/strait/controlplane"
 	"github.com/strait-mesh/strait/internal/config"
 	"github.com/strait-mesh/strait/launch"
 )
@@ -54,7 +55,7 @@ func runControlplane(args []string, stdout, stderr io.Writer) int {
 		}
 		defer os.RemoveAll(dir)
 	}
-	cp, err := launch.StartControlplane(launch.ControlplaneOptions{File: *file, DataDir: dir, XDS: *xds, Admin: *adminAddr, Logger: log})
+	cp, err := controlplane.Start(controlplane.ServerOptions{File: *file, DataDir: dir, XDS: *xds, Admin: *adminAddr, Logger: log})
 	if err != nil {
 		fmt.Fprintln(stderr, "strait controlplane:", err)
 		return 1

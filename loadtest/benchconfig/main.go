@@ -17,6 +17,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/strait-mesh/strait/controlplane"
 	"github.com/strait-mesh/strait/internal/config"
 	"github.com/strait-mesh/strait/internal/identity"
 	"github.com/strait-mesh/strait/internal/mesh"
@@ -57,7 +58,7 @@ func run(n, changes int) error {
 		Domain: "bench", TrustDomain: "bench.strait.local", Registry: config.Registry{Kind: "embedded"},
 		Peers: []config.Peer{{Domain: "peer", TrustDomain: "peer.strait.local", TrustBundle: bundle, Ingress: []string{"127.0.0.1:1"}}},
 	}
-	cp, err := launch.StartControlplane(launch.ControlplaneOptions{Domain: d, DataDir: filepath.Join(dir, "etcd")})
+	cp, err := controlplane.Start(controlplane.ServerOptions{Domain: d, DataDir: filepath.Join(dir, "etcd")})
 	if err != nil {
 		return err
 	}

@@ -18,13 +18,14 @@ import (
 	"strings"
 	"time"
 
+	"github.com/strait-mesh/strait/launch/demo"
+
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
 	"github.com/strait-mesh/strait/internal/config"
 	"github.com/strait-mesh/strait/internal/mesh"
-	"github.com/strait-mesh/strait/launch"
 )
 
 func main() {
@@ -69,7 +70,7 @@ func runAll(changes, services, instances int, cpuProfile, memProfile string, pro
 
 func run(n int) error {
 	ctx := context.Background()
-	topo, err := launch.StartTopology(ctx, launch.TopologyOptions{})
+	topo, err := demo.StartTopology(ctx, demo.TopologyOptions{})
 	if err != nil {
 		return err
 	}

@@ -10,9 +10,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/strait-mesh/strait/launch/demo"
+
 	"github.com/strait-mesh/strait/internal/config"
 	"github.com/strait-mesh/strait/internal/mesh"
-	"github.com/strait-mesh/strait/launch"
 	registrysync "github.com/strait-mesh/strait/registry-sync"
 )
 
@@ -32,7 +33,7 @@ import (
 // controlplanes' own.
 func runScale(services, perService int, memProfile string) error {
 	ctx := context.Background()
-	topo, err := launch.StartTopology(ctx, launch.TopologyOptions{})
+	topo, err := demo.StartTopology(ctx, demo.TopologyOptions{})
 	if err != nil {
 		return err
 	}

@@ -16,6 +16,8 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/strait-mesh/strait/launch/demo"
+
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
@@ -23,7 +25,6 @@ import (
 
 	"github.com/strait-mesh/strait/internal/identity"
 	"github.com/strait-mesh/strait/internal/tunnel"
-	"github.com/strait-mesh/strait/launch"
 )
 
 // inq is how many received bytes wait unread in c's socket (SIOCINQ); -1 if unknown.
@@ -80,11 +81,11 @@ func dialTunnel(addr string) (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	bundles, err := identity.LoadBundles([]identity.PeerBundle{{TrustDomain: launch.BetaTrustDomain, File: topo.Certs.BetaBundle}})
+	bundles, err := identity.LoadBundles([]identity.PeerBundle{{TrustDomain: demo.BetaTrustDomain, File: topo.Certs.BetaBundle}})
 	if err != nil {
 		return nil, err
 	}
-	td := spiffeid.RequireTrustDomainFromString(launch.BetaTrustDomain)
+	td := spiffeid.RequireTrustDomainFromString(demo.BetaTrustDomain)
 	return tunnel.DialTLS(context.Background(), addr, identity.ClientConfig(svid, bundles, td, tunnel.ALPN), 5*time.Second)
 }
 
@@ -136,7 +137,7 @@ func egressTarget() target {
 	return target{
 		name: "egress", addr: addr,
 		dial: func() (net.Conn, error) { return dialH2C(addr, 0) },
-		call: grpcRequest("http", addr, "/"+launch.GRPCService+"/UnaryCall"),
+		call: grpcRequest("http", addr, "/"+demo.GRPCService+"/UnaryCall"),
 	}
 }
 
@@ -146,9 +147,9 @@ func ingressTarget() target {
 		name: "ingress", addr: addr,
 		dial: func() (net.Conn, error) { return dialTunnel(addr) },
 		// What alpha's egress sends on the tunnel.
-		call: grpcRequest("https", addr, "/"+launch.GRPCService+"/UnaryCall",
+		call: grpcRequest("https", addr, "/"+demo.GRPCService+"/UnaryCall",
 			hpack.HeaderField{Name: "strait-protocol", Value: "grpc"},
-			hpack.HeaderField{Name: "strait-service", Value: launch.GRPCService}),
+			hpack.HeaderField{Name: "strait-service", Value: demo.GRPCService}),
 	}
 }
 

@@ -17,19 +17,21 @@ import (
 	"os"
 	"testing"
 
+	"github.com/strait-mesh/strait/launch/demo"
+
 	"go.uber.org/goleak"
 
 	"github.com/strait-mesh/strait/internal/samples"
 	"github.com/strait-mesh/strait/launch"
 )
 
-var topo *launch.Topology
+var topo *demo.Topology
 
 // log carries the package's own structured events (figures go to t.Logf as well).
 var log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 
 func TestMain(m *testing.M) {
-	t, err := launch.StartTopology(context.Background(), launch.TopologyOptions{})
+	t, err := demo.StartTopology(context.Background(), demo.TopologyOptions{})
 	if err != nil {
 		log.Error("abuse: start topology", "err", err)
 		os.Exit(1)

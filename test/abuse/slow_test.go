@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/strait-mesh/strait/launch/demo"
+
 	"golang.org/x/net/http2"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -21,7 +23,6 @@ import (
 
 	"github.com/strait-mesh/strait/internal/config"
 	"github.com/strait-mesh/strait/internal/mesh"
-	"github.com/strait-mesh/strait/launch"
 )
 
 const stallers = 4
@@ -60,7 +61,7 @@ func (s *stalledConsumer) start(addr string) error {
 	}
 	h := newHenc()
 	if err := c.w.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, EndHeaders: true,
-		BlockFragment: h.block(grpcRequest("http", addr, "/"+launch.GRPCService+"/StreamingOutputCall"))}); err != nil {
+		BlockFragment: h.block(grpcRequest("http", addr, "/"+demo.GRPCService+"/StreamingOutputCall"))}); err != nil {
 		return err
 	}
 	if err := c.w.WriteData(1, true, grpcMessage(req)); err != nil {

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/strait-mesh/strait/launch/demo"
+
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -18,8 +20,8 @@ import (
 	"google.golang.org/grpc/status"
 	"gopkg.in/yaml.v3"
 
+	"github.com/strait-mesh/strait/controlplane"
 	"github.com/strait-mesh/strait/internal/config"
-	"github.com/strait-mesh/strait/launch"
 )
 
 func TestBothWaysEtcd(t *testing.T)      { runBothWays(t, "etcd") }
@@ -64,7 +66,7 @@ func runBothWays(t *testing.T, kind string) {
 	}
 	t.Logf("%s servers: alpha %s, beta %s", kind, addrs[0], addrs[1])
 
-	tp, err := launch.StartTopology(ctx, launch.TopologyOptions{
+	tp, err := demo.StartTopology(ctx, demo.TopologyOptions{
 		BothWays: true, DataPath: os.Getenv("STRAIT_E2E_DATAPATH"),
 		Registry: kind, AlphaRegistry: []string{addrs[0]}, BetaRegistry: []string{addrs[1]},
 	})
@@ -72,7 +74,7 @@ func runBothWays(t *testing.T, kind string) {
 		t.Fatal(err)
 	}
 	defer tp.Close()
-	for _, cp := range []*launch.Controlplane{tp.AlphaCP, tp.BetaCP} {
+	for _, cp := range []*controlplane.Server{tp.AlphaCP, tp.BetaCP} {
 		if got := cp.Core().Domain().Registry.Kind; got != kind {
 			t.Fatalf("%s runs on a %q registry, want %q", cp.Core().Domain().Domain, got, kind)
 		}
@@ -87,14 +89,14 @@ func runBothWays(t *testing.T, kind string) {
 
 	// A round of republication on both sides (a config change each) re-exports nothing
 	// that was imported.
-	for _, cp := range []*launch.Controlplane{tp.AlphaCP, tp.BetaCP} {
+	for _, cp := range []*controlplane.Server{tp.AlphaCP, tp.BetaCP} {
 		d := *cp.Core().Domain()
 		d.Limits.CallTimeout++
 		if _, err := tp.SetDomain(ctx, &d); err != nil {
 			t.Fatal(err)
 		}
 	}
-	for _, cp := range []*launch.Controlplane{tp.AlphaCP, tp.BetaCP} {
+	for _, cp := range []*controlplane.Server{tp.AlphaCP, tp.BetaCP} {
 		for peer, im := range cp.Imports() {
 			if im.Stale {
 				t.Fatalf("%s's import of %s is stale: %s", cp.Core().Domain().Domain, peer, im.LastErr)
@@ -118,9 +120,9 @@ func runBothWays(t *testing.T, kind string) {
 		}
 		for _, x := range []struct {
 			domain string
-			cp     *launch.Controlplane
+			cp     *controlplane.Server
 		}{{"alpha", tp.AlphaCP}, {"beta", tp.BetaCP}} {
-			got, err := launch.ManagedEntries(ctx, x.cp.Registry())
+			got, err := demo.ManagedEntries(ctx, x.cp.Registry())
 			if err != nil {
 				return err
 			}

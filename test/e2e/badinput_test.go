@@ -11,12 +11,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/strait-mesh/strait/launch/demo"
+
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
 	"github.com/strait-mesh/strait/internal/identity"
 	"github.com/strait-mesh/strait/internal/tunnel"
-	"github.com/strait-mesh/strait/launch"
 )
 
 // TestOversizedHeaders: a consumer sending too large a header block gets 431 and the
@@ -63,7 +64,7 @@ func TestGarbageToListeners(t *testing.T) {
 // TestTunnelRequestWithoutMetadata: an authenticated peer sending a request that names
 // no service, or a service that is not exported, gets a clear error.
 func TestTunnelRequestWithoutMetadata(t *testing.T) {
-	id, _ := identity.ID(launch.AlphaTrustDomain, identity.RoleEgress, "probe")
+	id, _ := identity.ID(demo.AlphaTrustDomain, identity.RoleEgress, "probe")
 	cert, key, err := topo.Certs.AlphaCA.Issue(id, identity.IssueOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -72,11 +73,11 @@ func TestTunnelRequestWithoutMetadata(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	bundles, err := identity.LoadBundles([]identity.PeerBundle{{TrustDomain: launch.BetaTrustDomain, File: topo.Certs.BetaBundle}})
+	bundles, err := identity.LoadBundles([]identity.PeerBundle{{TrustDomain: demo.BetaTrustDomain, File: topo.Certs.BetaBundle}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	conf := identity.ClientConfig(svid, bundles, spiffeid.RequireTrustDomainFromString(launch.BetaTrustDomain), tunnel.ALPN)
+	conf := identity.ClientConfig(svid, bundles, spiffeid.RequireTrustDomainFromString(demo.BetaTrustDomain), tunnel.ALPN)
 	c := tunnel.NewClient(conf, tunnel.ClientOptions{})
 	defer c.Close()
 	for _, tc := range []struct {
@@ -87,7 +88,7 @@ func TestTunnelRequestWithoutMetadata(t *testing.T) {
 	}{
 		{"no metadata", nil, "/x", http.StatusBadRequest},
 		{"http service not exported", map[string]string{"Strait-Protocol": "http", "Strait-Service": "secret"}, "/x", http.StatusNotFound},
-		{"http service exported", map[string]string{"Strait-Protocol": "http", "Strait-Service": launch.HTTPService}, "/x", http.StatusOK},
+		{"http service exported", map[string]string{"Strait-Protocol": "http", "Strait-Service": demo.HTTPService}, "/x", http.StatusOK},
 	} {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "https://"+topo.Ingress[0]+tc.path, nil)

@@ -6,8 +6,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/strait-mesh/strait/launch/demo"
+
 	"github.com/strait-mesh/strait/controlplane"
-	"github.com/strait-mesh/strait/launch"
 )
 
 // TestExportsBothWaysNoLoop: alpha exports its own service to beta and beta exports to
@@ -18,7 +19,7 @@ import (
 func TestExportsBothWaysNoLoop(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	tp, err := launch.StartTopology(ctx, launch.TopologyOptions{BothWays: true, DataPath: os.Getenv("STRAIT_E2E_DATAPATH")})
+	tp, err := demo.StartTopology(ctx, demo.TopologyOptions{BothWays: true, DataPath: os.Getenv("STRAIT_E2E_DATAPATH")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -35,14 +36,14 @@ func TestExportsBothWaysNoLoop(t *testing.T) {
 
 	// Settled: a round of republication on both sides (a config change each) re-exports
 	// nothing that was imported.
-	for _, cp := range []*launch.Controlplane{tp.AlphaCP, tp.BetaCP} {
+	for _, cp := range []*controlplane.Server{tp.AlphaCP, tp.BetaCP} {
 		d := *cp.Core().Domain()
 		d.Limits.CallTimeout++
 		if _, err := tp.SetDomain(ctx, &d); err != nil {
 			t.Fatal(err)
 		}
 	}
-	for _, cp := range []*launch.Controlplane{tp.AlphaCP, tp.BetaCP} {
+	for _, cp := range []*controlplane.Server{tp.AlphaCP, tp.BetaCP} {
 		for peer, im := range cp.Imports() {
 			if im.Stale {
 				t.Fatalf("%s's import of %s is stale: %s", cp.Core().Domain().Domain, peer, im.LastErr)

@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/strait-mesh/strait/launch/demo"
+
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
@@ -144,7 +146,7 @@ func TestConfigChangeUnderLoad(t *testing.T) {
 func TestBadUpdateRefused(t *testing.T) {
 	cp := topo.AlphaCP.Core()
 	good := cp.Version()
-	res, err := controlplane.Translate(controlplane.Inputs{Domain: cp.Domain(), Bundles: map[string][]byte{launch.BetaTrustDomain: mustRead(t, topo.Certs.BetaBundle)}})
+	res, err := controlplane.Translate(controlplane.Inputs{Domain: cp.Domain(), Bundles: map[string][]byte{demo.BetaTrustDomain: mustRead(t, topo.Certs.BetaBundle)}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -240,10 +242,10 @@ func TestControlplaneRestartUnderLoad(t *testing.T) {
 	time.Sleep(300 * time.Millisecond)
 	old.Close()
 	time.Sleep(500 * time.Millisecond) // gateways run on their last configuration
-	var cp *launch.Controlplane
+	var cp *controlplane.Server
 	var err error
 	for i := 0; i < 50; i++ { // the port may take a moment to be free again
-		cp, err = launch.StartControlplane(launch.ControlplaneOptions{Domain: d, XDS: addr, DataDir: filepath.Join(t.TempDir(), "etcd")})
+		cp, err = controlplane.Start(controlplane.ServerOptions{Domain: d, XDS: addr, DataDir: filepath.Join(t.TempDir(), "etcd")})
 		if err == nil {
 			break
 		}

@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/strait-mesh/strait/launch/demo"
+
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
 
 	testpb "google.golang.org/grpc/interop/grpc_testing"
@@ -17,7 +19,6 @@ import (
 	"github.com/strait-mesh/strait/internal/config"
 	"github.com/strait-mesh/strait/internal/mesh"
 	"github.com/strait-mesh/strait/internal/samples"
-	"github.com/strait-mesh/strait/launch"
 	registrysync "github.com/strait-mesh/strait/registry-sync"
 )
 
@@ -91,7 +92,7 @@ func TestImportsPublishedInRegistry(t *testing.T) {
 			got[i.Service.Name][i.Address] = true
 		}
 		ok := len(got) == 2
-		for _, svc := range []string{launch.GRPCService, launch.TripleService} {
+		for _, svc := range []string{demo.GRPCService, demo.TripleService} {
 			ok = ok && len(got[svc]) == len(want)
 			for a := range got[svc] {
 				ok = ok && want[a]
@@ -118,7 +119,7 @@ func TestWithdrawnExportLeavesRegistry(t *testing.T) {
 		}
 		n := 0
 		for _, i := range all {
-			if registrysync.Managed(i) && i.Service.Name == launch.TripleService {
+			if registrysync.Managed(i) && i.Service.Name == demo.TripleService {
 				n++
 			}
 		}
@@ -138,7 +139,7 @@ func TestWithdrawnExportLeavesRegistry(t *testing.T) {
 	withRoutes(t, func(*config.Domain) {}, func(b *config.Domain) {
 		var keep []config.Export
 		for _, e := range b.Exports {
-			if e.Service != launch.TripleService {
+			if e.Service != demo.TripleService {
 				keep = append(keep, e)
 			}
 		}

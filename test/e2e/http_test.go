@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/strait-mesh/strait/launch"
+	"github.com/strait-mesh/strait/launch/demo"
 )
 
 func httpClient(t *testing.T) *http.Client {
@@ -30,8 +30,8 @@ func TestHTTPEchoLargeBody(t *testing.T) {
 	for _, tc := range []struct {
 		name, path, host string
 	}{
-		{"by path", launch.HTTPPrefix + "/upload?x=1", ""},
-		{"by host", "/anything", launch.HTTPHost},
+		{"by path", demo.HTTPPrefix + "/upload?x=1", ""},
+		{"by host", "/anything", demo.HTTPHost},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			for i, e := range topo.Egress {
@@ -93,7 +93,7 @@ func TestHTTPUnknownRoute(t *testing.T) {
 // TestConsumerCannotForgeTunnelMetadata: Strait-* headers from a consumer are dropped.
 func TestConsumerCannotForgeTunnelMetadata(t *testing.T) {
 	c := httpClient(t)
-	req, _ := http.NewRequestWithContext(context.Background(), http.MethodGet, "http://"+topo.Egress[0]+launch.HTTPPrefix+"/x", nil)
+	req, _ := http.NewRequestWithContext(context.Background(), http.MethodGet, "http://"+topo.Egress[0]+demo.HTTPPrefix+"/x", nil)
 	req.Header.Set("Strait-Service", "grpc.testing.TestService")
 	req.Header.Set("Strait-Forged", "1")
 	resp, err := c.Do(req)

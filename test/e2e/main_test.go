@@ -8,18 +8,19 @@ import (
 	"os"
 	"testing"
 
+	"github.com/strait-mesh/strait/launch/demo"
+
 	"go.uber.org/goleak"
 
 	"github.com/strait-mesh/strait/internal/samples"
-	"github.com/strait-mesh/strait/launch"
 )
 
-var topo *launch.Topology
+var topo *demo.Topology
 
 func TestMain(m *testing.M) {
 	ctx := context.Background()
 	// STRAIT_E2E_DATAPATH=http runs the suite on the general path (make test does both).
-	t, err := launch.StartTopology(ctx, launch.TopologyOptions{DataPath: os.Getenv("STRAIT_E2E_DATAPATH")})
+	t, err := demo.StartTopology(ctx, demo.TopologyOptions{DataPath: os.Getenv("STRAIT_E2E_DATAPATH")})
 	if err != nil {
 		println("e2e: start topology:", err.Error())
 		os.Exit(1)

@@ -19,6 +19,7 @@ import (
 
 	testpb "google.golang.org/grpc/interop/grpc_testing"
 
+	"github.com/strait-mesh/strait/controlplane"
 	"github.com/strait-mesh/strait/internal/membership"
 	"github.com/strait-mesh/strait/launch"
 	registrysync "github.com/strait-mesh/strait/registry-sync"
@@ -161,7 +162,7 @@ func TestRollingRestart(t *testing.T) {
 // TestControlplaneSeesMembers: each controlplane observes its domain's gateway cluster
 // through gossip, and a gateway with the wrong gossip key cannot join.
 func TestControlplaneSeesMembers(t *testing.T) {
-	wait := func(cp *launch.Controlplane, role string, want int) {
+	wait := func(cp *controlplane.Server, role string, want int) {
 		t.Helper()
 		deadline := time.Now().Add(5 * time.Second)
 		for len(cp.Members(role)) != want {

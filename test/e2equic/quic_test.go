@@ -12,19 +12,20 @@ import (
 	"testing"
 	"time"
 
+	"github.com/strait-mesh/strait/launch/demo"
+
 	"go.uber.org/goleak"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/strait-mesh/strait/internal/samples"
-	"github.com/strait-mesh/strait/launch"
 	"github.com/strait-mesh/strait/test/interopcases"
 )
 
-var topo *launch.Topology
+var topo *demo.Topology
 
 func TestMain(m *testing.M) {
-	t, err := launch.StartTopology(context.Background(), launch.TopologyOptions{Transport: "quic"})
+	t, err := demo.StartTopology(context.Background(), demo.TopologyOptions{Transport: "quic"})
 	if err != nil {
 		println("e2equic: start topology:", err.Error())
 		os.Exit(1)
@@ -84,7 +85,7 @@ func TestTripleAndHTTPOverQUIC(t *testing.T) {
 	body := bytes.Repeat([]byte("q"), 1<<20)
 	tr := &http.Transport{}
 	defer tr.CloseIdleConnections()
-	resp, err := (&http.Client{Transport: tr}).Post("http://"+topo.Egress[1]+launch.HTTPPrefix+"/x", "application/octet-stream", bytes.NewReader(body))
+	resp, err := (&http.Client{Transport: tr}).Post("http://"+topo.Egress[1]+demo.HTTPPrefix+"/x", "application/octet-stream", bytes.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -20,12 +20,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/strait-mesh/strait/launch/demo"
+
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/strait-mesh/strait/internal/identity"
 	"github.com/strait-mesh/strait/internal/mesh"
 	"github.com/strait-mesh/strait/internal/tunnel"
-	"github.com/strait-mesh/strait/launch"
 )
 
 const (
@@ -35,9 +36,9 @@ const (
 	caseTimeout = 3
 	// runLimit bounds one h2spec run (145 cases; a conformant server takes seconds).
 	runLimit = 4 * time.Minute
-	// path is what h2spec requests: a plain-HTTP route of alpha's egress (launch.HTTPPrefix)
+	// path is what h2spec requests: a plain-HTTP route of alpha's egress (demo.HTTPPrefix)
 	// to beta's HTTP service.
-	path = launch.HTTPPrefix + "/h2spec"
+	path = demo.HTTPPrefix + "/h2spec"
 )
 
 // body is what the test's HTTP provider answers every request with. h2spec's flow-control
@@ -113,11 +114,11 @@ func h2specBinary(t *testing.T) string {
 
 // startTopology starts one egress and one ingress on the data path dp ("" is the relay),
 // and puts the test's HTTP provider in place of beta's echo provider.
-func startTopology(t *testing.T, dp string) *launch.Topology {
+func startTopology(t *testing.T, dp string) *demo.Topology {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	topo, err := launch.StartTopology(ctx, launch.TopologyOptions{Egress: 1, Ingress: 1, DataPath: dp})
+	topo, err := demo.StartTopology(ctx, demo.TopologyOptions{Egress: 1, Ingress: 1, DataPath: dp})
 	if err != nil {
 		t.Fatalf("start topology: %v", err)
 	}
@@ -147,8 +148,8 @@ func startTopology(t *testing.T, dp string) *launch.Topology {
 		_ = srv.Close()
 		<-served
 	})
-	mine := mesh.Instance{Service: mesh.ServiceKey{Name: launch.HTTPService}, Protocol: mesh.ProtocolHTTP, Address: ln.Addr().String()}
-	sample := mesh.Instance{Service: mesh.ServiceKey{Name: launch.HTTPService}, Protocol: mesh.ProtocolHTTP, Address: topo.HTTPAddr}
+	mine := mesh.Instance{Service: mesh.ServiceKey{Name: demo.HTTPService}, Protocol: mesh.ProtocolHTTP, Address: ln.Addr().String()}
+	sample := mesh.Instance{Service: mesh.ServiceKey{Name: demo.HTTPService}, Protocol: mesh.ProtocolHTTP, Address: topo.HTTPAddr}
 	if err := topo.BetaRegistry.Register(ctx, mine); err != nil {
 		t.Fatalf("register provider: %v", err)
 	}
@@ -196,17 +197,17 @@ func startTopology(t *testing.T, dp string) *launch.Topology {
 // beta's ingress over the tunnel's TLS (TLS 1.3, an alpha egress SVID, ALPN strait/1), so
 // that h2spec, which cannot present a client certificate, speaks HTTP/2 to the ingress.
 // Bytes are copied both ways unchanged; a half-close is passed on.
-func tunnelForwarder(t *testing.T, topo *launch.Topology) string {
+func tunnelForwarder(t *testing.T, topo *demo.Topology) string {
 	t.Helper()
 	svid, err := identity.LoadSVID(topo.Certs.Egress[0])
 	if err != nil {
 		t.Fatal(err)
 	}
-	bundles, err := identity.LoadBundles([]identity.PeerBundle{{TrustDomain: launch.BetaTrustDomain, File: topo.Certs.BetaBundle}})
+	bundles, err := identity.LoadBundles([]identity.PeerBundle{{TrustDomain: demo.BetaTrustDomain, File: topo.Certs.BetaBundle}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	conf := identity.ClientConfig(svid, bundles, spiffeid.RequireTrustDomainFromString(launch.BetaTrustDomain), tunnel.ALPN)
+	conf := identity.ClientConfig(svid, bundles, spiffeid.RequireTrustDomainFromString(demo.BetaTrustDomain), tunnel.ALPN)
 	target := topo.Ingress[0]
 
 	ln, err := net.Listen("tcp", "127.0.0.1:0")

@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/strait-mesh/strait/launch/demo"
+
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
@@ -22,7 +24,6 @@ import (
 	testpb "google.golang.org/grpc/interop/grpc_testing"
 
 	"github.com/strait-mesh/strait/internal/config"
-	"github.com/strait-mesh/strait/launch"
 	registrysync "github.com/strait-mesh/strait/registry-sync"
 	"github.com/strait-mesh/strait/registry-sync/registries"
 	"github.com/strait-mesh/strait/test/localtopo"
@@ -107,7 +108,7 @@ func TestUpDownRegistries(t *testing.T) {
 					time.Sleep(100 * time.Millisecond)
 				}
 			}
-			waitPublished("published", map[string]string{launch.GRPCService: both, launch.TripleService: both})
+			waitPublished("published", map[string]string{demo.GRPCService: both, demo.TripleService: both})
 
 			// Beta withdraws the Triple export: it leaves alpha's registry; then it returns.
 			betaAdmin := "http://" + r.Admin["beta-controlplane-1"] + "/v1/config"
@@ -118,7 +119,7 @@ func TestUpDownRegistries(t *testing.T) {
 			}
 			var keep []config.Export
 			for _, e := range d.Exports {
-				if e.Service != launch.TripleService {
+				if e.Service != demo.TripleService {
 					keep = append(keep, e)
 				}
 			}
@@ -128,10 +129,10 @@ func TestUpDownRegistries(t *testing.T) {
 				t.Fatal(err)
 			}
 			put(t, betaAdmin, string(b))
-			waitPublished("withdrawn", map[string]string{launch.GRPCService: both})
+			waitPublished("withdrawn", map[string]string{demo.GRPCService: both})
 			call("after the withdrawal of another service")
 			put(t, betaAdmin, orig)
-			waitPublished("exported again", map[string]string{launch.GRPCService: both, launch.TripleService: both})
+			waitPublished("exported again", map[string]string{demo.GRPCService: both, demo.TripleService: both})
 
 			// kill -9 of alpha's second egress: its entries leave alpha's registry.
 			name := "alpha-egress-2"
@@ -142,7 +143,7 @@ func TestUpDownRegistries(t *testing.T) {
 			waitGone(t, pid)
 			delete(r.PIDs, name) // gone: down.sh has nothing to stop there
 			first := r.EgressInstances[0]
-			waitPublished("egress killed", map[string]string{launch.GRPCService: first, launch.TripleService: first})
+			waitPublished("egress killed", map[string]string{demo.GRPCService: first, demo.TripleService: first})
 			call("with one egress killed")
 
 			// Beta's registry goes down: calls keep working on the endpoints already known.

@@ -1,4 +1,4 @@
-package launch
+package membership
 
 import (
 	"context"
@@ -8,22 +8,21 @@ import (
 	"time"
 
 	"github.com/strait-mesh/strait/internal/config"
-	"github.com/strait-mesh/strait/internal/membership"
 )
 
-// joinGossip makes this process a member of the gossip cluster "<domain>/<role>".
-func joinGossip(g *config.Gossip, domain, role, name string, meta membership.Meta, alone bool, log *slog.Logger) (*membership.Cluster, error) {
+// JoinConfigured makes this process a member of the gossip cluster "<domain>/<role>".
+func JoinConfigured(g *config.Gossip, domain, role, name string, meta Meta, alone bool, log *slog.Logger) (*Cluster, error) {
 	b, err := os.ReadFile(g.KeyFile)
 	if err != nil {
 		return nil, fmt.Errorf("gossip: key: %w", err)
 	}
-	key, err := membership.ParseKey(string(b))
+	key, err := ParseKey(string(b))
 	if err != nil {
 		return nil, fmt.Errorf("gossip: key %s: %w", g.KeyFile, err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	c, err := membership.Join(ctx, membership.Options{
+	c, err := Join(ctx, Options{
 		Name: name, Cluster: domain + "/" + role, Key: key, BindAddr: g.Bind, Join: g.Join, Meta: meta, StartAlone: alone,
 		Logger: log.With("component", "gossip", "cluster", domain+"/"+role),
 	})
@@ -33,8 +32,8 @@ func joinGossip(g *config.Gossip, domain, role, name string, meta membership.Met
 	return c, nil
 }
 
-// memberView is how /debug/config shows a member.
-type memberView struct {
+// View is how /debug/config shows a member.
+type View struct {
 	Name     string `json:"name"`
 	Instance string `json:"instance"`
 	Role     string `json:"role"`
@@ -42,10 +41,22 @@ type memberView struct {
 	State    string `json:"state"`
 }
 
-func viewMembers(ms []membership.Member) []memberView {
-	out := make([]memberView, 0, len(ms))
+// Views shows members for /debug/config.
+func Views(ms []Member) []View {
+	out := make([]View, 0, len(ms))
 	for _, m := range ms {
-		out = append(out, memberView{Name: m.Name, Instance: m.Meta.Instance, Role: string(m.Meta.Role), Addr: m.Meta.Addr, State: string(m.Meta.State)})
+		out = append(out, View{Name: m.Name, Instance: m.Meta.Instance, Role: string(m.Meta.Role), Addr: m.Meta.Addr, State: string(m.Meta.State)})
+	}
+	return out
+}
+
+// Serving returns the members that serve calls (not observers, not draining ones).
+func Serving(ms []Member) []Member {
+	out := ms[:0:0]
+	for _, m := range ms {
+		if m.Meta.State == StateServing {
+			out = append(out, m)
+		}
 	}
 	return out
 }

@@ -1,4 +1,8 @@
-package launch
+// Package demo is the two-domain topology `strait demo` runs and the tests use: alpha
+// (consumers) and beta (providers), their domain files and certificates, the sample
+// providers, and the checks tests make on it. Production commands do not link it (build
+// the binary with -tags nodemo to leave it and the samples out).
+package demo
 
 import (
 	"context"
@@ -15,12 +19,14 @@ import (
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
+	"github.com/strait-mesh/strait/controlplane"
 	"github.com/strait-mesh/strait/internal/config"
 	"github.com/strait-mesh/strait/internal/identity"
 	"github.com/strait-mesh/strait/internal/membership"
 	"github.com/strait-mesh/strait/internal/mesh"
 	"github.com/strait-mesh/strait/internal/samples"
 	"github.com/strait-mesh/strait/internal/xdsres"
+	"github.com/strait-mesh/strait/launch"
 	registrysync "github.com/strait-mesh/strait/registry-sync"
 	"github.com/strait-mesh/strait/registry-sync/registries"
 )
@@ -68,9 +74,9 @@ type Topology struct {
 	// Ingress lists host:port of beta's ingress tunnel listeners.
 	Ingress []string
 	// Gateways are every gateway instance: beta's ingress, then alpha's egress.
-	Gateways []*Gateway
+	Gateways []*launch.Gateway
 	// AlphaCP and BetaCP are the domains' controlplanes.
-	AlphaCP, BetaCP *Controlplane
+	AlphaCP, BetaCP *controlplane.Server
 	// Providers in beta.
 	GRPCAddr, TripleAddr, HTTPAddr string
 	// Certs names the identity files.
@@ -187,7 +193,7 @@ func StartTopology(ctx context.Context, o TopologyOptions) (t *Topology, err err
 		beta.Gossip.Egress = &config.Gossip{Bind: freeAddr(), KeyFile: betaEgressKey}
 		beta.Exports = append(beta.Exports, config.Export{Service: "*", Protocol: mesh.ProtocolGRPC, To: []string{"alpha"}})
 	}
-	if t.BetaCP, err = StartControlplane(ControlplaneOptions{
+	if t.BetaCP, err = controlplane.Start(controlplane.ServerOptions{
 		Domain: beta, DataDir: filepath.Join(t.Dir, "beta", "etcd"), Logger: o.Logger,
 	}); err != nil {
 		return t, err
@@ -219,7 +225,7 @@ func StartTopology(ctx context.Context, o TopologyOptions) (t *Topology, err err
 		alpha.Gossip.Ingress = &config.Gossip{Bind: freeAddr(), KeyFile: alphaIngressKey}
 		alpha.Exports = []config.Export{{Service: "*", Protocol: mesh.ProtocolGRPC, To: []string{"beta"}}}
 	}
-	if t.AlphaCP, err = StartControlplane(ControlplaneOptions{
+	if t.AlphaCP, err = controlplane.Start(controlplane.ServerOptions{
 		Domain: alpha, DataDir: filepath.Join(t.Dir, "alpha", "etcd"), Logger: o.Logger,
 	}); err != nil {
 		return t, err
@@ -245,7 +251,7 @@ func StartTopology(ctx context.Context, o TopologyOptions) (t *Topology, err err
 			if !g.Ready() {
 				return false
 			}
-			if ig := g.Ingress(); ig != nil && g.cfg.Domain == "alpha" {
+			if ig := g.Ingress(); ig != nil && g.Config().Domain == "alpha" {
 				if len(ig.Endpoints(mesh.ServiceKey{Name: AlphaService}, mesh.ProtocolGRPC)) == 0 {
 					return false
 				}
@@ -301,12 +307,12 @@ func (t *Topology) startOtherWay(ctx context.Context, o TopologyOptions, alphaIn
 	return nil
 }
 
-func (t *Topology) startGateway(domain, role string, i int, svid identity.Files, xds string, gossip *config.Gossip, log *slog.Logger) (*Gateway, error) {
+func (t *Topology) startGateway(domain, role string, i int, svid identity.Files, xds string, gossip *config.Gossip, log *slog.Logger) (*launch.Gateway, error) {
 	return t.startGatewayOn(nil, domain, role, i, svid, xds, gossip, log)
 }
 
 // startGatewayOn starts a gateway on ln, or on a port of its own if ln is nil.
-func (t *Topology) startGatewayOn(ln net.Listener, domain, role string, i int, svid identity.Files, xds string, gossip *config.Gossip, log *slog.Logger) (*Gateway, error) {
+func (t *Topology) startGatewayOn(ln net.Listener, domain, role string, i int, svid identity.Files, xds string, gossip *config.Gossip, log *slog.Logger) (*launch.Gateway, error) {
 	listen := "127.0.0.1:0"
 	if ln != nil {
 		listen = ln.Addr().String()
@@ -322,13 +328,13 @@ func (t *Topology) startGatewayOn(ln net.Listener, domain, role string, i int, s
 		gw.Identity.Bundle = t.Certs.BetaOwnBundle
 	}
 	var (
-		g   *Gateway
+		g   *launch.Gateway
 		err error
 	)
 	if ln != nil {
-		g, err = StartGatewayOn(gw, ln, log)
+		g, err = launch.StartGatewayOn(gw, ln, log)
 	} else {
-		g, err = StartGateway(gw, log)
+		g, err = launch.StartGateway(gw, log)
 	}
 	if err != nil {
 		return nil, err
@@ -402,7 +408,7 @@ func registerProvider(ctx context.Context, reg registrysync.Registry, inst mesh.
 
 // openDomainRegistry opens a client of cp's registry, of the kind its domain names, for the
 // sample providers to register with.
-func openDomainRegistry(cp *Controlplane, log *slog.Logger) (registrysync.Registry, error) {
+func openDomainRegistry(cp *controlplane.Server, log *slog.Logger) (registrysync.Registry, error) {
 	r := cp.Core().Domain().Registry
 	return registries.Open(r.Kind, registries.Params{Addresses: []string{cp.RegistryEndpoint()}, Namespace: r.Namespace, Logger: log})
 }
@@ -446,7 +452,7 @@ func (t *Topology) waitFor(ctx context.Context, limit time.Duration, what string
 // RestartGateway stops gateway i (draining, or at once if kill) and starts a new one with
 // the same file, listening on the same address. It returns the new gateway once it is
 // configured.
-func (t *Topology) RestartGateway(ctx context.Context, i int, kill bool, log *slog.Logger) (*Gateway, error) {
+func (t *Topology) RestartGateway(ctx context.Context, i int, kill bool, log *slog.Logger) (*launch.Gateway, error) {
 	old := t.Gateways[i]
 	cfg := old.Config()
 	cfg.Listen = old.Addr()
@@ -455,10 +461,10 @@ func (t *Topology) RestartGateway(ctx context.Context, i int, kill bool, log *sl
 	} else if err := old.Shutdown(ctx); err != nil {
 		return nil, err
 	}
-	var g *Gateway
+	var g *launch.Gateway
 	var err error
 	for range 100 { // the port can take a moment to be free
-		if g, err = StartGateway(&cfg, log); err == nil {
+		if g, err = launch.StartGateway(&cfg, log); err == nil {
 			break
 		}
 		time.Sleep(20 * time.Millisecond)
@@ -473,7 +479,7 @@ func (t *Topology) RestartGateway(ctx context.Context, i int, kill bool, log *sl
 
 // ReplaceControlplane puts cp in place of the controlplane of its domain (after a restart)
 // and closes it with the topology.
-func (t *Topology) ReplaceControlplane(cp *Controlplane) {
+func (t *Topology) ReplaceControlplane(cp *controlplane.Server) {
 	if cp.Core().Domain().Domain == "beta" {
 		t.BetaCP = cp
 	} else {
@@ -498,7 +504,7 @@ func (t *Topology) SetDomain(ctx context.Context, d *config.Domain) (string, err
 	return v, t.waitFor(ctx, 10*time.Second, "running the latest version", func() bool {
 		v = cp.Core().Version()
 		for _, g := range t.Gateways {
-			if g.cfg.Domain == d.Domain && g.XDS().Version() != v {
+			if g.Config().Domain == d.Domain && g.XDS().Version() != v {
 				return false
 			}
 		}

@@ -1,4 +1,4 @@
-package launch
+package demo
 
 import (
 	"context"
@@ -12,12 +12,13 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
 
+	"github.com/strait-mesh/strait/controlplane"
 	registrysync "github.com/strait-mesh/strait/registry-sync"
 )
 
 // ImportedRPC lists, sorted and comma-separated, the gRPC/Triple services cp imports from
 // peer.
-func ImportedRPC(cp *Controlplane, peer string) string {
+func ImportedRPC(cp *controlplane.Server, peer string) string {
 	var names []string
 	for _, s := range cp.Imports()[peer].Services {
 		if s.GetProtocol() != "http" {
@@ -56,7 +57,7 @@ func (t *Topology) CheckNoLoop(ctx context.Context) error {
 	}
 	for _, x := range []struct {
 		domain string
-		cp     *Controlplane
+		cp     *controlplane.Server
 		want   map[string]int
 	}{
 		{"alpha", t.AlphaCP, map[string]int{GRPCService + "@beta": len(t.Egress), TripleService + "@beta": len(t.Egress)}},

@@ -1,0 +1,82 @@
+package controlplane
+
+import (
+	"context"
+	"time"
+
+	"github.com/strait-mesh/strait/internal/membership"
+	"github.com/strait-mesh/strait/internal/mesh"
+	registrysync "github.com/strait-mesh/strait/registry-sync"
+)
+
+// republish asks publishImports for a pass (coalesced).
+func (c *Server) republish() {
+	if c.republishCh == nil {
+		return
+	}
+	select {
+	case c.republishCh <- struct{}{}:
+	default:
+	}
+}
+
+// publishImports keeps the registry's managed entries equal to the imported gRPC and Triple
+// services × the live egress instances, until ctx ends. A stale peer's services stay (calls
+// keep flowing); a withdrawn service or a dead egress leaves.
+func (c *Server) publishImports(ctx context.Context, domain string) {
+	retry := time.NewTimer(time.Hour)
+	defer retry.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			// Withdraw what we published: nothing may outlive its owner.
+			wctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			_ = c.publisher.Set(wctx, nil)
+			cancel()
+			return
+		case <-c.republishCh:
+		case <-retry.C:
+		}
+		var egress []string
+		for _, m := range membership.Serving(c.gossip["egress"].Members()) {
+			if m.Meta.Addr != "" {
+				egress = append(egress, m.Meta.Addr)
+			}
+		}
+		var desired []mesh.Instance
+		native := map[string]bool{}
+		for _, i := range c.cp.Providers() {
+			if !registrysync.Managed(i) {
+				native[i.Service.Name] = true
+			}
+		}
+		for peer, im := range c.Imports() {
+			for _, s := range im.Services {
+				p := mesh.Protocol(s.GetProtocol())
+				if !p.RPC() || native[s.GetName()] {
+					continue
+				}
+				for _, addr := range egress {
+					md := map[string]string{}
+					for k, v := range s.GetMetadata() {
+						md[k] = v
+					}
+					md[registrysync.MetaManaged] = "true"
+					md[registrysync.MetaOrigin] = peer
+					md[registrysync.MetaOwner] = domain + "/controlplane"
+					desired = append(desired, mesh.Instance{
+						Service:  mesh.ServiceKey{Name: s.GetName(), Version: s.GetVersion(), Group: s.GetGroup()},
+						Protocol: p, Address: addr, Metadata: md,
+					})
+				}
+			}
+		}
+		sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err := c.publisher.Set(sctx, desired)
+		cancel()
+		if err != nil {
+			c.log.Warn("publishing imports; retrying", "err", err)
+			retry.Reset(time.Second)
+		}
+	}
+}
