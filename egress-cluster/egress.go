@@ -25,6 +25,7 @@ import (
 
 	"github.com/strait-mesh/strait/internal/balance"
 	"github.com/strait-mesh/strait/internal/config"
+	"github.com/strait-mesh/strait/internal/gateway"
 	"github.com/strait-mesh/strait/internal/identity"
 	"github.com/strait-mesh/strait/internal/mesh"
 	"github.com/strait-mesh/strait/internal/proxy"
@@ -85,9 +86,9 @@ type Gateway struct {
 	sniffing  map[net.Conn]struct{}
 	snWG      sync.WaitGroup
 	retired   []*relay.Pool // replaced pools, closed as their calls end
-	// inflight counts calls being served, for draining.
-	inflight atomic.Int64
-	obs      proxy.Observer
+	obs       proxy.Observer
+	// core classifies calls once and serves Decide's decisions on both data paths.
+	core *gateway.Core
 }
 
 // New returns an egress gateway. Serve starts it; it answers UNAVAILABLE until the first
@@ -110,6 +111,7 @@ func New(c Config) (*Gateway, error) {
 		routes: routing.NewStore(routing.NewTable(nil, nil)),
 		log:    c.Logger.With("domain", c.Domain, "instance", c.Instance),
 	}
+	g.core = gateway.New(gateway.Options{Kind: g, Observer: g.obs, Logger: g.log})
 	g.budget = relay.NewBudget(l.MaxQueuedBytes)
 	g.limits.Store(&l)
 	empty := map[string]*peer{}
@@ -131,8 +133,8 @@ func New(c Config) (*Gateway, error) {
 	}
 	if c.DataPath != "http" {
 		g.relay = relay.NewServer(relay.Options{
-			Router:               g,
-			Fallback:             g,
+			Router:               g.core,
+			Fallback:             g.core,
 			Observer:             g.obs,
 			MaxConcurrentStreams: l.MaxConcurrentStreams,
 			MaxHeaderBytes:       l.MaxHeaderBytes,
@@ -280,7 +282,7 @@ wait:
 		case err = <-done:
 			break wait
 		case <-t.C:
-			if g.inflight.Load() > 0 {
+			if g.core.Inflight() > 0 {
 				idleSince = time.Time{}
 				continue
 			}
@@ -344,75 +346,44 @@ func (g *Gateway) Close() {
 	g.closePeers(true)
 }
 
-// ServeHTTP routes and forwards one consumer call.
-func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	g.inflight.Add(1)
-	defer g.inflight.Add(-1)
-	start := time.Now()
-	g.obs.CallStarted()
-	defer g.obs.CallEnded()
-	call, peer, outcome := g.serve(w, r)
-	g.obs.Observe(string(call.Protocol), peer, outcome, time.Since(start))
-}
+// ServeHTTP serves one consumer call on the general path.
+func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) { g.core.ServeHTTP(w, r) }
 
-func (g *Gateway) serve(w http.ResponseWriter, r *http.Request) (call proxy.Call, peerName, outcome string) {
-	call, rpc := proxy.Classify(r)
+// Decide routes one consumer call: by service for gRPC and Triple, by host and path for
+// plain HTTP; to its peer domain's ingress instances. Both data paths ask it (see
+// internal/gateway).
+func (g *Gateway) Decide(c gateway.Call) gateway.Decision {
 	if !g.ready.Load() {
-		return call, "", proxy.Fail(w, call, codes.Unavailable, "strait: egress has no configuration yet")
+		return gateway.Refuse(c, "", codes.Unavailable, "strait: egress has no configuration yet")
 	}
-	lim := g.limits.Load()
 	t := g.routes.Table()
 	var (
 		route routing.Route
 		found bool
 	)
-	if rpc {
-		route, found = t.LookupRPC(call.Service)
+	if c.RPC {
+		route, found = t.LookupRPC(c.Service)
 	}
-	if !found && call.Style != proxy.StyleGRPC {
+	if !found && c.Style != proxy.StyleGRPC {
 		// Not a gRPC or Triple call we know: perhaps plain HTTP that happens to POST JSON.
-		if route, found = t.LookupHTTP(r.Host, r.URL.Path); found {
-			call = proxy.Call{Protocol: mesh.ProtocolHTTP, Service: route.Service, Style: proxy.StyleHTTP}
+		if route, found = t.LookupHTTP(c.Host, c.Path); found {
+			c.Call = proxy.Call{Protocol: mesh.ProtocolHTTP, Service: route.Service, Style: proxy.StyleHTTP}
 		}
 	}
 	if !found {
-		if call.Style == proxy.StyleHTTP {
-			return call, "", proxy.Fail(w, call, codes.Unimplemented, fmt.Sprintf("strait: no route for host %q path %q", r.Host, r.URL.Path))
+		if c.Style == proxy.StyleHTTP {
+			return gateway.Refuse(c, "", codes.Unimplemented, fmt.Sprintf("strait: no route for host %q path %q", c.Host, c.Path))
 		}
-		return call, "", proxy.Fail(w, call, codes.Unimplemented, fmt.Sprintf("strait: unknown service %q", call.Service.String()))
-	}
-	if !proxy.LimitBody(w, r, call, lim.MaxBodyBytes) {
-		return call, route.Peer, proxy.Outcome(call.Style, codes.ResourceExhausted)
+		return gateway.Refuse(c, "", codes.Unimplemented, fmt.Sprintf("strait: unknown service %q", c.Service.String()))
 	}
 	p := (*g.peers.Load())[route.Peer]
 	if p == nil || p.set.Len() == 0 {
-		return call, route.Peer, proxy.Fail(w, call, codes.Unavailable, fmt.Sprintf("strait: peer domain %q has no reachable ingress", route.Peer))
+		return gateway.Refuse(c, route.Peer, codes.Unavailable, fmt.Sprintf("strait: peer domain %q has no reachable ingress", route.Peer))
 	}
-	ctx, cancel := proxy.CallContext(r, call, lim.CallTimeout.D())
-	defer cancel()
-	meta := func(h http.Header) {
-		h.Set(proxy.HeaderProtocol, string(call.Protocol))
-		h.Set(proxy.HeaderService, route.Service.Name)
-	}
-	var tried *balance.Endpoint
-	for attempt := 0; ; attempt++ {
-		ep := p.set.Pick(tried)
-		outcome, err := proxy.Forward(ctx, w, r, call, proxy.Upstream{Transport: p.rt, Scheme: "https", Addr: ep.Addr}, true, meta)
-		ep.Done()
-		if err == nil {
-			return call, p.domain, outcome
-		}
-		if proxy.NotSent(err) {
-			// Unreachable: keep it out of picks for a second, try another at once.
-			ep.MarkDown(time.Second)
-			if attempt == 0 && p.set.Len() > 1 {
-				g.log.Warn("ingress unreachable, trying another", "peer", p.domain, "service", call.Service.Name, "instance", ep.Addr, "err", err)
-				tried = ep
-				continue
-			}
-		}
-		g.log.Warn("call failed", "peer", p.domain, "service", call.Service.Name, "method", call.Method, "err", err)
-		return call, p.domain, proxy.ForwardError(ctx, w, call, "peer "+p.domain, err)
+	return gateway.Decision{
+		Code: codes.OK, Call: c, Peer: p.domain,
+		Set: p.set, Pool: p.pool, Transport: p.rt, Scheme: "https",
+		Metadata: true, Retry: true, Limits: g.limits.Load(),
 	}
 }
 

@@ -10,37 +10,10 @@ import (
 	"sync"
 	"time"
 
-	"golang.org/x/net/http2/hpack"
-
-	"github.com/strait-mesh/strait/internal/proxy"
+	"github.com/strait-mesh/strait/internal/gateway"
 	"github.com/strait-mesh/strait/internal/relay"
 	"github.com/strait-mesh/strait/internal/tunnel"
 )
-
-// Route sends a consumer's gRPC-style call to its peer's relay pool. Everything else
-// (plain HTTP, Triple's unary mode, unknown services, QUIC peers, errors) goes to the
-// general path, ServeHTTP.
-func (g *Gateway) Route(r *relay.Request) relay.Decision {
-	if !g.ready.Load() {
-		return relay.Decision{}
-	}
-	call, rpc := proxy.ClassifyParts(r.Method, r.Path, r.ContentType, r.TriVersion, r.TriGroup)
-	if !rpc || call.Style != proxy.StyleGRPC || call.Service.Name == "" {
-		return relay.Decision{}
-	}
-	route, ok := g.routes.Table().LookupRPC(call.Service)
-	if !ok {
-		return relay.Decision{}
-	}
-	p := (*g.peers.Load())[route.Peer]
-	if p == nil || p.pool == nil || p.set.Len() == 0 {
-		return relay.Decision{}
-	}
-	d := relay.Decision{Pool: p.pool, Set: p.set, Protocol: string(call.Protocol), Peer: p.domain, NAdd: 2}
-	d.Add[0] = hpack.HeaderField{Name: "strait-protocol", Value: string(call.Protocol)}
-	d.Add[1] = hpack.HeaderField{Name: "strait-service", Value: route.Service.Name}
-	return d
-}
 
 // serveSniffed accepts consumer connections and tells them apart by their first bytes:
 // the HTTP/2 preface goes to the relay, anything else to the HTTP/1.1 server.
@@ -188,4 +161,4 @@ func (g *Gateway) RelayStats() (relayed, fallback uint64) {
 	return g.relay.Stats()
 }
 
-var _ relay.Router = (*Gateway)(nil)
+var _ gateway.Kind = (*Gateway)(nil)

@@ -16,7 +16,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -26,6 +25,7 @@ import (
 
 	"github.com/strait-mesh/strait/internal/balance"
 	"github.com/strait-mesh/strait/internal/config"
+	"github.com/strait-mesh/strait/internal/gateway"
 	"github.com/strait-mesh/strait/internal/identity"
 	"github.com/strait-mesh/strait/internal/mesh"
 	"github.com/strait-mesh/strait/internal/proxy"
@@ -75,9 +75,10 @@ type Gateway struct {
 	quic    *tunnel.QUICServer
 	h2c     http.RoundTripper
 	h1      http.RoundTripper
-	rr      atomic.Uint64
 	obs     proxy.Observer
-	cp      proxy.Upstream
+	// core classifies calls once and serves Decide's decisions on both data paths.
+	core *gateway.Core
+	cp   proxy.Upstream
 	// relay and pool are the fast path (nil with DataPath "http"): the relay serves the
 	// tunnel connections of peer egress instances, pool holds h2c connections to providers.
 	relay *relay.Server
@@ -113,6 +114,7 @@ func New(c Config) (*Gateway, error) {
 		h2c:       proxy.NewH2CTransport(l.DialTimeout.D(), uint32(l.MaxHeaderBytes)),
 		h1:        proxy.NewHTTP1Transport(l.DialTimeout.D(), int64(l.MaxHeaderBytes)),
 	}
+	g.core = gateway.New(gateway.Options{Kind: g, Tunnel: true, Observer: g.obs, Logger: g.log})
 	g.state.Store(newState(nil, map[spiffeid.TrustDomain]string{}, l))
 	// The handshake admits a peer only if its trust domain is a configured peer and its
 	// certificate chains to that trust domain's own bundle; both follow Apply.
@@ -147,8 +149,8 @@ func New(c Config) (*Gateway, error) {
 	if c.DataPath != "http" {
 		budget := relay.NewBudget(l.MaxQueuedBytes)
 		g.relay = relay.NewServer(relay.Options{
-			Router:               g,
-			Fallback:             g,
+			Router:               g.core,
+			Fallback:             g.core,
 			Observer:             g.obs,
 			DropPrefix:           "strait-",
 			MaxConcurrentStreams: l.MaxConcurrentStreams,
@@ -270,113 +272,80 @@ func (g *Gateway) closeIdle() {
 	}
 }
 
-// ServeHTTP authorizes and forwards one call that arrived over a tunnel.
-func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	start := time.Now()
-	g.obs.CallStarted()
-	defer g.obs.CallEnded()
-	call, src, outcome := g.serve(w, r)
-	g.obs.Observe(string(call.Protocol), src, outcome, time.Since(start))
-}
+// ServeHTTP serves one call that arrived over a tunnel, on the general path.
+func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) { g.core.ServeHTTP(w, r) }
 
-func (g *Gateway) serve(w http.ResponseWriter, r *http.Request) (call proxy.Call, src, outcome string) {
-	call = classify(r)
+// Decide authorizes one call that arrived over a tunnel: the calling domain is the
+// trust domain of the peer's certificate, and it must be allowed the service and method
+// by the domain's exports; the call goes to the service's live providers. Both data paths
+// ask it (see internal/gateway).
+func (g *Gateway) Decide(c gateway.Call) gateway.Decision {
 	st := g.state.Load()
 	if st.cfg == nil {
-		return call, "", proxy.Fail(w, call, codes.Unavailable, "strait: ingress has no configuration yet")
+		return gateway.Refuse(c, "", codes.Unavailable, "strait: ingress has no configuration yet")
 	}
-	id, err := identity.PeerID(tunnel.ConnectionState(r))
-	src, known := st.peers[id.TrustDomain()]
-	if err != nil || !known {
+	src, known := st.peers[c.Caller.TrustDomain()]
+	if c.Caller.IsZero() || !known {
 		// The handshake admits only peer trust domains; this is a second line.
-		return call, "", proxy.Fail(w, call, codes.PermissionDenied, "strait: caller is not a peer domain")
+		return gateway.Refuse(c, "", codes.PermissionDenied, "strait: caller is not a peer domain")
 	}
-	if strings.HasPrefix(r.URL.Path, federationPrefix) {
-		return g.federation(w, r, id, src)
+	if gateway.IsFederation(c.Path) {
+		c.Call = proxy.Call{Protocol: mesh.ProtocolGRPC, Style: proxy.StyleGRPC, Service: mesh.ServiceKey{Name: "strait.federation.v1.Federation"}}
+		return gateway.Decision{Code: codes.OK, Call: c, Peer: src, Local: (*federation)(g)}
 	}
-	if call.Service.Name == "" {
-		return call, src, proxy.Fail(w, call, codes.InvalidArgument, "strait: call names no service")
+	if c.Service.Name == "" {
+		return gateway.Refuse(c, src, codes.InvalidArgument, "strait: call names no service")
 	}
-	_, decision := st.cfg.Table.Authorize(src, call.Protocol, call.Service, call.Method)
-	switch decision {
+	switch _, decision := st.cfg.Table.Authorize(src, c.Protocol, c.Service, c.Method); decision {
 	case routing.UnknownService:
-		return call, src, proxy.Fail(w, call, codes.Unimplemented, fmt.Sprintf("strait: unknown service %q in domain %s", call.Service.String(), g.domain))
+		return gateway.Refuse(c, src, codes.Unimplemented, fmt.Sprintf("strait: unknown service %q in domain %s", c.Service.String(), g.domain))
 	case routing.Forbidden:
-		g.log.Warn("call refused", "peer", src, "service", call.Service.Name, "method", call.Method)
-		return call, src, proxy.Fail(w, call, codes.PermissionDenied, fmt.Sprintf("strait: domain %s may not call %s/%s", src, call.Service.String(), call.Method))
+		d := gateway.Refuse(c, src, codes.PermissionDenied, fmt.Sprintf("strait: domain %s may not call %s/%s", src, c.Service.String(), c.Method))
+		d.Warn = true
+		return d
 	}
-	if !proxy.LimitBody(w, r, call, st.limits.MaxBodyBytes) {
-		return call, src, proxy.Outcome(call.Style, codes.ResourceExhausted)
+	set := st.set(c.Service, c.Protocol)
+	if set.Len() == 0 {
+		return gateway.Refuse(c, src, codes.Unavailable, fmt.Sprintf("strait: no live provider of %s in domain %s", c.Service.String(), g.domain))
 	}
-	eps := st.cfg.Endpoints(call.Service, call.Protocol)
-	if len(eps) == 0 {
-		return call, src, proxy.Fail(w, call, codes.Unavailable, fmt.Sprintf("strait: no live provider of %s in domain %s", call.Service.String(), g.domain))
+	d := gateway.Decision{
+		Code: codes.OK, Call: c, Peer: src,
+		Set: set, Pool: g.pool, Transport: g.h2c, Scheme: "http",
+		Retry: true, Limits: &st.limits,
 	}
-	rt := g.h2c
-	if call.Protocol == mesh.ProtocolHTTP {
-		rt = g.h1
+	if c.Protocol == mesh.ProtocolHTTP {
+		d.Pool, d.Transport = nil, g.h1
 	}
-	ctx, cancel := proxy.CallContext(r, call, st.limits.CallTimeout.D())
-	defer cancel()
-	start := int(g.rr.Add(1))
-	attempts := min(len(eps), 2)
-	for a := 0; ; a++ {
-		inst := eps[(start+a)%len(eps)]
-		outcome, err := proxy.Forward(ctx, w, r, call, proxy.Upstream{Transport: rt, Scheme: "http", Addr: inst.Address}, true, nil)
-		if err == nil {
-			return call, src, outcome
-		}
-		if proxy.NotSent(err) && a+1 < attempts {
-			g.log.Warn("provider unreachable, trying another", "peer", src, "service", call.Service.Name, "instance", inst.Address, "err", err)
-			continue
-		}
-		g.log.Warn("call failed", "peer", src, "service", call.Service.Name, "method", call.Method, "instance", inst.Address, "err", err)
-		return call, src, proxy.ForwardError(ctx, w, call, "provider "+inst.Address, err)
-	}
+	return d
 }
-
-// federationPrefix is the path of the Federation API, which peer controlplanes call
-// through the tunnel.
-const federationPrefix = "/strait.federation.v1.Federation/"
 
 // federation forwards a peer controlplane's Federation call to this domain's
 // controlplane, naming the peer domain its SVID proved.
-func (g *Gateway) federation(w http.ResponseWriter, r *http.Request, id spiffeid.ID, src string) (proxy.Call, string, string) {
-	call := proxy.Call{Protocol: mesh.ProtocolGRPC, Style: proxy.StyleGRPC, Service: mesh.ServiceKey{Name: "strait.federation.v1.Federation"}}
-	if !strings.HasPrefix(id.Path(), "/"+identity.RoleControlplane+"/") {
-		return call, src, proxy.Fail(w, call, codes.PermissionDenied, "strait: only a peer's controlplane may call the Federation API")
+type federation Gateway
+
+func (f *federation) ServeCall(w http.ResponseWriter, r *http.Request, d *gateway.Decision) string {
+	g := (*Gateway)(f)
+	call := d.Call.Call
+	if !strings.HasPrefix(d.Call.Caller.Path(), "/"+identity.RoleControlplane+"/") {
+		return proxy.Fail(w, call, codes.PermissionDenied, "strait: only a peer's controlplane may call the Federation API")
 	}
 	if g.cp.Transport == nil {
-		return call, src, proxy.Fail(w, call, codes.Unavailable, "strait: this ingress does not reach its controlplane")
+		return proxy.Fail(w, call, codes.Unavailable, "strait: this ingress does not reach its controlplane")
 	}
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
 	stop := context.AfterFunc(g.fedCtx, cancel)
 	defer stop()
-	outcome, err := proxy.Forward(ctx, w, r, call, g.cp, true, func(h http.Header) { h.Set(peerDomainHeader, src) })
+	outcome, err := proxy.Forward(ctx, w, r, call, g.cp, true, func(h http.Header) { h.Set(peerDomainHeader, d.Peer) })
 	if err != nil {
-		return call, src, proxy.ForwardError(ctx, w, call, "controlplane", err)
+		return proxy.ForwardError(ctx, w, call, "controlplane", err)
 	}
-	return call, src, outcome
+	return outcome
 }
 
 // peerDomainHeader carries the authenticated peer domain to the controlplane
 // (controlplane.PeerDomainHeader).
 const peerDomainHeader = "Strait-Peer-Domain"
-
-// classify reads the tunnel metadata the peer egress attached.
-func classify(r *http.Request) proxy.Call {
-	p := mesh.Protocol(r.Header.Get(proxy.HeaderProtocol))
-	if p == mesh.ProtocolHTTP || !p.Valid() {
-		return proxy.Call{Protocol: mesh.ProtocolHTTP, Style: proxy.StyleHTTP, Service: mesh.ServiceKey{Name: r.Header.Get(proxy.HeaderService)}}
-	}
-	c, _ := proxy.Classify(r)
-	c.Protocol = p
-	if c.Style == proxy.StyleHTTP {
-		c.Style = proxy.StyleTripleUnary
-	}
-	return c
-}
 
 var _ http.Handler = (*Gateway)(nil)
 

@@ -8,11 +8,9 @@ import (
 
 	"github.com/strait-mesh/strait/internal/balance"
 	"github.com/strait-mesh/strait/internal/config"
+	"github.com/strait-mesh/strait/internal/gateway"
 	"github.com/strait-mesh/strait/internal/identity"
 	"github.com/strait-mesh/strait/internal/mesh"
-	"github.com/strait-mesh/strait/internal/proxy"
-	"github.com/strait-mesh/strait/internal/relay"
-	"github.com/strait-mesh/strait/internal/routing"
 	"github.com/strait-mesh/strait/internal/xdsres"
 )
 
@@ -25,40 +23,6 @@ func relayFor(cs *tls.ConnectionState) (any, bool) {
 		return nil, false
 	}
 	return id, true
-}
-
-// Route sends an authorized gRPC-style call to one of its providers over h2c. Everything
-// else (plain HTTP, Triple's unary mode, refusals, federation) goes to the general path,
-// ServeHTTP, which answers it as before.
-func (g *Gateway) Route(r *relay.Request) relay.Decision {
-	st := g.state.Load()
-	if st.cfg == nil {
-		return relay.Decision{}
-	}
-	id, ok := r.Info.(spiffeid.ID)
-	if !ok {
-		return relay.Decision{}
-	}
-	src, known := st.peers[id.TrustDomain()]
-	if !known {
-		return relay.Decision{}
-	}
-	p := mesh.Protocol(r.Protocol)
-	if p == mesh.ProtocolHTTP || !p.Valid() || strings.HasPrefix(r.Path, federationPrefix) {
-		return relay.Decision{}
-	}
-	call, _ := proxy.ClassifyParts(r.Method, r.Path, r.ContentType, r.TriVersion, r.TriGroup)
-	if call.Style != proxy.StyleGRPC || call.Service.Name == "" {
-		return relay.Decision{}
-	}
-	if _, d := st.cfg.Table.Authorize(src, p, call.Service, call.Method); d != routing.Allowed {
-		return relay.Decision{}
-	}
-	set := st.set(call.Service, p)
-	if set.Len() == 0 {
-		return relay.Decision{}
-	}
-	return relay.Decision{Pool: g.pool, Set: set, Protocol: string(p), Peer: src}
 }
 
 type setKey struct {
@@ -116,4 +80,4 @@ func (g *Gateway) RelayStats() (relayed, fallback uint64) {
 	return g.relay.Stats()
 }
 
-var _ relay.Router = (*Gateway)(nil)
+var _ gateway.Kind = (*Gateway)(nil)
