@@ -449,6 +449,14 @@ func (t *Topology) waitFor(ctx context.Context, limit time.Duration, what string
 	return nil
 }
 
+// DataPath is the gateways' data path: "relay" or "http".
+func (t *Topology) DataPath() string {
+	if t.dataPath == "" {
+		return "relay"
+	}
+	return t.dataPath
+}
+
 // RestartGateway stops gateway i (draining, or at once if kill) and starts a new one with
 // the same file, listening on the same address. It returns the new gateway once it is
 // configured.
