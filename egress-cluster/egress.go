@@ -78,15 +78,11 @@ type Gateway struct {
 	srv    *http.Server
 	// relay serves h2c connections (the fast path); nil serves every connection with srv.
 	relay *relay.Server
-	// h1 hands HTTP/1.1 connections, sniffed by Serve, to srv.
-	h1        *connListener
-	snMu      sync.Mutex
-	snStopped bool
-	ln        net.Listener
-	sniffing  map[net.Conn]struct{}
-	snWG      sync.WaitGroup
-	retired   []*relay.Pool // replaced pools, closed as their calls end
-	obs       proxy.Observer
+	// sniffer tells h2c connections (the relay's) from HTTP/1.1 ones (srv's).
+	sniffer *gateway.Sniffer
+	mu      sync.Mutex
+	retired []*relay.Pool // replaced pools, closed as their calls end
+	obs     proxy.Observer
 	// core classifies calls once and serves Decide's decisions on both data paths.
 	core *gateway.Core
 }
@@ -145,8 +141,7 @@ func New(c Config) (*Gateway, error) {
 			StallTimeout:         l.StallTimeout.D(),
 			Logger:               g.log,
 		})
-		g.h1 = newConnListener()
-		g.sniffing = map[net.Conn]struct{}{}
+		g.sniffer = gateway.NewSniffer(g.relay, g.srv, l.ReadHeaderTimeout.D(), g.log)
 	}
 	return g, nil
 }
@@ -194,9 +189,9 @@ func (g *Gateway) Apply(cfg *xdsres.GatewayConfig) error {
 			o.tc.Close() // idle connections now; busy ones when their calls end
 			if o.pool != nil {
 				o.pool.Close()
-				g.snMu.Lock()
+				g.mu.Lock()
 				g.retired = append(g.retired, o.pool)
-				g.snMu.Unlock()
+				g.mu.Unlock()
 			}
 		}
 	}
@@ -252,7 +247,7 @@ func (g *Gateway) Routes() *routing.Table { return g.routes.Table() }
 // relay, HTTP/1.1 ones to the general path.
 func (g *Gateway) Serve(ln net.Listener) error {
 	if g.relay != nil {
-		return g.serveSniffed(ln)
+		return g.sniffer.Serve(ln)
 	}
 	err := g.srv.Serve(ln)
 	if errors.Is(err, http.ErrServerClosed) {
@@ -266,8 +261,7 @@ func (g *Gateway) Serve(ln net.Listener) error {
 func (g *Gateway) Shutdown(ctx context.Context) error {
 	var rerr chan error
 	if g.relay != nil {
-		g.h1.stop()
-		g.stopSniffers()
+		g.sniffer.Stop()
 		rerr = make(chan error, 1)
 		go func() { rerr <- g.relay.Shutdown(ctx) }()
 	}
@@ -306,7 +300,7 @@ wait:
 		if e := <-rerr; err == nil {
 			err = e
 		}
-		g.waitSniffers()
+		g.sniffer.Wait()
 	}
 	g.closePeers(false)
 	return err
@@ -314,10 +308,10 @@ wait:
 
 // closePeers closes the tunnels: at once if kill, else as their calls end.
 func (g *Gateway) closePeers(kill bool) {
-	g.snMu.Lock()
+	g.mu.Lock()
 	pools := g.retired
 	g.retired = nil
-	g.snMu.Unlock()
+	g.mu.Unlock()
 	for _, p := range *g.peers.Load() {
 		p.tc.Close()
 		if p.pool != nil {
@@ -337,10 +331,9 @@ func (g *Gateway) closePeers(kill bool) {
 // Close stops at once: the listener and every connection close, calls in flight fail.
 func (g *Gateway) Close() {
 	if g.relay != nil {
-		g.h1.stop()
-		g.stopSniffers()
+		g.sniffer.Stop()
 		g.relay.Close()
-		g.waitSniffers()
+		g.sniffer.Wait()
 	}
 	g.srv.Close()
 	g.closePeers(true)
@@ -388,3 +381,14 @@ func (g *Gateway) Decide(c gateway.Call) gateway.Decision {
 }
 
 var _ http.Handler = (*Gateway)(nil)
+
+// RelayStats counts the consumer streams the relay forwarded and those it handed to the
+// general path (zeros with the relay off).
+func (g *Gateway) RelayStats() (relayed, fallback uint64) {
+	if g.relay == nil {
+		return 0, 0
+	}
+	return g.relay.Stats()
+}
+
+var _ gateway.Kind = (*Gateway)(nil)

@@ -1,72 +1,94 @@
-package egress
+package gateway
 
 import (
 	"bufio"
 	"bytes"
 	"context"
 	"errors"
+	"log/slog"
 	"net"
 	"net/http"
 	"sync"
 	"time"
 
-	"github.com/strait-mesh/strait/internal/gateway"
 	"github.com/strait-mesh/strait/internal/relay"
 	"github.com/strait-mesh/strait/internal/tunnel"
 )
 
-// serveSniffed accepts consumer connections and tells them apart by their first bytes:
-// the HTTP/2 preface goes to the relay, anything else to the HTTP/1.1 server.
-func (g *Gateway) serveSniffed(ln net.Listener) error {
-	g.snMu.Lock()
-	if g.snStopped {
-		g.snMu.Unlock()
+// Sniffer serves HTTP/2 (the relay) and HTTP/1.1 (net/http) on one port.
+type Sniffer struct {
+	relay   *relay.Server
+	srv     *http.Server
+	timeout time.Duration
+	log     *slog.Logger
+	// h1 hands HTTP/1.1 connections to srv.
+	h1       *connListener
+	mu       sync.Mutex
+	stopped  bool
+	ln       net.Listener
+	sniffing map[net.Conn]struct{}
+	wg       sync.WaitGroup
+}
+
+// NewSniffer returns a sniffer that hands HTTP/2 connections to rs and HTTP/1.1 ones to
+// srv; a connection must show which it is within timeout.
+func NewSniffer(rs *relay.Server, srv *http.Server, timeout time.Duration, log *slog.Logger) *Sniffer {
+	return &Sniffer{relay: rs, srv: srv, timeout: timeout, log: log, h1: newConnListener(), sniffing: map[net.Conn]struct{}{}}
+}
+
+// Serve accepts connections on ln until Stop, and tells them apart by their first
+// bytes: the HTTP/2 preface goes to the relay, an HTTP/1 request line to the HTTP/1.1
+// server; anything else is closed.
+func (s *Sniffer) Serve(ln net.Listener) error {
+	s.mu.Lock()
+	if s.stopped {
+		s.mu.Unlock()
 		return nil
 	}
-	g.ln = ln
-	g.snMu.Unlock()
-	g.snWG.Add(1)
+	s.ln = ln
+	s.mu.Unlock()
+	s.wg.Add(1)
 	go func() {
-		defer g.snWG.Done()
-		if err := g.srv.Serve(g.h1); err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
-			g.log.Warn("http/1.1 server ended", "err", err)
+		defer s.wg.Done()
+		if err := s.srv.Serve(s.h1); err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
+			s.log.Warn("http/1.1 server ended", "err", err)
 		}
 	}()
-	timeout := g.limits.Load().ReadHeaderTimeout.D()
+	timeout := s.timeout
 	stopped := func() bool {
-		g.snMu.Lock()
-		defer g.snMu.Unlock()
-		return g.snStopped
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return s.stopped
 	}
 	return tunnel.AcceptLoop(ln, stopped, func(c net.Conn) bool {
-		g.snMu.Lock()
-		defer g.snMu.Unlock()
-		if g.snStopped {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if s.stopped {
 			c.Close()
 			return false
 		}
-		g.sniffing[c] = struct{}{}
-		g.snWG.Add(1)
-		go g.sniff(c, timeout)
+		s.sniffing[c] = struct{}{}
+		s.wg.Add(1)
+		go s.sniff(c, timeout)
 		return true
 	})
 }
 
-func (g *Gateway) sniff(c net.Conn, timeout time.Duration) {
-	defer g.snWG.Done()
+func (s *Sniffer) sniff(c net.Conn, timeout time.Duration) {
+	defer s.wg.Done()
 	_ = c.SetReadDeadline(time.Now().Add(timeout))
 	br := bufio.NewReaderSize(c, 64<<10)
 	b, err := br.Peek(3)
-	g.snMu.Lock()
-	delete(g.sniffing, c)
-	stopped := g.snStopped
-	g.snMu.Unlock()
+	s.mu.Lock()
+	delete(s.sniffing, c)
+	stopped := s.stopped
+	s.mu.Unlock()
 	if err != nil || stopped {
 		c.Close()
 		return
 	}
 	if string(b) == relay.Preface[:3] {
-		g.relay.ServeConn(context.Background(), c, br, nil)
+		s.relay.ServeConn(context.Background(), c, br, nil)
 		return
 	}
 	if !http1RequestLine(br) {
@@ -76,7 +98,7 @@ func (g *Gateway) sniff(c net.Conn, timeout time.Duration) {
 		return
 	}
 	_ = c.SetReadDeadline(time.Time{})
-	g.h1.push(&sniffedConn{Conn: c, r: br})
+	s.h1.push(&sniffedConn{Conn: c, r: br})
 }
 
 // http1RequestLine reports whether the connection starts with an HTTP/1 request line
@@ -97,20 +119,24 @@ func http1RequestLine(br *bufio.Reader) bool {
 	}
 }
 
-// stopSniffers closes the listener and the connections not yet told apart.
-func (g *Gateway) stopSniffers() {
-	g.snMu.Lock()
-	defer g.snMu.Unlock()
-	g.snStopped = true
-	if g.ln != nil {
-		g.ln.Close()
+// Stop closes the listener and the connections not yet told apart; the HTTP/1.1
+// server gets no more connections.
+func (s *Sniffer) Stop() {
+	s.h1.stop()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.stopped = true
+	if s.ln != nil {
+		s.ln.Close()
 	}
-	for c := range g.sniffing {
+	for c := range s.sniffing {
 		c.Close()
 	}
 }
 
-func (g *Gateway) waitSniffers() { g.snWG.Wait() }
+// Wait waits for the connections being told apart and for the HTTP/1.1 server's
+// Serve to return (after its Shutdown or Close).
+func (s *Sniffer) Wait() { s.wg.Wait() }
 
 // sniffedConn replays what sniffing read.
 type sniffedConn struct {
@@ -151,14 +177,3 @@ func (l *connListener) push(c net.Conn) {
 func (l *connListener) stop()          { l.once.Do(func() { close(l.done) }) }
 func (l *connListener) Close() error   { l.stop(); return nil }
 func (l *connListener) Addr() net.Addr { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)} }
-
-// RelayStats counts the consumer streams the relay forwarded and those it handed to the
-// general path (zeros with the relay off).
-func (g *Gateway) RelayStats() (relayed, fallback uint64) {
-	if g.relay == nil {
-		return 0, 0
-	}
-	return g.relay.Stats()
-}
-
-var _ gateway.Kind = (*Gateway)(nil)
