@@ -182,10 +182,11 @@ func (c *Client) stream(ctx context.Context, ads discoverygrpc.AggregatedDiscove
 	}
 }
 
-// handle applies one response. Resources that are invalid on their own are dropped and the
-// response refused. Resources that are valid but leave the whole inconsistent (a route to a
-// cluster not received yet) are kept, so that the picture completes when the rest arrives,
-// but the configuration in force does not change and the response is refused with the reason.
+// handle applies one response. Resources that are invalid on their own, or that make a
+// configuration Apply refuses, are dropped and the response refused. Resources that are
+// valid but leave the whole inconsistent (a route to a cluster not received yet) are kept,
+// so that the picture completes when the rest arrives, but the configuration in force does
+// not change and the response is refused with the reason.
 func (c *Client) handle(resp *discoverygrpc.DeltaDiscoveryResponse) error {
 	typ := resp.GetTypeUrl()
 	decoded := make(map[string]proto.Message, len(resp.GetResources()))
@@ -242,6 +243,9 @@ func (c *Client) handle(resp *discoverygrpc.DeltaDiscoveryResponse) error {
 		v = resp.GetSystemVersionInfo()
 	}
 	if err := c.o.Apply(cfg, v); err != nil {
+		// Refused by the gateway: forget this response, as an invalid one, so that it does
+		// not ride along with (and refuse) the next update of another type.
+		c.res[typ], c.versions[typ] = cur, curVersions
 		return fmt.Errorf("apply: %w", err)
 	}
 	c.applied.Store(&v)

@@ -368,9 +368,21 @@ func (e *Etcd) Campaign(ctx context.Context) (context.Context, error) {
 		}
 	}
 	if sess == nil {
-		var err error
-		sess, err = concurrency.NewSession(e.cli, concurrency.WithTTL(e.ttl), concurrency.WithContext(context.Background()))
+		// The lease is granted under ctx, so that a campaign against an etcd that does not
+		// answer ends with ctx (NewSession would grant it under the session's own context,
+		// which never ends); the session's keep-alive then outlives the campaign.
+		lease, err := e.cli.Grant(ctx, int64(e.ttl))
 		if err != nil {
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			return nil, fmt.Errorf("leader: etcd lease: %w", err)
+		}
+		sess, err = concurrency.NewSession(e.cli, concurrency.WithLease(lease.ID), concurrency.WithTTL(e.ttl), concurrency.WithContext(context.Background()))
+		if err != nil {
+			rctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+			_, _ = e.cli.Revoke(rctx, lease.ID)
+			cancel()
 			return nil, fmt.Errorf("leader: etcd session: %w", err)
 		}
 		e.mu.Lock()

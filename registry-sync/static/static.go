@@ -19,6 +19,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"time"
 
 	"github.com/fsnotify/fsnotify"
@@ -80,6 +81,10 @@ func Parse(b []byte) ([]mesh.Instance, error) {
 		}
 		if h, port, err := net.SplitHostPort(p.Address); err != nil || h == "" || port == "" {
 			errs = append(errs, fmt.Errorf("%s.address: %q is not host:port", path, p.Address))
+		} else if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+			// Not a port a client can dial (port 0 would reach the gateways, which refuse a
+			// whole update for one such endpoint).
+			errs = append(errs, fmt.Errorf("%s.address: %q: the port is not a number from 1 to 65535", path, p.Address))
 		}
 		out = append(out, mesh.Instance{
 			Service:  mesh.ServiceKey{Name: p.Service, Version: p.Version, Group: p.Group},
