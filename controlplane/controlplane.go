@@ -120,6 +120,9 @@ func (c *Controlplane) SetDomain(d *config.Domain) (string, error) {
 		if err != nil {
 			return "", fmt.Errorf("controlplane: peer %s: trust bundle: %w", p.Domain, err)
 		}
+		if err := checkBundle(p.TrustDomain, b); err != nil {
+			return "", fmt.Errorf("controlplane: peer %s: trust bundle %s: %w", p.Domain, path, err)
+		}
 		bundles[p.TrustDomain] = b
 	}
 	c.mu.Lock()

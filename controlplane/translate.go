@@ -22,6 +22,8 @@ import (
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -69,6 +71,10 @@ func Translate(in Inputs) (*Resources, error) {
 		pem, ok := in.Bundles[p.TrustDomain]
 		if !ok {
 			errs = append(errs, fmt.Errorf("peer %s: no trust bundle for %s", p.Domain, p.TrustDomain))
+			continue
+		}
+		if err := checkBundle(p.TrustDomain, pem); err != nil {
+			errs = append(errs, fmt.Errorf("peer %s: trust bundle: %w", p.Domain, err))
 			continue
 		}
 		s := bundleSecret(p.TrustDomain, pem)
@@ -245,9 +251,15 @@ func lbEndpoint(addr string, meta *corev3.Metadata) (*endpointv3.LbEndpoint, err
 	if err != nil {
 		return nil, err
 	}
+	if host == "" {
+		return nil, errors.New("no host")
+	}
 	pn, err := strconv.ParseUint(port, 10, 16)
 	if err != nil {
 		return nil, fmt.Errorf("port %q: %w", port, err)
+	}
+	if pn == 0 {
+		return nil, errors.New("port 0")
 	}
 	return &endpointv3.LbEndpoint{
 		HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{
@@ -258,6 +270,23 @@ func lbEndpoint(addr string, meta *corev3.Metadata) (*endpointv3.LbEndpoint, err
 		HealthStatus: corev3.HealthStatus_HEALTHY,
 		Metadata:     meta,
 	}, nil
+}
+
+// checkBundle refuses a trust bundle the gateways could not use: not PEM, or holding no
+// CA certificate (x509bundle.Parse is what the gateways run on it).
+func checkBundle(trustDomain string, pem []byte) error {
+	td, err := spiffeid.TrustDomainFromString(trustDomain)
+	if err != nil {
+		return err
+	}
+	b, err := x509bundle.Parse(td, pem)
+	if err != nil {
+		return err
+	}
+	if len(b.X509Authorities()) == 0 {
+		return errors.New("no certificate")
+	}
+	return nil
 }
 
 func assignment(cluster string, eps []*endpointv3.LbEndpoint) *endpointv3.ClusterLoadAssignment {
