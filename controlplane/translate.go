@@ -377,7 +377,7 @@ func egressRoutes(rs []config.Route) *routev3.RouteConfiguration {
 			"protocol": string(r.Protocol), "service": r.Service, "version": r.Version, "group": r.Group,
 			"peer": r.Peer, "host": r.Host, "pathPrefix": r.PathPrefix,
 		})
-		rt := &routev3.Route{Name: fmt.Sprintf("%s/%s", r.Protocol, r.Service), Action: toCluster(xdsres.PeerCluster(r.Peer)), Metadata: meta}
+		rt := &routev3.Route{Name: routeName(r.Protocol, r.Service, r.Version, r.Group, r.Host, r.PathPrefix), Action: toCluster(xdsres.PeerCluster(r.Peer)), Metadata: meta}
 		if r.Protocol.RPC() {
 			rt.Match = rpcMatch(r.Service, r.Version, r.Group, "")
 			def.Routes = append(def.Routes, rt)
@@ -408,7 +408,45 @@ func egressRoutes(rs []config.Route) *routev3.RouteConfiguration {
 		rc.VirtualHosts = append(rc.VirtualHosts, hosts[h])
 	}
 	rc.VirtualHosts = append(rc.VirtualHosts, def)
+	for _, vh := range rc.VirtualHosts {
+		specificFirst(vh.Routes)
+	}
 	return rc
+}
+
+// routeName names a route uniquely within its route configuration.
+func routeName(p mesh.Protocol, service, version, group, host, prefix string) string {
+	n := string(p) + "/" + service
+	if version != "" || group != "" {
+		n += ":" + version + ":" + group
+	}
+	if host != "" || prefix != "" {
+		n += "@" + strings.ToLower(host) + prefix
+	}
+	return n
+}
+
+// specificFirst orders a virtual host's routes as Envoy and gRPC's xDS resolver need them
+// (the first match wins): longer paths first, and among equal paths those that match more
+// headers (a version or group) first. Strait's gateways pick the most specific match
+// whatever the order; other xDS clients of the controlplane take the first.
+func specificFirst(rs []*routev3.Route) {
+	key := func(r *routev3.Route) (int, int) {
+		m := r.GetMatch()
+		path := m.GetPath()
+		if path == "" {
+			path = m.GetPrefix() + m.GetPathSeparatedPrefix()
+		}
+		return len(path), len(m.GetHeaders())
+	}
+	sort.SliceStable(rs, func(i, j int) bool {
+		li, hi := key(rs[i])
+		lj, hj := key(rs[j])
+		if li != lj {
+			return li > lj
+		}
+		return hi > hj
+	})
 }
 
 func ingressRoutes(exports []config.Export) *routev3.RouteConfiguration {
@@ -418,7 +456,7 @@ func ingressRoutes(exports []config.Export) *routev3.RouteConfiguration {
 			"protocol": string(e.Protocol), "service": e.Service, "version": e.Version, "group": e.Group,
 			"allow": strs(e.To), "methods": strs(e.Methods),
 		})
-		rt := &routev3.Route{Name: fmt.Sprintf("%s/%s", e.Protocol, e.Service), Action: toCluster(xdsres.ServiceCluster(e.Protocol, e.Service)), Metadata: meta}
+		rt := &routev3.Route{Name: routeName(e.Protocol, e.Service, e.Version, e.Group, "", ""), Action: toCluster(xdsres.ServiceCluster(e.Protocol, e.Service)), Metadata: meta}
 		if e.Protocol.RPC() {
 			rt.Match = rpcMatch(e.Service, e.Version, e.Group, "")
 		} else {
@@ -431,6 +469,7 @@ func ingressRoutes(exports []config.Export) *routev3.RouteConfiguration {
 		}
 		vh.Routes = append(vh.Routes, rt)
 	}
+	specificFirst(vh.Routes)
 	return &routev3.RouteConfiguration{Name: xdsres.RoleIngress, VirtualHosts: []*routev3.VirtualHost{vh}}
 }
 
