@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/strait-mesh/strait/internal/backoff"
 	federationv1 "github.com/strait-mesh/strait/proto/federation/v1"
 )
 
@@ -83,7 +84,7 @@ func (im *Importer) Carry(from *Importer) {
 
 // Run follows the peer's catalog until ctx ends.
 func (im *Importer) Run(ctx context.Context) {
-	backoff := 100 * time.Millisecond
+	retry := backoff.New(100*time.Millisecond, 5*time.Second)
 	for ctx.Err() == nil {
 		start := time.Now()
 		err := im.follow(ctx)
@@ -102,16 +103,11 @@ func (im *Importer) Run(ctx context.Context) {
 			im.onChange()
 		}
 		if time.Since(start) > 10*time.Second {
-			backoff = 100 * time.Millisecond
+			retry.Reset()
 		}
-		t := time.NewTimer(backoff)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if !retry.Wait(ctx) {
 			return
-		case <-t.C:
 		}
-		backoff = min(2*backoff, 5*time.Second)
 	}
 }
 

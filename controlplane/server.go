@@ -97,7 +97,7 @@ func Start(o ServerOptions) (c *Server, err error) {
 		}
 	}()
 
-	endpoints := d.Registry.Endpoints
+	endpoints := d.Registry.Addresses
 	if d.Registry.Kind == "" || d.Registry.Kind == "embedded" {
 		dir := o.DataDir
 		if dir == "" {
@@ -278,7 +278,7 @@ func (c *Server) RegistryEndpoint() string {
 	if c.embedded != nil {
 		return c.embedded.Endpoint()
 	}
-	return c.cp.Domain().Registry.Endpoints[0]
+	return c.cp.Domain().Registry.Addresses[0]
 }
 
 // Registry is the domain's registry client.

@@ -1,15 +1,12 @@
-// Package launch starts Strait's processes from their configuration: a gateway instance
-// (egress or ingress) with its xDS client and admin listener, a controlplane with its xDS
-// server, registry and admin API, and the two-domain topology of `strait demo` and the
-// end-to-end tests, built from the same parts. It is the wiring layer between cmd/strait
-// and the components.
+// Package launch starts a gateway process from its file: the egress or ingress gateway
+// with its xDS client, admin listener, metrics and gossip membership. It is the wiring
+// layer between cmd/strait and the components. A controlplane process is
+// controlplane.Start; the two-domain topology of `strait demo` and the tests is
+// launch/demo.
 package launch
 
 import (
 	"context"
-
-	"github.com/prometheus/client_golang/prometheus"
-
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -20,6 +17,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/net/http2"
 
 	egress "github.com/strait-mesh/strait/egress-cluster"
@@ -120,9 +118,9 @@ func startGateway(gw *config.Gateway, ln net.Listener, log *slog.Logger) (g *Gat
 		}
 	case xdsres.RoleIngress:
 		// Peer controlplanes' federation calls go on to this domain's controlplane.
-		cp := proxy.Upstream{Transport: proxy.NewH2CTransport(10*time.Second, 64<<10), Scheme: "http", Addr: gw.Controlplane}
+		cp := proxy.Upstream{Transport: proxy.NewH2CTransport(10*time.Second, 64<<10), Scheme: "http", Addr: gw.Controlplane.XDS}
 		if xdsTLS != nil {
-			cp = proxy.Upstream{Transport: &http2.Transport{TLSClientConfig: xdsTLS, ReadIdleTimeout: 15 * time.Second, PingTimeout: 5 * time.Second}, Scheme: "https", Addr: gw.Controlplane}
+			cp = proxy.Upstream{Transport: &http2.Transport{TLSClientConfig: xdsTLS, ReadIdleTimeout: 15 * time.Second, PingTimeout: 5 * time.Second}, Scheme: "https", Addr: gw.Controlplane.XDS}
 		}
 		g.ig, err = ingress.New(ingress.Config{Domain: gw.Domain, Instance: gw.Instance, SVID: svid, Limits: gw.Limits, DataPath: gw.DataPath, Logger: g.log, Observer: g.metrics, Controlplane: cp})
 		if err == nil {
@@ -163,7 +161,7 @@ func startGateway(gw *config.Gateway, ln net.Listener, log *slog.Logger) (g *Gat
 		}
 	}
 	g.xds = xdsclient.New(xdsclient.Options{
-		Addr: gw.Controlplane, Role: gw.Role, NodeID: gw.Domain + "/" + gw.Role + "/" + gw.Instance, Logger: g.log, TLS: xdsTLS,
+		Addr: gw.Controlplane.XDS, Role: gw.Role, NodeID: gw.Domain + "/" + gw.Role + "/" + gw.Instance, Logger: g.log, TLS: xdsTLS,
 		Apply: func(cfg *xdsres.GatewayConfig, v string) error {
 			if err := apply(cfg); err != nil {
 				g.metrics.ConfigNack()

@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/strait-mesh/strait/internal/backoff"
 	"github.com/strait-mesh/strait/internal/mesh"
 )
 
@@ -84,21 +85,21 @@ func NewCatalog(reg Registry, log *slog.Logger) *Catalog {
 // Run watches the registry until ctx ends, re-subscribing with backoff when the watch
 // breaks. The last known providers stay in the view while the registry is unreachable.
 func (c *Catalog) Run(ctx context.Context) {
-	backoff := 100 * time.Millisecond
+	retry := backoff.New(100*time.Millisecond, 5*time.Second)
 	for {
+		start := time.Now()
 		err := c.reg.Watch(ctx, c.set)
 		if ctx.Err() != nil {
 			return
 		}
-		c.log.Warn("registry watch broke; keeping the last known providers", "err", err, "retry_in", backoff)
-		t := time.NewTimer(backoff)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return
-		case <-t.C:
+		if time.Since(start) > 10*time.Second {
+			retry.Reset() // a watch that lasted: this break is a new one
 		}
-		backoff = min(2*backoff, 5*time.Second)
+		d := retry.Next()
+		c.log.Warn("registry watch broke; keeping the last known providers", "err", err, "retry_in", d)
+		if !backoff.Sleep(ctx, d) {
+			return
+		}
 	}
 }
 

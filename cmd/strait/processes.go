@@ -21,7 +21,11 @@ func newLogger(stderr io.Writer, level string) (*slog.Logger, error) {
 	if err := l.UnmarshalText([]byte(level)); err != nil {
 		return nil, fmt.Errorf("bad --log-level %q (debug, info, warn, error)", level)
 	}
-	return slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: l})), nil
+	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: l}))
+	// The configuration loaders log their deprecation warnings to the default logger:
+	// they go where the process logs.
+	slog.SetDefault(log)
+	return log, nil
 }
 
 // runControlplane is `strait controlplane -c domain.yaml`.

@@ -4,10 +4,8 @@
 package config
 
 import (
-	"bytes"
-	"errors"
 	"fmt"
-	"io"
+	"log/slog"
 	"net"
 	"os"
 	"path"
@@ -18,6 +16,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/strait-mesh/strait/internal/configerr"
 	"github.com/strait-mesh/strait/internal/mesh"
 )
 
@@ -121,8 +120,9 @@ type Gateway struct {
 	// Listen is the consumer listener (egress) or the tunnel listener (ingress).
 	Listen string `yaml:"listen"`
 	Admin  string `yaml:"admin"`
-	// Controlplane is the controlplane's xDS address.
-	Controlplane string `yaml:"controlplane"`
+	// Controlplane is where the gateway finds its controlplane. The old form, the xDS
+	// address as a string (controlplane: HOST:PORT), is accepted with a deprecation warning.
+	Controlplane ControlplaneLink `yaml:"controlplane"`
 	// Identity is the gateway's SVID; with Bundle set, xDS runs over mutual TLS and the
 	// controlplane must present spiffe://<trust domain>/controlplane/….
 	Identity Identity `yaml:"identity"`
@@ -137,33 +137,58 @@ type Gateway struct {
 	DataPath string `yaml:"dataPath"`
 }
 
-// LoadGateway reads and validates a gateway file.
+// ControlplaneLink is a gateway's way to its controlplane. In a domain file the same
+// key, controlplane, says where the controlplane listens; xds is the same address in both.
+type ControlplaneLink struct {
+	// XDS is the controlplane's xDS address (its controlplane.xds).
+	XDS string `yaml:"xds"`
+}
+
+// gatewaySpellings are the old spellings a gateway file may still use.
+var gatewaySpellings = []configerr.Option{
+	configerr.Shorthand("controlplane", "xds"), // controlplane: HOST:PORT
+}
+
+// LoadGateway reads and validates a gateway file. Deprecated spellings are logged (with
+// slog's default logger); LoadGatewayWithWarnings returns them instead.
 func LoadGateway(path string) (*Gateway, error) {
+	g, warnings, err := LoadGatewayWithWarnings(path)
+	logWarnings(path, warnings)
+	return g, err
+}
+
+// LoadGatewayWithWarnings reads and validates a gateway file, and returns the deprecation
+// warnings of the spellings it uses that still work (also with an error).
+func LoadGatewayWithWarnings(path string) (*Gateway, Errors, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("config: %w", err)
+		return nil, nil, fmt.Errorf("config: %w", err)
 	}
-	dec := yaml.NewDecoder(bytes.NewReader(b))
-	dec.KnownFields(true)
 	var g Gateway
-	if err := dec.Decode(&g); err != nil {
-		return nil, fmt.Errorf("config %s: %w", path, err)
+	warnings, err := configerr.Decode(b, &g, gatewaySpellings...)
+	if err != nil {
+		return nil, warnings, fmt.Errorf("config %s: %w", path, err)
 	}
 	if err := g.Validate(); err != nil {
-		return nil, fmt.Errorf("config %s: %w", path, err)
+		return nil, warnings, fmt.Errorf("config %s: %w", path, err)
 	}
 	// Relative paths are relative to the file.
 	g.Identity.resolve(filepath.Dir(path))
 	g.Gossip.resolve(filepath.Dir(path))
-	return &g, nil
+	return &g, warnings, nil
+}
+
+// logWarnings logs a file's deprecation warnings.
+func logWarnings(file string, warnings Errors) {
+	for _, w := range warnings {
+		slog.Warn("config: deprecated spelling; it still works, but update the file", "file", file, "warning", w.Error())
+	}
 }
 
 // Validate checks a gateway file.
 func (g *Gateway) Validate() error {
 	var es Errors
-	add := func(path, format string, args ...any) {
-		es = append(es, &FieldError{Path: path, Msg: fmt.Sprintf(format, args...)})
-	}
+	add := es.Add
 	if g.Domain == "" {
 		add("domain", "required")
 	} else if !labelRE.MatchString(g.Domain) {
@@ -180,7 +205,7 @@ func (g *Gateway) Validate() error {
 	} else if !labelRE.MatchString(g.Instance) {
 		add("instance", "%q is not a DNS label", g.Instance)
 	}
-	for _, f := range []struct{ path, v string }{{"listen", g.Listen}, {"controlplane", g.Controlplane}} {
+	for _, f := range []struct{ path, v string }{{"listen", g.Listen}, {"controlplane.xds", g.Controlplane.XDS}} {
 		if err := checkHostPort(f.v); err != nil {
 			add(f.path, "%v", err)
 		}
@@ -201,10 +226,7 @@ func (g *Gateway) Validate() error {
 		add("drainTimeout", "must not be negative")
 	}
 	g.Gossip.validate(add, "gossip")
-	if len(es) == 0 {
-		return nil
-	}
-	return es
+	return es.Err()
 }
 
 // Registry says where the domain's service registry is.
@@ -212,9 +234,10 @@ type Registry struct {
 	// Kind is "embedded" (an etcd inside the controlplane, the default), "etcd",
 	// "zookeeper" or "nacos".
 	Kind string `yaml:"kind"`
-	// Endpoints are the servers' host:port (Nacos: the HTTP port; the SDK uses it + 1000
-	// for gRPC).
-	Endpoints []string `yaml:"endpoints"`
+	// Addresses are the servers' host:port (Nacos: the HTTP port; the SDK uses it + 1000
+	// for gRPC), as in a sync job's source and target. The old name, endpoints, is
+	// accepted with a deprecation warning.
+	Addresses []string `yaml:"addresses"`
 	// Namespace is the Nacos namespace; empty is the public one.
 	Namespace string `yaml:"namespace"`
 }
@@ -379,12 +402,12 @@ type Duration time.Duration
 // UnmarshalYAML parses a Go duration string.
 func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 	var s string
-	if err := n.Decode(&s); err != nil {
-		return err
+	if n.Kind != yaml.ScalarNode || n.Decode(&s) != nil {
+		return fmt.Errorf("expected a duration like 1.5s, got %s", configerr.Got(n))
 	}
 	v, err := time.ParseDuration(s)
 	if err != nil {
-		return fmt.Errorf("line %d: %q is not a duration like 1.5s", n.Line, s)
+		return fmt.Errorf("expected a duration like 1.5s, got %s", configerr.Got(n))
 	}
 	*d = Duration(v)
 	return nil
@@ -396,60 +419,65 @@ func (d Duration) MarshalYAML() (any, error) { return time.Duration(d).String(),
 // D returns d as a time.Duration.
 func (d Duration) D() time.Duration { return time.Duration(d) }
 
-// Load reads and validates a domain file.
+// Load reads and validates a domain file. Deprecated spellings are logged (with slog's
+// default logger); LoadWithWarnings returns them instead.
 func Load(path string) (*Domain, error) {
+	d, warnings, err := LoadWithWarnings(path)
+	logWarnings(path, warnings)
+	return d, err
+}
+
+// LoadWithWarnings reads and validates a domain file, and returns the deprecation
+// warnings of the spellings it uses that still work (also with an error).
+func LoadWithWarnings(path string) (*Domain, Errors, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("config: %w", err)
+		return nil, nil, fmt.Errorf("config: %w", err)
 	}
-	d, err := Parse(b)
+	d, warnings, err := ParseWithWarnings(b)
 	if err != nil {
-		return nil, fmt.Errorf("config %s: %w", path, err)
+		return nil, warnings, fmt.Errorf("config %s: %w", path, err)
 	}
 	d.Gossip.Egress.resolve(filepath.Dir(path))
 	d.Gossip.Ingress.resolve(filepath.Dir(path))
 	d.Controlplane.Identity.resolve(filepath.Dir(path))
-	return d, nil
+	return d, warnings, nil
 }
 
-// Parse decodes a domain document (unknown keys are errors) and validates it.
+// domainSpellings are the old spellings a domain document may still use.
+var domainSpellings = []configerr.Option{
+	configerr.Renamed("registry", "endpoints", "addresses"),
+}
+
+// Parse decodes a domain document (unknown keys are errors) and validates it. Deprecated
+// spellings are logged (with slog's default logger); ParseWithWarnings returns them.
 func Parse(b []byte) (*Domain, error) {
-	dec := yaml.NewDecoder(bytes.NewReader(b))
-	dec.KnownFields(true)
+	d, warnings, err := ParseWithWarnings(b)
+	logWarnings("", warnings)
+	return d, err
+}
+
+// ParseWithWarnings decodes a domain document (unknown keys are errors) and validates it.
+// Decode errors are Errors with the path and line of each problem; validation errors are
+// Errors with paths. The warnings are the deprecated spellings the document uses, which
+// still work; they come with or without an error.
+func ParseWithWarnings(b []byte) (*Domain, Errors, error) {
 	var d Domain
-	if err := dec.Decode(&d); err != nil {
-		if errors.Is(err, io.EOF) {
-			return nil, errors.New("empty document")
-		}
-		return nil, err
+	warnings, err := configerr.Decode(b, &d, domainSpellings...)
+	if err != nil {
+		return nil, warnings, err
 	}
 	if err := d.Validate(); err != nil {
-		return nil, err
+		return nil, warnings, err
 	}
-	return &d, nil
+	return &d, warnings, nil
 }
 
-// FieldError is one problem at one path of the document.
-type FieldError struct {
-	Path string
-	Msg  string
-}
+// FieldError is one problem at one path (and line) of a document.
+type FieldError = configerr.FieldError
 
-func (e *FieldError) Error() string { return e.Path + ": " + e.Msg }
-
-// Errors is every problem found in a document, in document order.
-type Errors []*FieldError
-
-func (es Errors) Error() string {
-	var b strings.Builder
-	for i, e := range es {
-		if i > 0 {
-			b.WriteByte('\n')
-		}
-		b.WriteString(e.Error())
-	}
-	return b.String()
-}
+// Errors is every problem found in a document.
+type Errors = configerr.Errors
 
 var (
 	labelRE       = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
@@ -462,9 +490,7 @@ var (
 // Validate checks d and returns Errors listing every problem, or nil.
 func (d *Domain) Validate() error {
 	var es Errors
-	add := func(path, format string, args ...any) {
-		es = append(es, &FieldError{Path: path, Msg: fmt.Sprintf(format, args...)})
-	}
+	add := es.Add
 	checkLabel := func(path, v string) {
 		switch {
 		case v == "":
@@ -487,16 +513,16 @@ func (d *Domain) Validate() error {
 
 	switch d.Registry.Kind {
 	case "", "embedded":
-		if len(d.Registry.Endpoints) > 0 {
-			add("registry.endpoints", "not for an embedded registry")
+		if len(d.Registry.Addresses) > 0 {
+			add("registry.addresses", "not for an embedded registry")
 		}
 	case "etcd", "zookeeper", "nacos":
-		if len(d.Registry.Endpoints) == 0 {
-			add("registry.endpoints", "required for kind %s", d.Registry.Kind)
+		if len(d.Registry.Addresses) == 0 {
+			add("registry.addresses", "required for kind %s", d.Registry.Kind)
 		}
-		for i, ep := range d.Registry.Endpoints {
-			if ep == "" {
-				add(fmt.Sprintf("registry.endpoints[%d]", i), "empty")
+		for i, a := range d.Registry.Addresses {
+			if a == "" {
+				add(fmt.Sprintf("registry.addresses[%d]", i), "empty")
 			}
 		}
 	default:
@@ -634,10 +660,7 @@ func (d *Domain) Validate() error {
 
 	d.Limits.validate(add)
 
-	if len(es) == 0 {
-		return nil
-	}
-	return es
+	return es.Err()
 }
 
 func checkService(add func(string, string, ...any), path, name string, p mesh.Protocol) {

@@ -61,6 +61,10 @@ func FuzzParse(f *testing.F) {
 		"domain: alpha\ntrustDomain: alpha.example\nexports: [{service: '[', protocol: grpc, to: [beta]}]\n",
 		"gossip: {egress: {bind: ':1', keyFile: k}}\n",
 		"a: &a [*a, *a]\n", "x: !!binary AAAA\n", "unknown: 1\n", "domain: [1, 2]\n", "{{{{", "\t\x00\xff",
+		"domain: a\ntrustDomain: a\nregistry: {kind: etcd, endpoints: ['h:1']}\n",
+		"domain: a\ntrustDomain: a\nregistry: {kind: etcd, endpoints: ['h:1'], addresses: ['h:1']}\n",
+		"domain: a\ntrustDomain: a\nregistry: &r {kind: etcd, endpoints: ['h:1']}\npeers: [{domain: b, trustDomain: *r}]\n",
+		"registry: {<<, [a]}\n", "registry: {<<: {kind: etcd}, addresses: [x]}\n", "registry: {endpoint: [x]}\n",
 	} {
 		f.Add([]byte(s))
 	}
@@ -102,6 +106,8 @@ func FuzzLoadGateway(f *testing.F) {
 		"domain: alpha\nrole: ingress\ninstance: i1\nlisten: '[::1]:1'\ncontrolplane: 'h:2'\nidentity: {cert: c, key: k}\ndrainTimeout: -1s\ngossip: {bind: 'h:3', keyFile: ../k}\ndataPath: http\n",
 		"domain: alpha\nrole: egress\ninstance: e1\nlisten: ':1'\ncontrolplane: 'h:2'\nidentity: {cert: c, key: k}\nlimits: {maxConcurrentStreams: -1}\n",
 		"identity: null\ngossip: null\n", "limits: {readHeaderTimeout: 1e9}\n", "- a\n- b\n",
+		"domain: alpha\nrole: egress\ninstance: e1\nlisten: ':1'\ncontrolplane: {xds: 'h:2'}\nidentity: {cert: c, key: k}\n",
+		"controlplane: &c 'h:2'\nlisten: *c\n", "controlplane: [h]\n", "controlplane: {xds: {a: b}}\n", "controlplane: ''\n",
 	} {
 		f.Add([]byte(s))
 	}

@@ -21,7 +21,7 @@ import (
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	statuspb "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/backoff"
+	grpcbackoff "google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
@@ -29,6 +29,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 
+	"github.com/strait-mesh/strait/internal/backoff"
 	"github.com/strait-mesh/strait/internal/xdsres"
 )
 
@@ -111,14 +112,14 @@ func (c *Client) Run(ctx context.Context) {
 		grpc.WithTransportCredentials(creds),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 10 * time.Second, Timeout: 5 * time.Second, PermitWithoutStream: true}),
 		// Reconnect quickly when the controlplane comes back: at most a second apart.
-		grpc.WithConnectParams(grpc.ConnectParams{Backoff: backoff.Config{BaseDelay: 50 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second}, MinConnectTimeout: 2 * time.Second}),
+		grpc.WithConnectParams(grpc.ConnectParams{Backoff: grpcbackoff.Config{BaseDelay: 50 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second}, MinConnectTimeout: 2 * time.Second}),
 	)
 	if err != nil {
 		c.log.Error("xds: bad controlplane address", "addr", c.o.Addr, "err", err)
 		return
 	}
 	defer cc.Close()
-	backoff := 50 * time.Millisecond
+	retry := backoff.New(50*time.Millisecond, 2*time.Second)
 	for ctx.Err() == nil {
 		start := time.Now()
 		err := c.stream(ctx, discoverygrpc.NewAggregatedDiscoveryServiceClient(cc))
@@ -127,17 +128,13 @@ func (c *Client) Run(ctx context.Context) {
 			return
 		}
 		if time.Since(start) > 10*time.Second {
-			backoff = 50 * time.Millisecond
+			retry.Reset()
 		}
-		c.log.Warn("xds stream ended; keeping the last configuration", "addr", c.o.Addr, "err", err, "retry_in", backoff)
-		t := time.NewTimer(backoff)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		d := retry.Next()
+		c.log.Warn("xds stream ended; keeping the last configuration", "addr", c.o.Addr, "err", err, "retry_in", d)
+		if !backoff.Sleep(ctx, d) {
 			return
-		case <-t.C:
 		}
-		backoff = min(2*backoff, 2*time.Second)
 	}
 }
 

@@ -86,7 +86,7 @@ func run(n, changes int) error {
 		if err != nil {
 			return err
 		}
-		gw := &config.Gateway{Domain: "bench", Role: role, Instance: name, Listen: "127.0.0.1:0", Admin: "127.0.0.1:0", Controlplane: cp.XDSAddr()}
+		gw := &config.Gateway{Domain: "bench", Role: role, Instance: name, Listen: "127.0.0.1:0", Admin: "127.0.0.1:0", Controlplane: config.ControlplaneLink{XDS: cp.XDSAddr()}}
 		gw.Identity.Cert, gw.Identity.Key = f.Cert, f.Key
 		g, err := launch.StartGateway(gw, nil)
 		if err != nil {

@@ -16,10 +16,8 @@
 package syncjob
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"path"
@@ -28,9 +26,8 @@ import (
 	"strconv"
 	"time"
 
-	"gopkg.in/yaml.v3"
-
 	"github.com/strait-mesh/strait/internal/config"
+	"github.com/strait-mesh/strait/internal/configerr"
 )
 
 // Job is a sync job file.
@@ -92,15 +89,11 @@ func Load(file string) (*Job, error) {
 }
 
 // Parse decodes a job document (unknown keys are errors), fills the defaults and validates
-// it; a config.Errors lists every problem with its path.
+// it; a configerr.Errors lists every problem with its path (and, for a decode error, its
+// line).
 func Parse(b []byte) (*Job, error) {
-	dec := yaml.NewDecoder(bytes.NewReader(b))
-	dec.KnownFields(true)
 	var j Job
-	if err := dec.Decode(&j); err != nil {
-		if errors.Is(err, io.EOF) {
-			return nil, errors.New("empty document")
-		}
+	if _, err := configerr.Decode(b, &j); err != nil {
 		return nil, err
 	}
 	if err := j.Validate(); err != nil {
@@ -109,12 +102,10 @@ func Parse(b []byte) (*Job, error) {
 	return &j, nil
 }
 
-// Validate fills the defaults and returns config.Errors listing every problem, or nil.
+// Validate fills the defaults and returns configerr.Errors listing every problem, or nil.
 func (j *Job) Validate() error {
-	var es config.Errors
-	add := func(p, format string, args ...any) {
-		es = append(es, &config.FieldError{Path: p, Msg: fmt.Sprintf(format, args...)})
-	}
+	var es configerr.Errors
+	add := es.Add
 	switch {
 	case j.Name == "":
 		add("name", "required")
@@ -170,10 +161,7 @@ func (j *Job) Validate() error {
 	case ttl < time.Second:
 		add("leader.ttl", "%v is less than 1s", ttl)
 	}
-	if len(es) > 0 {
-		return es
-	}
-	return nil
+	return es.Err()
 }
 
 func (s *Side) validate(add func(string, string, ...any), p string) {

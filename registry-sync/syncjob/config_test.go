@@ -8,7 +8,7 @@ import (
 
 	"go.uber.org/goleak"
 
-	"github.com/strait-mesh/strait/internal/config"
+	"github.com/strait-mesh/strait/internal/configerr"
 	"github.com/strait-mesh/strait/internal/mesh"
 	registrysync "github.com/strait-mesh/strait/registry-sync"
 )
@@ -58,7 +58,13 @@ func TestErrorsHavePaths(t *testing.T) {
 		{`name: x
 source: {kind: zookeeper, addresses: ["a:1"]}
 target: {kind: nacos, addresses: ["b:2"]}
-surprise: true`, "field surprise not found"},
+surprise: true`, "surprise (line 4): unknown field"},
+		{`name: x
+source: {kind: zookeeper, adresses: ["a:1"]}
+target: {kind: nacos, addresses: "b:2"}`, "source.adresses (line 2): unknown field; did you mean \"addresses\"?\n" +
+			"target.addresses (line 3): expected a list, got \"b:2\"; write [\"b:2\"]"},
+		{`name: x
+leader: {ttl: soon}`, "leader.ttl (line 2): expected a duration like 1.5s, got \"soon\""},
 		{`name: x
 source: {kind: zookeeper, addresses: ["a:1"]}
 target: {kind: zookeeper, addresses: ["a:1"]}`, "target: is the same registry as the source"},
@@ -78,9 +84,9 @@ source: {kind: etcd, addresses: ["a:1"], namespace: n}
 target: {kind: nacos, addresses: ["b:0"]}
 services: [""]
 leader: {on: sideways}`))
-	var es config.Errors
+	var es configerr.Errors
 	if !errors.As(err, &es) {
-		t.Fatalf("%v is not config.Errors", err)
+		t.Fatalf("%v is not configerr.Errors", err)
 	}
 	var paths []string
 	for _, e := range es {

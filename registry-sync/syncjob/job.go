@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/strait-mesh/strait/internal/backoff"
 	"github.com/strait-mesh/strait/internal/mesh"
 	registrysync "github.com/strait-mesh/strait/registry-sync"
 	"github.com/strait-mesh/strait/registry-sync/leader"
@@ -297,37 +298,26 @@ func (r *Runner) Once(ctx context.Context) (*Report, error) {
 // change, while this process leads. On losing the leadership it stops writing at once and
 // campaigns again.
 func (r *Runner) Run(ctx context.Context) error {
-	backoff := 200 * time.Millisecond
+	retry := backoff.New(200*time.Millisecond, 5*time.Second)
 	for {
 		lead, err := r.campaign(ctx)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
-			r.log.Warn("campaign failed; retrying", "err", err, "retry_in", backoff)
-			if !sleep(ctx, backoff) {
+			d := retry.Next()
+			r.log.Warn("campaign failed; retrying", "err", err, "retry_in", d)
+			if !backoff.Sleep(ctx, d) {
 				return nil
 			}
-			backoff = min(2*backoff, 5*time.Second)
 			continue
 		}
-		backoff = 200 * time.Millisecond
+		retry.Reset()
 		r.lead(lead)
 		if ctx.Err() != nil {
 			return nil
 		}
 		r.log.Warn("lost the leadership; stopped writing")
-	}
-}
-
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
 	}
 }
 
@@ -379,7 +369,7 @@ func (r *Runner) follow(lead context.Context, d direction, idx int, prog *progre
 	var have map[string]mesh.Instance // the job's copies in the target, nil: to be listed
 	var retry <-chan time.Time
 	first := true
-	backoff := 200 * time.Millisecond
+	again := backoff.New(200*time.Millisecond, 5*time.Second)
 	for {
 		select {
 		case <-lead.Done():
@@ -398,8 +388,7 @@ func (r *Runner) follow(lead context.Context, d direction, idx int, prog *progre
 					return
 				}
 				r.log.Warn("listing the target failed; retrying", "registry", d.to.label, "err", err)
-				retry = time.After(backoff)
-				backoff = min(2*backoff, 5*time.Second)
+				retry = time.After(again.Next())
 				continue
 			}
 			have = r.owned(all)
@@ -416,11 +405,10 @@ func (r *Runner) follow(lead context.Context, d direction, idx int, prog *progre
 		if err != nil {
 			r.log.Warn("reconcile incomplete; retrying", "from", d.from.label, "to", d.to.label, "err", err)
 			have = nil // list again: what failed may have half happened
-			retry = time.After(backoff)
-			backoff = min(2*backoff, 5*time.Second)
+			retry = time.After(again.Next())
 			continue
 		}
-		backoff = 200 * time.Millisecond
+		again.Reset()
 		tot, _ := (&Report{Directions: []DirectionReport{t.report(d)}}).Totals()
 		if tot.Added+tot.Updated+tot.Removed > 0 || first {
 			r.log.Info("reconciled", "from", d.from.label, "to", d.to.label,
