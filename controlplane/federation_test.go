@@ -2,9 +2,11 @@ package controlplane
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -21,6 +23,8 @@ import (
 	"github.com/strait-mesh/strait/internal/xdsres"
 	federationv1 "github.com/strait-mesh/strait/proto/federation/v1"
 	registrysync "github.com/strait-mesh/strait/registry-sync"
+	"github.com/strait-mesh/strait/test/ports"
+	"github.com/strait-mesh/strait/test/wait"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -74,19 +78,10 @@ type fedServer struct {
 	srv *grpc.Server
 }
 
-func serveFederation(t *testing.T, f *Federation, addr string) *fedServer {
+// serveFederation serves f on a loopback port of its own (test/ports).
+func serveFederation(t *testing.T, f *Federation) *fedServer {
 	t.Helper()
-	var ln net.Listener
-	var err error
-	for range 100 {
-		if ln, err = net.Listen("tcp", addr); err == nil {
-			break
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
+	ln := ports.Listen(t)
 	s := grpc.NewServer()
 	federationv1.RegisterFederationServer(s, f)
 	go s.Serve(ln)
@@ -99,11 +94,17 @@ func TestFederationStream(t *testing.T) {
 	d := betaDomain(config.Export{Service: "com.beta.Pay", Protocol: mesh.ProtocolTriple, Version: "1.0.0", To: []string{"alpha"}})
 	fed := NewFederation(d, nil)
 	fed.Update(d, providers, []string{"10.1.0.1:15443"})
-	fs := serveFederation(t, fed, "127.0.0.1:0")
-	addr := fs.ln.Addr().String()
+	fs := serveFederation(t, fed)
+	// The peer's address, as the importer knows it: the server behind it changes when the
+	// peer restarts (each server has a port of its own, no port is bound twice).
+	var peer atomic.Value
+	peer.Store(fs.ln.Addr().String())
+	dial := func(ctx context.Context, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "tcp", peer.Load().(string))
+	}
 
 	// Calls arrive through this domain's ingress, which names the authenticated peer.
-	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+	cc, err := grpc.NewClient("passthrough:///beta", grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithContextDialer(dial),
 		grpc.WithStreamInterceptor(func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
 			return streamer(metadata.AppendToOutgoingContext(ctx, PeerDomainHeader, claimed), desc, cc, method, opts...)
 		}))
@@ -135,17 +136,14 @@ func TestFederationStream(t *testing.T) {
 
 	waitImport := func(what string, ok func(Import) bool) Import {
 		t.Helper()
-		deadline := time.Now().Add(10 * time.Second)
-		for {
-			got := im.Import()
-			if ok(got) {
-				return got
+		var got Import
+		wait.ForNil(t, 30*time.Second, what, func() error {
+			if got = im.Import(); !ok(got) {
+				return fmt.Errorf("%+v", got)
 			}
-			if time.Now().After(deadline) {
-				t.Fatalf("%s: %+v", what, got)
-			}
-			time.Sleep(5 * time.Millisecond)
-		}
+			return nil
+		})
+		return got
 	}
 	first := waitImport("snapshot", func(i Import) bool {
 		return !i.Stale && len(i.Services) == 1 && i.Services[0].Name == "com.beta.Pay" && len(i.Ingress) == 1
@@ -170,7 +168,8 @@ func TestFederationStream(t *testing.T) {
 	// It comes back (a restart: new epoch) without the export: withdrawn means removed.
 	fed2 := NewFederation(betaDomain(), nil)
 	fed2.Update(betaDomain(), providers, []string{"10.1.0.3:15443"})
-	fs2 := serveFederation(t, fed2, addr)
+	fs2 := serveFederation(t, fed2)
+	peer.Store(fs2.ln.Addr().String())
 	defer fs2.srv.Stop()
 	back := waitImport("after restart", func(i Import) bool { return !i.Stale && len(i.Ingress) == 1 && i.Ingress[0] == "10.1.0.3:15443" })
 	if len(back.Services) != 0 || back.Epoch == first.Epoch {
@@ -307,7 +306,7 @@ func TestRemovedPeerWithdrawn(t *testing.T) {
 	d := betaDomain(config.Export{Service: "com.beta.Pay", Protocol: mesh.ProtocolTriple, Version: "1.0.0", To: []string{"alpha"}})
 	fed := NewFederation(d, nil)
 	fed.Update(d, providers, []string{"10.1.0.1:15443"})
-	fs := serveFederation(t, fed, "127.0.0.1:0")
+	fs := serveFederation(t, fed)
 	defer fs.srv.Stop()
 	cc, err := grpc.NewClient(fs.ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithStreamInterceptor(func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
@@ -322,24 +321,23 @@ func TestRemovedPeerWithdrawn(t *testing.T) {
 	done := make(chan struct{})
 	go func() { defer close(done); im.Run(ctx) }()
 	defer func() { cancel(); <-done }()
-	wait := func(what string, ok func(Import) bool) {
+	waitImport := func(what string, ok func(Import) bool) {
 		t.Helper()
-		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
-			if got := im.Import(); ok(got) {
-				return
-			} else if time.Now().After(deadline) {
-				t.Fatalf("%s: %+v", what, got)
+		wait.ForNil(t, 30*time.Second, what, func() error {
+			if got := im.Import(); !ok(got) {
+				return fmt.Errorf("%+v", got)
 			}
-		}
+			return nil
+		})
 	}
-	wait("snapshot", func(i Import) bool { return !i.Stale && len(i.Services) == 1 })
+	waitImport("snapshot", func(i Import) bool { return !i.Stale && len(i.Services) == 1 })
 
 	without := &config.Domain{Domain: "beta", TrustDomain: "beta.local", Peers: d.Peers[1:]}
 	fed.Update(without, providers, []string{"10.1.0.1:15443"})
-	wait("withdrawn, then refused", func(i Import) bool {
+	waitImport("withdrawn, then refused", func(i Import) bool {
 		return len(i.Services) == 0 && i.Withdrawn == 1 && i.Stale && strings.Contains(i.LastErr, "peer of beta")
 	})
 
 	fed.Update(d, providers, []string{"10.1.0.1:15443"})
-	wait("back", func(i Import) bool { return !i.Stale && len(i.Services) == 1 && i.Services[0].Name == "com.beta.Pay" })
+	waitImport("back", func(i Import) bool { return !i.Stale && len(i.Services) == 1 && i.Services[0].Name == "com.beta.Pay" })
 }

@@ -1,8 +1,24 @@
 #!/usr/bin/env bash
 # Stops what deploy/local/up.sh started (SIGTERM: gateways drain), then removes its state.
+#
+#   down.sh [--port-base N]
+# What runs is found from $STRAIT_STATE (default /tmp/strait-local), whatever its ports:
+# the port base (--port-base N or $STRAIT_PORT_BASE, as given to up.sh) is only checked
+# against the one the state records.
 set -uo pipefail
 STATE=${STRAIT_STATE:-/tmp/strait-local}
+BASE=${STRAIT_PORT_BASE:-}
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --port-base) BASE=${2:-}; shift 2 ;;
+    --port-base=*) BASE=${1#*=}; shift ;;
+    *) echo "down.sh: unknown argument $1 (use --port-base N)" >&2; exit 2 ;;
+  esac
+done
 [ -f "$STATE/pids" ] || { echo "down.sh: nothing running from $STATE"; exit 0; }
+if [ -n "$BASE" ] && [ -f "$STATE/port-base" ] && [ "$(cat "$STATE/port-base")" != "$BASE" ]; then
+  echo "down.sh: the topology in $STATE runs on port base $(cat "$STATE/port-base"), not $BASE; stopping it all the same" >&2
+fi
 # Reverse order of start: egress, alpha controlplane, ingress, samples, beta controlplane.
 tac "$STATE/pids" | while read -r name pid; do
   kill -TERM "$pid" 2>/dev/null || true

@@ -14,6 +14,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/goleak"
+
+	"github.com/strait-mesh/strait/test/wait"
 )
 
 func TestMain(m *testing.M) {
@@ -319,19 +321,19 @@ func TestShutdownCancelsProfiles(t *testing.T) {
 		resp.Body.Close()
 		got <- resp.StatusCode
 	}()
-	waitFor(t, func() bool { // the profile request is in its handler
+	wait.For(t, 30*time.Second, "the profile request in its handler", func() bool {
 		return strings.Contains(goroutines(), "serveDeltaProfile")
 	})
 
-	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	// Shutdown must not wait for the 30 s profile: it has 20 s (a bound against a wait,
+	// not a measure of its speed).
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
 	defer cancel()
 	t0 := time.Now()
 	if err := s.Shutdown(ctx); err != nil {
-		t.Fatalf("Shutdown: %v", err)
+		t.Fatalf("Shutdown with a 30s profile in flight: %v", err)
 	}
-	if d := time.Since(t0); d > 2*time.Second {
-		t.Errorf("Shutdown took %v with a 30s profile in flight", d)
-	}
+	t.Logf("Shutdown took %v with a 30s profile in flight", time.Since(t0).Round(time.Millisecond))
 	if err := <-served; err != nil {
 		t.Errorf("Serve after Shutdown: %v", err)
 	}
@@ -389,14 +391,4 @@ func gatheredNames(t *testing.T, g prometheus.Gatherer) map[string]bool {
 func goroutines() string {
 	b := make([]byte, 1<<20)
 	return string(b[:runtime.Stack(b, true)])
-}
-
-func waitFor(t *testing.T, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
-		if cond() {
-			return
-		}
-	}
-	t.Fatal("condition not met within 5s")
 }

@@ -23,6 +23,7 @@ import (
 
 	"github.com/strait-mesh/strait/internal/balance"
 	"github.com/strait-mesh/strait/internal/relay"
+	"github.com/strait-mesh/strait/test/wait"
 )
 
 // Bounds of one fuzz iteration of FuzzServeConn.
@@ -268,13 +269,12 @@ func (r *fuzzRig) run(t testing.TB, in []byte) {
 	<-read
 
 	r.checkHeap(t, "after the connection ended")
-	deadline := time.Now().Add(2 * time.Second)
-	for runtime.NumGoroutine() > r.goBase+fuzzGoroutineSlack {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d goroutines after the connection ended, %d before the first iteration", runtime.NumGoroutine(), r.goBase)
+	wait.ForNil(t, 10*time.Second, "the connection's goroutines to end", func() error {
+		if n := runtime.NumGoroutine(); n > r.goBase+fuzzGoroutineSlack {
+			return fmt.Errorf("%d goroutines after the connection ended, %d before the first iteration", n, r.goBase)
 		}
-		time.Sleep(time.Millisecond)
-	}
+		return nil
+	})
 	r.heapEnd = heapObjects()
 }
 

@@ -41,11 +41,13 @@ import (
 	testpb "google.golang.org/grpc/interop/grpc_testing"
 
 	"github.com/strait-mesh/strait/internal/balance"
+	"github.com/strait-mesh/strait/test/wait"
 )
 
 const (
-	// ftWait bounds every wait for a frame, a close or a call.
-	ftWait = 4 * time.Second
+	// ftWait bounds every wait for a frame, a close or a call: a bound against a hang,
+	// generous for a loaded machine.
+	ftWait = 10 * time.Second
 
 	ftEmptyCall = "/grpc.testing.TestService/EmptyCall"
 	// ftForever streams 16 KiB messages until the call ends; ftSink never reads its
@@ -1136,10 +1138,13 @@ func (c *ftCaller) begin() { c.mark.Store(c.n.Load()) }
 // t if any call failed.
 func (c *ftCaller) finish(t *testing.T, what string) {
 	t.Helper()
-	deadline := time.Now().Add(ftWait)
-	for c.n.Load()-c.mark.Load() < 20 && time.Now().Before(deadline) {
-		time.Sleep(time.Millisecond) // polling a counter
-	}
+	// Polling the counter; past ftWait the check below fails.
+	_, _ = wait.Until(context.Background(), ftWait, func() error {
+		if n := c.n.Load() - c.mark.Load(); n < 20 {
+			return fmt.Errorf("%d calls", n)
+		}
+		return nil
+	})
 	c.halt()
 	since := c.n.Load() - c.mark.Load()
 	t.Logf("%s: the well-behaved caller made %d calls (%d since the abuse began), %d failed, slowest %v", what,

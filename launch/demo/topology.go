@@ -7,7 +7,9 @@ package demo
 import (
 	"context"
 	"encoding/base64"
+	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -165,8 +167,14 @@ func StartTopology(ctx context.Context, o TopologyOptions) (t *Topology, err err
 	beta.Registry = o.registry(beta.Registry, o.BetaRegistry)
 	beta.Controlplane.Identity = &config.Identity{Cert: t.Certs.BetaControlplane.Cert, Key: t.Certs.BetaControlplane.Key, Bundle: t.Certs.BetaOwnBundle}
 	// The controlplane's gossip address is fixed, so that after a restart it is found
-	// again by the gateways that use it as their seed.
-	beta.Gossip.Ingress = &config.Gossip{Bind: freeAddr(), KeyFile: betaKey}
+	// again by the gateways that use it as their seed. Its port is held until the
+	// controlplane starts.
+	var betaGossip heldAddrs
+	betaBind, err := betaGossip.hold(t)
+	if err != nil {
+		return t, err
+	}
+	beta.Gossip.Ingress = &config.Gossip{Bind: betaBind, KeyFile: betaKey}
 	var alphaIngress []string
 	var alphaIngressLns []net.Listener
 	var betaEgressKey, alphaIngressKey string
@@ -190,9 +198,14 @@ func StartTopology(ctx context.Context, o TopologyOptions) (t *Topology, err err
 			return t, err
 		}
 		beta.Peers[0].Ingress = alphaIngress
-		beta.Gossip.Egress = &config.Gossip{Bind: freeAddr(), KeyFile: betaEgressKey}
+		bind, err := betaGossip.hold(t)
+		if err != nil {
+			return t, err
+		}
+		beta.Gossip.Egress = &config.Gossip{Bind: bind, KeyFile: betaEgressKey}
 		beta.Exports = append(beta.Exports, config.Export{Service: "*", Protocol: mesh.ProtocolGRPC, To: []string{"alpha"}})
 	}
+	betaGossip.release()
 	if t.BetaCP, err = controlplane.Start(controlplane.ServerOptions{
 		Domain: beta, DataDir: filepath.Join(t.Dir, "beta", "etcd"), Logger: o.Logger,
 	}); err != nil {
@@ -220,11 +233,21 @@ func StartTopology(ctx context.Context, o TopologyOptions) (t *Topology, err err
 	if o.Transport != "" {
 		alpha.Peers[0].Transport = o.Transport
 	}
-	alpha.Gossip.Egress = &config.Gossip{Bind: freeAddr(), KeyFile: alphaKey}
+	var alphaGossip heldAddrs
+	alphaBind, err := alphaGossip.hold(t)
+	if err != nil {
+		return t, err
+	}
+	alpha.Gossip.Egress = &config.Gossip{Bind: alphaBind, KeyFile: alphaKey}
 	if o.BothWays {
-		alpha.Gossip.Ingress = &config.Gossip{Bind: freeAddr(), KeyFile: alphaIngressKey}
+		bind, err := alphaGossip.hold(t)
+		if err != nil {
+			return t, err
+		}
+		alpha.Gossip.Ingress = &config.Gossip{Bind: bind, KeyFile: alphaIngressKey}
 		alpha.Exports = []config.Export{{Service: "*", Protocol: mesh.ProtocolGRPC, To: []string{"beta"}}}
 	}
+	alphaGossip.release()
 	if t.AlphaCP, err = controlplane.Start(controlplane.ServerOptions{
 		Domain: alpha, DataDir: filepath.Join(t.Dir, "alpha", "etcd"), Logger: o.Logger,
 	}); err != nil {
@@ -319,7 +342,7 @@ func (t *Topology) startGatewayOn(ln net.Listener, domain, role string, i int, s
 	}
 	gw := &config.Gateway{
 		Domain: domain, Role: role, Instance: fmt.Sprintf("%s-%d", role, i+1),
-		Listen: listen, Admin: "127.0.0.1:0", Controlplane: xds, Gossip: gossip,
+		Listen: listen, Admin: "127.0.0.1:0", Controlplane: config.ControlplaneLink{XDS: xds}, Gossip: gossip,
 		DataPath: t.dataPath,
 	}
 	gw.Identity.Cert, gw.Identity.Key = svid.Cert, svid.Key
@@ -385,7 +408,7 @@ func (o TopologyOptions) registry(def config.Registry, endpoints []string) confi
 	if o.Registry == "" || o.Registry == "embedded" {
 		return def
 	}
-	return config.Registry{Kind: o.Registry, Endpoints: append([]string(nil), endpoints...)}
+	return config.Registry{Kind: o.Registry, Addresses: append([]string(nil), endpoints...)}
 }
 
 // registerProvider registers inst, trying again for up to 15 s: a registry client that
@@ -413,14 +436,36 @@ func openDomainRegistry(cp *controlplane.Server, log *slog.Logger) (registrysync
 	return registries.Open(r.Kind, registries.Params{Addresses: []string{cp.RegistryEndpoint()}, Namespace: r.Namespace, Logger: log})
 }
 
-// freeAddr returns a loopback address whose port is free now.
-func freeAddr() string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "127.0.0.1:0"
+// heldAddrs are loopback addresses for a controlplane's gossip, chosen before it starts (its
+// gateways and a restarted controlplane use them), whose ports stay bound here, TCP and UDP
+// as memberlist binds both, until release, right before the controlplane binds them.
+type heldAddrs []io.Closer
+
+// hold picks an address and holds its port; the topology's Close lets it go if release
+// was not reached.
+func (h *heldAddrs) hold(t *Topology) (string, error) {
+	for range 20 {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return "", fmt.Errorf("topology: gossip address: %w", err)
+		}
+		pc, err := net.ListenPacket("udp", ln.Addr().String())
+		if err != nil { // that UDP port is taken: another one
+			ln.Close()
+			continue
+		}
+		*h = append(*h, ln, pc)
+		t.onClose(func(context.Context) { ln.Close(); pc.Close() })
+		return ln.Addr().String(), nil
 	}
-	defer ln.Close()
-	return ln.Addr().String()
+	return "", errors.New("topology: gossip address: no port free for both TCP and UDP")
+}
+
+// release lets the ports go.
+func (h heldAddrs) release() {
+	for _, c := range h {
+		c.Close()
+	}
 }
 
 func writeGossipKey(path string) (string, error) {

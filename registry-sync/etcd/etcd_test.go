@@ -12,6 +12,7 @@ import (
 	"github.com/strait-mesh/strait/registry-sync/conformance"
 	"github.com/strait-mesh/strait/registry-sync/embedded"
 	"github.com/strait-mesh/strait/registry-sync/etcd"
+	"github.com/strait-mesh/strait/test/wait"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -70,12 +71,7 @@ func TestRegisterWatchExpire(t *testing.T) {
 
 func waitFor(t *testing.T, cond func() bool) {
 	t.Helper()
-	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
-		if cond() {
-			return
-		}
-	}
-	t.Fatal("condition not met within 10s")
+	wait.For(t, 30*time.Second, "the watcher's catalog", cond)
 }
 
 // TestConformance runs the registry conformance suite against a real (embedded) etcd.

@@ -4,13 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/url"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
@@ -25,53 +22,31 @@ import (
 	registrysync "github.com/strait-mesh/strait/registry-sync"
 	"github.com/strait-mesh/strait/registry-sync/conformance"
 	"github.com/strait-mesh/strait/registry-sync/nacos"
+	testregistries "github.com/strait-mesh/strait/test/registries"
+	"github.com/strait-mesh/strait/test/wait"
 )
 
-// The Nacos server TestMain starts: its HTTP address ("127.0.0.1:port"), directory and port.
+// The Nacos server TestMain starts: srv, and its HTTP address ("127.0.0.1:port").
 var (
-	server     string
-	serverDir  string
-	serverPort int
+	srv    *testregistries.Server
+	server string
 )
 
-const scripts = "../../test/registries/nacos"
-
-// TestMain starts a real Nacos 2.x server (test/registries/nacos/start.sh) on free
-// loopback ports for the package's tests, and stops it at the end. A server that cannot
-// start fails the package: these tests are the adapter's only check.
+// TestMain starts a real Nacos 2.x server (test/registries) on ports chosen at run time
+// for the package's tests, and stops it at the end. A server that cannot start fails the
+// package: these tests are the adapter's only check.
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "strait-nacos-server-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
+	var err error
+	if srv, err = testregistries.Start("nacos"); err != nil {
+		fmt.Fprintln(os.Stderr, "FAIL: could not start the Nacos server:", err)
 		os.Exit(1)
 	}
-	stop := func() {
-		cmd := exec.Command(filepath.Join(scripts, "stop.sh"), dir)
-		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-		if err := cmd.Run(); err != nil {
-			fmt.Fprintln(os.Stderr, "nacos stop.sh:", err)
-		}
-		os.RemoveAll(dir)
-	}
-	var startErr error
-	for range 3 { // another process may take a port between the check and the start
-		port := freePorts()
-		cmd := exec.Command(filepath.Join(scripts, "start.sh"), dir, strconv.Itoa(port))
-		cmd.Env = append(os.Environ(), "NACOS_PARENT_PID="+strconv.Itoa(os.Getpid()), "NACOS_PARENT_CLEANUP=1")
-		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-		if startErr = cmd.Run(); startErr == nil {
-			server = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-			serverDir, serverPort = dir, port
-			break
-		}
-	}
-	if startErr != nil {
-		fmt.Fprintln(os.Stderr, "FAIL: could not start the Nacos server (test/registries/nacos/start.sh):", startErr)
-		stop()
-		os.Exit(1)
-	}
+	server = srv.Addr
+	fmt.Fprintf(os.Stderr, "nacos: ready on %s in %v\n", server, srv.Took.Round(time.Millisecond))
 	code := m.Run()
-	stop()
+	if err := srv.Stop(); err != nil {
+		fmt.Fprintln(os.Stderr, "nacos:", err)
+	}
 	if code == 0 {
 		if err := goleak.Find(); err != nil {
 			fmt.Fprintln(os.Stderr, "goleak:", err)
@@ -79,26 +54,6 @@ func TestMain(m *testing.M) {
 		}
 	}
 	os.Exit(code)
-}
-
-// freePorts returns a port P such that P, P+1000, P+1001 (gRPC) and P-1000 (JRaft) are free
-// on every interface, as Nacos binds its gRPC and JRaft ports on all of them.
-func freePorts() int {
-	for {
-		p := 20000 + rand.IntN(25000)
-		free := true
-		for _, q := range []int{p, p + 1000, p + 1001, p - 1000} {
-			l, err := net.Listen("tcp", ":"+strconv.Itoa(q))
-			if err != nil {
-				free = false
-				break
-			}
-			l.Close()
-		}
-		if free {
-			return p
-		}
-	}
 }
 
 func newRegistry(t *testing.T) *nacos.Registry {
@@ -222,14 +177,7 @@ func ports(hosts []model.Instance) string {
 
 func waitFor(t *testing.T, what string, cond func() bool) time.Duration {
 	t.Helper()
-	start := time.Now()
-	for deadline := start.Add(15 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
-		if cond() {
-			return time.Since(start)
-		}
-	}
-	t.Fatalf("%s: not within 15s", what)
-	return 0
+	return wait.For(t, 30*time.Second, what, cond)
 }
 
 // TestBatch registers several addresses of one service from one connection (one
@@ -410,18 +358,13 @@ func TestServerRestart(t *testing.T) {
 	}
 	waitFor(t, "watcher sees both", n(2))
 
-	run := func(script string, args ...string) {
-		t.Helper()
-		cmd := exec.Command(filepath.Join(scripts, script), args...)
-		cmd.Env = append(os.Environ(), "NACOS_PARENT_PID="+strconv.Itoa(os.Getpid()), "NACOS_PARENT_CLEANUP=1")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("%s: %v\n%s", script, err, out)
-		}
+	if err := srv.Kill(); err != nil {
+		t.Fatal(err)
 	}
-	run("stop.sh", serverDir)
-	start := time.Now()
-	run("start.sh", serverDir, strconv.Itoa(serverPort))
-	t.Logf("server restarted in %v", time.Since(start))
+	if err := srv.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("server restarted in %v", srv.Took)
 	// The owner's SDK registers its batch again on the new server by itself.
 	d := waitFor(t, "owner's instances back on the server", func() bool {
 		return ports(serverHosts(t, nacos.ServiceName(key))) == "31001,31002"

@@ -6,10 +6,7 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -22,6 +19,9 @@ import (
 	registrysync "github.com/strait-mesh/strait/registry-sync"
 	"github.com/strait-mesh/strait/registry-sync/conformance"
 	"github.com/strait-mesh/strait/registry-sync/zookeeper"
+	"github.com/strait-mesh/strait/test/ports"
+	testregistries "github.com/strait-mesh/strait/test/registries"
+	"github.com/strait-mesh/strait/test/wait"
 )
 
 // servers is the ZooKeeper that TestMain started (test/registries/zookeeper/start.sh).
@@ -32,48 +32,20 @@ var servers []string
 const sessionTimeout = 2 * time.Second
 
 func TestMain(m *testing.M) {
-	scripts, err := filepath.Abs("../../test/registries/zookeeper")
+	srv, err := testregistries.Start("zookeeper")
 	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
+		fmt.Fprintf(os.Stderr, "FAIL: ZooKeeper did not start: %v\n", err)
 		os.Exit(1)
 	}
-	dir, err := os.MkdirTemp("", "strait-zookeeper-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	port, err := freePort()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	start := time.Now()
-	cmd := exec.Command(filepath.Join(scripts, "start.sh"), dir, strconv.Itoa(port))
-	cmd.Env = append(os.Environ(), "WATCH_PID="+strconv.Itoa(os.Getpid()))
-	if out, err := cmd.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "FAIL: ZooKeeper did not start (%v):\n%s", err, out)
-		_ = os.RemoveAll(dir)
-		os.Exit(1)
-	}
-	servers = []string{net.JoinHostPort("127.0.0.1", strconv.Itoa(port))}
-	fmt.Fprintf(os.Stderr, "zookeeper: ready on %s in %v\n", servers[0], time.Since(start).Round(time.Millisecond))
+	servers = []string{srv.Addr}
+	fmt.Fprintf(os.Stderr, "zookeeper: ready on %s in %v\n", servers[0], srv.Took.Round(time.Millisecond))
 	goleak.VerifyTestMain(m, goleak.Cleanup(func(code int) {
-		if out, err := exec.Command(filepath.Join(scripts, "stop.sh"), dir).CombinedOutput(); err != nil {
-			fmt.Fprintf(os.Stderr, "FAIL: stopping ZooKeeper: %v\n%s", err, out)
+		if err := srv.Stop(); err != nil {
+			fmt.Fprintf(os.Stderr, "FAIL: stopping ZooKeeper: %v\n", err)
 			code = 1
 		}
-		_ = os.RemoveAll(dir)
 		os.Exit(code)
 	}))
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 func newRegistry(t *testing.T, o zookeeper.Options) *zookeeper.Registry {
@@ -154,20 +126,30 @@ func equalMaps(a, b map[string]string) bool {
 	return true
 }
 
-// TestNewFails: no server, no Registry, and nothing left running.
+// TestNewFails: no server, no Registry, and nothing left running. The port is held for
+// this test and released: nobody listens there.
 func TestNewFails(t *testing.T) {
-	port, err := freePort()
-	if err != nil {
-		t.Fatal(err)
+	free := ports.Reserve(t, 1)[0]
+	free.Release()
+	type result struct {
+		r   *zookeeper.Registry
+		err error
 	}
+	done := make(chan result, 1)
 	start := time.Now()
-	r, err := zookeeper.New([]string{net.JoinHostPort("127.0.0.1", strconv.Itoa(port))}, zookeeper.Options{DialTimeout: 500 * time.Millisecond})
-	if err == nil {
-		r.Close()
-		t.Fatal("New succeeded without a server")
-	}
-	if d := time.Since(start); d > 5*time.Second {
-		t.Fatalf("New took %v to fail", d)
+	go func() {
+		r, err := zookeeper.New([]string{free.Addr()}, zookeeper.Options{DialTimeout: 500 * time.Millisecond})
+		done <- result{r, err}
+	}()
+	select {
+	case res := <-done:
+		if res.err == nil {
+			res.r.Close()
+			t.Fatal("New succeeded without a server")
+		}
+		t.Logf("New failed after %v: %v", time.Since(start).Round(time.Millisecond), res.err)
+	case <-time.After(time.Minute): // a bound against a New that retries forever, not a timing check
+		t.Fatal("New still trying after a minute without a server")
 	}
 }
 
@@ -453,19 +435,16 @@ func addrs(is []mesh.Instance) []string {
 	return out
 }
 
+// eventually waits until cond reports nothing wrong; after 30 s the test fails with
+// what it last reported.
 func eventually(t *testing.T, cond func() string) {
 	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		msg := cond()
-		if msg == "" {
-			return
+	wait.ForNil(t, 30*time.Second, "the registry", func() error {
+		if msg := cond(); msg != "" {
+			return errors.New(msg)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after 15s: %s", msg)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 type discard struct{}
@@ -507,19 +486,32 @@ func TestDubboWrittenAppNodes(t *testing.T) {
 		`"metadata":{"dubbo.endpoints":"[{\"port\":50051,\"protocol\":\"tri\"}]","dubbo.metadata.revision":"` + rev + `",` +
 		`"dubbo.metadata.storage-type":"remote","timestamp":"1700000000000"}},` +
 		`"registrationTimeUTC":1700000000000,"serviceType":"DYNAMIC","uriSpec":null}`
+	// A second instance of the application, with another revision whose MetadataInfo is
+	// there already, created after the first: the watcher reads an application's instances
+	// in one pass, so once it reports the second, it has read the first.
+	const rev2 = "0f9d8a2e1b4c1f6d1c34a2a6e0c9f7b5"
+	info2 := `{"app":"` + app + `","revision":"` + rev2 + `","services":{"` + iface + `:tri":{"name":"` + iface + `",` +
+		`"protocol":"tri","port":50052,"path":"` + iface + `","params":{"application":"` + app + `","side":"provider",` +
+		`"methods":"greet","release":"3.3.0"}}}}`
+	mk("/dubbo/metadata/"+app+"/"+rev2, info2, zk.FlagPersistent)
 	mk("/services/"+app+"/10.1.2.3:50051", node, zk.FlagEphemeral)
-	// The instance alone (no MetadataInfo yet) is not a provider; a later change is.
-	time.Sleep(200 * time.Millisecond)
-	if got := only(v.get(), iface); len(got) != 0 {
-		t.Fatalf("provider without metadata: %v", got)
-	}
+	node2 := strings.NewReplacer("10.1.2.3:50051", "10.1.2.4:50052", `"10.1.2.3"`, `"10.1.2.4"`, "50051", "50052", rev, rev2).Replace(node)
+	mk("/services/"+app+"/10.1.2.4:50052", node2, zk.FlagEphemeral)
+	second := mesh.Instance{Service: mesh.ServiceKey{Name: iface}, Protocol: mesh.ProtocolTriple, Address: "10.1.2.4:50052"}
+	// The first instance alone (no MetadataInfo yet) is not a provider; a later change is.
+	v.waitAddrs(t, iface, second)
 	info := `{"app":"` + app + `","revision":"` + rev + `","services":{"` + iface + `:tri":{"name":"` + iface + `",` +
 		`"protocol":"tri","port":50051,"path":"` + iface + `","params":{"application":"` + app + `","side":"provider",` +
 		`"methods":"greet","release":"3.3.0"}},"` + iface + `:dubbo":{"name":"` + iface + `","protocol":"dubbo","port":20880}}}`
 	mk("/dubbo/metadata/"+app+"/"+rev, info, zk.FlagPersistent)
 	want := mesh.Instance{Service: mesh.ServiceKey{Name: iface}, Protocol: mesh.ProtocolTriple, Address: "10.1.2.3:50051"}
-	v.waitAddrs(t, iface, want)
-	got := only(v.get(), iface)[0]
+	v.waitAddrs(t, iface, want, second)
+	var got mesh.Instance
+	for _, i := range only(v.get(), iface) {
+		if i.Address == want.Address {
+			got = i
+		}
+	}
 	if got.Metadata["application"] != app || got.Metadata["methods"] != "greet" || got.Metadata["timestamp"] != "1700000000000" {
 		t.Fatalf("metadata %v", got.Metadata)
 	}
@@ -527,14 +519,18 @@ func TestDubboWrittenAppNodes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if l := only(all, iface); len(l) != 1 || l[0].Address != want.Address {
+	if l := addrs(only(all, iface)); !slices.Equal(l, addrs([]mesh.Instance{want, second})) {
 		t.Fatalf("List: %v", l)
 	}
 	if err := dubbo.Delete("/services/"+app+"/10.1.2.3:50051", -1); err != nil {
 		t.Fatal(err)
 	}
+	v.waitAddrs(t, iface, second)
+	if err := dubbo.Delete("/services/"+app+"/10.1.2.4:50052", -1); err != nil {
+		t.Fatal(err)
+	}
 	v.waitAddrs(t, iface)
-	for _, p := range []string{"/dubbo/metadata/" + app + "/" + rev, "/dubbo/metadata/" + app, "/services/" + app} {
+	for _, p := range []string{"/dubbo/metadata/" + app + "/" + rev, "/dubbo/metadata/" + app + "/" + rev2, "/dubbo/metadata/" + app, "/services/" + app} {
 		_ = dubbo.Delete(p, -1)
 	}
 }

@@ -379,7 +379,7 @@ write:
 	res.elapsed = time.Since(start)
 	select {
 	case <-endedCh:
-	case <-time.After(2 * time.Second):
+	case <-time.After(10 * time.Second): // the server ends an abuser at once; a bound against a hang
 	}
 	nc.Close()
 	<-readerDone

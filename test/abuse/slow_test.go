@@ -23,6 +23,7 @@ import (
 
 	"github.com/strait-mesh/strait/internal/config"
 	"github.com/strait-mesh/strait/internal/mesh"
+	"github.com/strait-mesh/strait/test/wait"
 )
 
 const stallers = 4
@@ -261,18 +262,15 @@ func withRoutes(t *testing.T, alpha func(*config.Domain), beta func(*config.Doma
 // waitEndpoints waits until every ingress knows a provider of svc.
 func waitEndpoints(t *testing.T, svc string) {
 	t.Helper()
-	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+	wait.For(t, 30*time.Second, svc+" on every ingress", func() bool {
 		known := 0
 		for _, g := range topo.Gateways {
 			if ig := g.Ingress(); ig != nil && len(ig.Endpoints(mesh.ServiceKey{Name: svc}, mesh.ProtocolGRPC)) > 0 {
 				known++
 			}
 		}
-		if known == len(topo.Ingress) {
-			return
-		}
-	}
-	t.Fatalf("%s never reached every ingress", svc)
+		return known == len(topo.Ingress)
+	})
 }
 
 // uploader is a consumer of the slow provider: a client-streaming call on a connection
@@ -367,20 +365,24 @@ func TestSlowProvider(t *testing.T) {
 	}
 	select {
 	case <-p.stallCh:
-	case <-time.After(10 * time.Second):
+	case <-time.After(30 * time.Second): // a bound against a hang
 		l.close()
 		t.Fatal("the slow provider never got a call's DATA")
 	}
-	waitStart := time.Now()
+	// A stall announces nothing: it is the uploaders' progress standing still (300 ms
+	// without a byte), or 64 MiB sent. Past the bound the measurement runs all the same.
 	last, quiet := sent(), time.Now()
-	for time.Since(quiet) < 300*time.Millisecond && last < 64<<20 && time.Since(waitStart) < 10*time.Second {
-		time.Sleep(20 * time.Millisecond) // polling the uploaders' progress
+	took, _ := wait.Until(context.Background(), 30*time.Second, func() error {
 		if n := sent(); n != last {
 			last, quiet = n, time.Now()
 		}
-	}
+		if time.Since(quiet) < 300*time.Millisecond && last < 64<<20 {
+			return fmt.Errorf("%.1f MiB sent, still moving", mib(last))
+		}
+		return nil
+	})
 	t.Logf("stalled: the provider stopped reading on %d connection(s); the uploaders sent %.1f MiB before their progress stopped (%v)",
-		p.stalled.Load(), mib(last), time.Since(waitStart).Round(time.Millisecond))
+		p.stalled.Load(), mib(last), took.Round(time.Millisecond))
 
 	got := l.run(legitDuration)
 	l.close()

@@ -22,6 +22,8 @@ import (
 
 	"github.com/strait-mesh/strait/controlplane"
 	"github.com/strait-mesh/strait/internal/config"
+	testregistries "github.com/strait-mesh/strait/test/registries"
+	"github.com/strait-mesh/strait/test/wait"
 )
 
 func TestBothWaysEtcd(t *testing.T)      { runBothWays(t, "etcd") }
@@ -47,11 +49,12 @@ func runBothWays(t *testing.T, kind string) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			addr, stop, err := startServer(kind)
-			addrs[i], errs[i] = addr, err
+			s, err := testregistries.Start(kind)
+			errs[i] = err
 			if err == nil {
+				addrs[i] = s.Addr
 				t.Cleanup(func() {
-					if err := stop(); err != nil {
+					if err := s.Stop(); err != nil {
 						t.Error(err)
 					}
 				})
@@ -214,18 +217,10 @@ func withoutPeer(d *config.Domain, peer string) *config.Domain {
 	return &n
 }
 
-// eventually polls cond every 50 ms, up to 30 s, and fails the test with its last error.
+// eventually polls cond, up to 30 s, and fails the test with its last error.
 func eventually(t *testing.T, ctx context.Context, what string, cond func() error) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) || ctx.Err() != nil {
-			t.Fatalf("%s: not within 30 s: %v", what, err)
-		}
-		time.Sleep(50 * time.Millisecond)
+	if _, err := wait.Until(ctx, 30*time.Second, cond); err != nil {
+		t.Fatalf("%s: %v", what, err)
 	}
 }

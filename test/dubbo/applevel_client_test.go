@@ -3,7 +3,6 @@ package dubbo
 import (
 	"context"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
 	"time"
@@ -97,7 +96,7 @@ func newAppLevelGreetClient(kind, addr string) (svc greetv1.GreetService, err er
 	case "zookeeper":
 		opts = []registry.Option{registry.WithZookeeper()}
 	case "nacos":
-		dir := filepath.Join(os.TempDir(), "strait-dubbo-nacos-app")
+		dir := filepath.Join(nacosDir, "app")
 		opts = []registry.Option{registry.WithNacos(), registry.WithParams(map[string]string{
 			"nacos.logDir":   filepath.Join(dir, "log"),
 			"nacos.cacheDir": filepath.Join(dir, "cache"),

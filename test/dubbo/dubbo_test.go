@@ -12,6 +12,7 @@ package dubbo
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -23,6 +24,7 @@ import (
 	"github.com/strait-mesh/strait/registry-sync/nacos"
 	"github.com/strait-mesh/strait/registry-sync/zookeeper"
 	"github.com/strait-mesh/strait/test/localtopo"
+	"github.com/strait-mesh/strait/test/wait"
 )
 
 type ready struct {
@@ -45,24 +47,13 @@ func TestGreetViaRegistry(t *testing.T) {
 			// in its first read of the registry; retry briefly in case the controlplane is
 			// still importing GreetService into alpha's registry.
 			name := "dubbo-" + kind
-			deadline := time.Now().Add(20 * time.Second)
-			for {
-				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-				got, err := TripleGreetViaRegistry(ctx, kind, addr, name)
-				cancel()
-				if err == nil {
-					if want := "hello " + name; got != want {
-						t.Fatalf("Greet via %s registry: %q, want %q", kind, got, want)
-					}
-					t.Logf("Greet via %s registry %s: %q", kind, addr, got)
-					break
-				}
-				if time.Now().After(deadline) {
-					t.Fatalf("Greet via %s registry %s: %v", kind, addr, err)
-				}
-				t.Logf("Greet via %s registry %s: %v (retrying)", kind, addr, err)
-				time.Sleep(500 * time.Millisecond)
+			got := greet(t, fmt.Sprintf("Greet via %s registry %s", kind, addr), func(ctx context.Context) (string, error) {
+				return TripleGreetViaRegistry(ctx, kind, addr, name)
+			})
+			if want := "hello " + name; got != want {
+				t.Fatalf("Greet via %s registry: %q, want %q", kind, got, want)
 			}
+			t.Logf("Greet via %s registry %s: %q", kind, addr, got)
 			if kind == "etcd" {
 				return // dubbo-go's application-level discovery is used with ZooKeeper and Nacos here
 			}
@@ -75,24 +66,13 @@ func TestGreetViaRegistry(t *testing.T) {
 			// The same service through application-level discovery: alpha's controlplane
 			// also published it as application strait-beta (instances, mapping, metadata).
 			name = "dubbo-app-" + kind
-			deadline = time.Now().Add(20 * time.Second)
-			for {
-				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-				got, err := TripleGreetViaAppLevel(ctx, kind, addr, name)
-				cancel()
-				if err == nil {
-					if want := "hello " + name; got != want {
-						t.Fatalf("Greet via %s application level: %q, want %q", kind, got, want)
-					}
-					t.Logf("Greet via %s registry %s, application level: %q", kind, addr, got)
-					break
-				}
-				if time.Now().After(deadline) {
-					t.Fatalf("Greet via %s registry %s, application level: %v", kind, addr, err)
-				}
-				t.Logf("Greet via %s registry %s, application level: %v (retrying)", kind, addr, err)
-				time.Sleep(500 * time.Millisecond)
+			got = greet(t, fmt.Sprintf("Greet via %s registry %s, application level", kind, addr), func(ctx context.Context) (string, error) {
+				return TripleGreetViaAppLevel(ctx, kind, addr, name)
+			})
+			if want := "hello " + name; got != want {
+				t.Fatalf("Greet via %s application level: %q, want %q", kind, got, want)
 			}
+			t.Logf("Greet via %s registry %s, application level: %q", kind, addr, got)
 
 			// The read side: an ordinary dubbo-go provider registered at application level
 			// (remote metadata) in beta's registry is a provider of GreetService in the
@@ -120,6 +100,30 @@ func TestGreetViaRegistry(t *testing.T) {
 			t.Logf("beta's %s registry: dubbo-go application-level provider seen as %s %s %s", kind, seen.Service.Name, seen.Protocol, seen.Address)
 		})
 	}
+}
+
+// greet calls until a call succeeds (a minute at most) and returns its answer. A consumer
+// that starts while the providers are registered already finds them in its first read of
+// the registry; it may start before the controlplane has imported the service into alpha's
+// registry, or before its first read completes. Each different error is logged once.
+func greet(t *testing.T, what string, call func(context.Context) (string, error)) string {
+	t.Helper()
+	var got, last string
+	wait.Retry(t, time.Minute, 500*time.Millisecond, what, func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		g, err := call(ctx)
+		if err != nil {
+			if err.Error() != last {
+				last = err.Error()
+				t.Logf("%s: %v (retrying)", what, err)
+			}
+			return err
+		}
+		got = g
+		return nil
+	})
+	return got
 }
 
 // waitCatalog watches a registry with Strait's adapter and catalog, as a controlplane

@@ -3,7 +3,6 @@ package dubbo
 import (
 	"context"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -140,7 +139,7 @@ func registryClientFor(kind, addr string) (greetv1.GreetService, error) {
 		// The nacos SDK otherwise writes its log and cache under log/ and
 		// cache/ next to the executable (nacos_client.go, LogDir/CacheDir
 		// defaults), and logs at info.
-		dir := filepath.Join(os.TempDir(), "strait-dubbo-nacos")
+		dir := filepath.Join(nacosDir, "client")
 		regKind = []registry.Option{registry.WithNacos(), registry.WithParams(map[string]string{
 			"nacos.logDir":   filepath.Join(dir, "log"),
 			"nacos.cacheDir": filepath.Join(dir, "cache"),

@@ -2,7 +2,7 @@ package e2e
 
 import (
 	"context"
-	"net"
+	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -31,6 +31,7 @@ import (
 	"github.com/strait-mesh/strait/internal/mesh"
 	"github.com/strait-mesh/strait/internal/samples"
 	"github.com/strait-mesh/strait/launch"
+	"github.com/strait-mesh/strait/test/wait"
 )
 
 // load makes mixed unary and bidi-streaming calls through both egress instances at about
@@ -41,11 +42,19 @@ type load struct {
 	errs       []string
 	wg         sync.WaitGroup
 	stop       chan struct{}
+	stopOnce   sync.Once
+}
+
+// end stops the load and waits for its workers.
+func (l *load) end() {
+	l.stopOnce.Do(func() { close(l.stop) })
+	l.wg.Wait()
 }
 
 func startLoad(t *testing.T, rate int) *load {
 	t.Helper()
 	l := &load{stop: make(chan struct{})}
+	t.Cleanup(l.end) // if the test ended before finish
 	const workers = 8
 	per := time.Duration(workers) * time.Second / time.Duration(rate)
 	for w := range workers {
@@ -89,8 +98,7 @@ func startLoad(t *testing.T, rate int) *load {
 // made for the load to mean anything.
 func (l *load) finish(t *testing.T, d time.Duration, minRate int) {
 	t.Helper()
-	close(l.stop)
-	l.wg.Wait()
+	l.end()
 	ok, failed := l.ok.Load(), l.failed.Load()
 	t.Logf("load: %d calls ok, %d failed in %v (%.0f/s)", ok, failed, d, float64(ok+failed)/d.Seconds())
 	if failed > 0 {
@@ -131,7 +139,7 @@ func TestConfigChangeUnderLoad(t *testing.T) {
 		if _, err := topo.SetDomain(ctx, &a); err != nil {
 			t.Fatal(err)
 		}
-		time.Sleep(100 * time.Millisecond)
+		time.Sleep(100 * time.Millisecond) // pacing: a change every 100 ms under load is the test
 	}
 	l.finish(t, time.Since(start), 500)
 	for _, g := range topo.Gateways {
@@ -190,15 +198,15 @@ func TestBadUpdateRefused(t *testing.T) {
 			if _, err := cp.XDS().Publish(r); err != nil {
 				t.Fatal(err)
 			}
-			deadline := time.Now().Add(5 * time.Second)
-			for nacks() < before+uint64(len(topo.Egress)) && time.Now().Before(deadline) {
-				time.Sleep(5 * time.Millisecond)
-			}
-			time.Sleep(200 * time.Millisecond)
+			wait.ForNil(t, 30*time.Second, "one refusal per egress", func() error {
+				if got := nacks() - before; got < uint64(len(topo.Egress)) {
+					return fmt.Errorf("%d refusals", got)
+				}
+				return nil
+			})
+			// Calls go on, on the last good configuration.
+			moreOK(t, &l.ok, 50, "50 calls after the refusals")
 			l.finish(t, time.Since(start), 200)
-			if got := nacks() - before; got < uint64(len(topo.Egress)) {
-				t.Fatalf("%d refusals, want one per egress", got)
-			}
 			for _, g := range egresses {
 				if !strings.Contains(g.XDS().LastNACK(), bad.reason) {
 					t.Errorf("%s: reason %q lacks %q", g.Name(), g.XDS().LastNACK(), bad.reason)
@@ -239,22 +247,25 @@ func TestControlplaneRestartUnderLoad(t *testing.T) {
 	d := old.Core().Domain()
 	start := time.Now()
 	l := startLoad(t, 500)
-	time.Sleep(300 * time.Millisecond)
+	moreOK(t, &l.ok, 50, "the load running")
 	old.Close()
-	time.Sleep(500 * time.Millisecond) // gateways run on their last configuration
-	var cp *controlplane.Server
-	var err error
-	for i := 0; i < 50; i++ { // the port may take a moment to be free again
-		cp, err = controlplane.Start(controlplane.ServerOptions{Domain: d, XDS: addr, DataDir: filepath.Join(t.TempDir(), "etcd")})
-		if err == nil {
-			break
+	// The egress instances lost their controlplane, and calls go on, on their last
+	// configuration.
+	wait.For(t, 30*time.Second, "every egress to see its controlplane gone", func() bool {
+		for _, g := range egressGateways() {
+			if g.XDS().Connected() {
+				return false
+			}
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	if err != nil {
-		l.finish(t, time.Since(start), 0)
-		t.Fatal(err)
-	}
+		return true
+	})
+	moreOK(t, &l.ok, 50, "50 calls without a controlplane")
+	var cp *controlplane.Server
+	// The same address: the port may take a moment to be free again.
+	wait.ForNil(t, 30*time.Second, "the controlplane restarted on "+addr, func() (err error) {
+		cp, err = controlplane.Start(controlplane.ServerOptions{Domain: d, XDS: addr, DataDir: filepath.Join(t.TempDir(), "etcd")})
+		return err
+	})
 	topo.ReplaceControlplane(cp)
 	// A change through the new controlplane reaches every egress.
 	changed := *d
@@ -266,7 +277,7 @@ func TestControlplaneRestartUnderLoad(t *testing.T) {
 		l.finish(t, time.Since(start), 0)
 		t.Fatalf("after restart: %v", err)
 	}
-	time.Sleep(300 * time.Millisecond)
+	moreOK(t, &l.ok, 50, "50 calls on the new configuration")
 	l.finish(t, time.Since(start), 500)
 	t.Logf("gateways run %s from the restarted controlplane", v)
 }
@@ -274,20 +285,17 @@ func TestControlplaneRestartUnderLoad(t *testing.T) {
 // TestGatewayWithoutControlplane: a gateway that never got a configuration is not ready
 // and answers UNAVAILABLE.
 func TestGatewayWithoutControlplane(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	dead := ln.Addr().String()
-	ln.Close()
-	gw := &config.Gateway{Domain: "alpha", Role: "egress", Instance: "lonely", Listen: "127.0.0.1:0", Admin: "127.0.0.1:0", Controlplane: dead}
+	// A controlplane that hangs up on every connection: the gateway's attempt to reach it
+	// is an event to wait for.
+	dead := newHangUp(t)
+	gw := &config.Gateway{Domain: "alpha", Role: "egress", Instance: "lonely", Listen: "127.0.0.1:0", Admin: "127.0.0.1:0", Controlplane: config.ControlplaneLink{XDS: dead.Addr()}}
 	gw.Identity = config.Identity{Cert: topo.Certs.Egress[0].Cert, Key: topo.Certs.Egress[0].Key, Bundle: topo.Certs.AlphaOwnBundle}
 	g, err := launch.StartGateway(gw, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer g.Shutdown(context.Background())
-	time.Sleep(200 * time.Millisecond)
+	wait.For(t, 30*time.Second, "the gateway to try its controlplane", func() bool { return dead.accepted.Load() > 0 })
 	if g.Ready() {
 		t.Fatal("ready without configuration")
 	}
@@ -329,14 +337,17 @@ func TestXDSNeedsDomainIdentity(t *testing.T) {
 		{"no TLS", topo.Certs.Egress[0].Cert, topo.Certs.Egress[0].Key, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			gw := &config.Gateway{Domain: "alpha", Role: "egress", Instance: "stranger", Listen: "127.0.0.1:0", Admin: "127.0.0.1:0", Controlplane: topo.AlphaCP.XDSAddr()}
+			// Through a relay that counts the connections that ended: a refused handshake
+			// ends one (the controlplane or the gateway closes it).
+			r := newTCPRelay(t, topo.AlphaCP.XDSAddr())
+			gw := &config.Gateway{Domain: "alpha", Role: "egress", Instance: "stranger", Listen: "127.0.0.1:0", Admin: "127.0.0.1:0", Controlplane: config.ControlplaneLink{XDS: r.Addr()}}
 			gw.Identity = config.Identity{Cert: tc.cert, Key: tc.key, Bundle: tc.bndl}
 			g, err := launch.StartGateway(gw, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer g.Shutdown(context.Background())
-			time.Sleep(time.Second)
+			wait.For(t, 30*time.Second, "a connection to the controlplane refused", func() bool { return r.ended.Load() > 0 })
 			if g.Ready() || g.XDS().Connected() && g.XDS().Version() != "" {
 				t.Fatal("configured by the controlplane")
 			}

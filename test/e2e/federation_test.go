@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"sort"
@@ -20,6 +21,7 @@ import (
 	"github.com/strait-mesh/strait/internal/mesh"
 	"github.com/strait-mesh/strait/internal/samples"
 	registrysync "github.com/strait-mesh/strait/registry-sync"
+	"github.com/strait-mesh/strait/test/wait"
 )
 
 // TestFederationThroughTunnel: alpha's controlplane follows what beta exports to it, and
@@ -27,23 +29,21 @@ import (
 func TestFederationThroughTunnel(t *testing.T) {
 	want := append([]string(nil), topo.Ingress...)
 	sort.Strings(want)
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		im, ok := topo.AlphaCP.Imports()["beta"]
+	var im controlplane.Import
+	wait.ForNil(t, 30*time.Second, "alpha's import of beta", func() error {
+		var ok bool
+		im, ok = topo.AlphaCP.Imports()["beta"]
 		if ok && !im.Stale && len(im.Services) == len(topo.BetaCP.Core().Domain().Exports) &&
 			strings.Join(im.Ingress, ",") == strings.Join(want, ",") {
-			var keys []string
-			for _, s := range im.Services {
-				keys = append(keys, controlplane.ServiceKey(s))
-			}
-			t.Logf("alpha imports from beta (revision %d): %v, ingress %v", im.Revision, keys, im.Ingress)
-			return
+			return nil
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("alpha's import of beta: %+v", im)
-		}
-		time.Sleep(20 * time.Millisecond)
+		return fmt.Errorf("%+v", im)
+	})
+	var keys []string
+	for _, s := range im.Services {
+		keys = append(keys, controlplane.ServiceKey(s))
 	}
+	t.Logf("alpha imports from beta (revision %d): %v, ingress %v", im.Revision, keys, im.Ingress)
 }
 
 // TestImportedServicesAreRouted: with no gRPC or Triple route in alpha's domain file, the
@@ -75,13 +75,13 @@ func TestImportsPublishedInRegistry(t *testing.T) {
 	for _, e := range topo.Egress {
 		want[e] = true
 	}
-	deadline := time.Now().Add(15 * time.Second)
-	for {
+	var got map[string]map[string]bool
+	wait.ForNil(t, 30*time.Second, "beta's services in alpha's registry", func() error {
 		all, err := topo.AlphaCP.Registry().List(context.Background())
 		if err != nil {
-			t.Fatal(err)
+			return err
 		}
-		got := map[string]map[string]bool{}
+		got = map[string]map[string]bool{}
 		for _, i := range all {
 			if !registrysync.Managed(i) || i.Metadata[registrysync.MetaOrigin] != "beta" {
 				continue
@@ -98,15 +98,12 @@ func TestImportsPublishedInRegistry(t *testing.T) {
 				ok = ok && want[a]
 			}
 		}
-		if ok {
-			t.Logf("alpha's registry: %v", got)
-			return
+		if !ok {
+			return fmt.Errorf("alpha's registry has %v, want both services at %v", got, topo.Egress)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("alpha's registry has %v, want both services at %v", got, topo.Egress)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return nil
+	})
+	t.Logf("alpha's registry: %v", got)
 }
 
 // TestWithdrawnExportLeavesRegistry: when beta stops exporting a service to alpha, alpha
@@ -125,17 +122,16 @@ func TestWithdrawnExportLeavesRegistry(t *testing.T) {
 		}
 		return n
 	}
-	wait := func(want func(int) bool, what string) {
+	waitCount := func(want func(int) bool, what string) {
 		t.Helper()
-		deadline := time.Now().Add(10 * time.Second)
-		for !want(count()) {
-			if time.Now().After(deadline) {
-				t.Fatalf("%s: %d entries", what, count())
+		wait.ForNil(t, 30*time.Second, what, func() error {
+			if n := count(); !want(n) {
+				return fmt.Errorf("%d entries", n)
 			}
-			time.Sleep(20 * time.Millisecond)
-		}
+			return nil
+		})
 	}
-	wait(func(n int) bool { return n == len(topo.Egress) }, "published")
+	waitCount(func(n int) bool { return n == len(topo.Egress) }, "published")
 	withRoutes(t, func(*config.Domain) {}, func(b *config.Domain) {
 		var keep []config.Export
 		for _, e := range b.Exports {
@@ -145,7 +141,7 @@ func TestWithdrawnExportLeavesRegistry(t *testing.T) {
 		}
 		b.Exports = keep
 	})
-	wait(func(n int) bool { return n == 0 }, "withdrawn")
+	waitCount(func(n int) bool { return n == 0 }, "withdrawn")
 
 	// The withdrawal shows in alpha's controlplane metrics; beta is reachable, not stale.
 	metrics := func() string {
@@ -194,18 +190,14 @@ func TestPeerSettingsChangeKeepsImports(t *testing.T) {
 	if _, err := topo.SetDomain(ctx, &d); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	wait.ForNil(t, 30*time.Second, "alpha's import of beta current again", func() error {
 		im := topo.AlphaCP.Imports()["beta"]
 		if len(im.Services) != len(before.Services) {
 			t.Fatalf("during the change alpha imported %d services, had %d", len(im.Services), len(before.Services))
 		}
 		if !im.Stale && im.Revision >= before.Revision {
-			break
+			return nil
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("alpha's import of beta not current again: %+v", im)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		return fmt.Errorf("%+v", im)
+	})
 }

@@ -6,6 +6,7 @@ package local
 import (
 	"bufio"
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	"github.com/strait-mesh/strait/test/localtopo"
+	"github.com/strait-mesh/strait/test/wait"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
@@ -57,17 +59,13 @@ func TestUpDown(t *testing.T) {
 
 	// Each controlplane sees its gateways through gossip.
 	for cp, insts := range map[string][]string{"alpha-controlplane-1": {"egress-1", "egress-2"}, "beta-controlplane-1": {"ingress-1", "ingress-2"}} {
-		deadline := time.Now().Add(10 * time.Second)
-		for {
+		wait.ForNil(t, 30*time.Second, cp+" sees its gateways", func() error {
 			cfg := get(t, "http://"+r.Admin[cp]+"/debug/config")
 			if strings.Contains(cfg, `"instance": "`+insts[0]+`"`) && strings.Contains(cfg, `"instance": "`+insts[1]+`"`) {
-				break
+				return nil
 			}
-			if time.Now().After(deadline) {
-				t.Fatalf("%s does not see %v: %s", cp, insts, tail(cfg, 600))
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
+			return fmt.Errorf("%s does not see %v: %s", cp, insts, tail(cfg, 600))
+		})
 	}
 
 	alphaAdmin := "http://" + r.Admin["alpha-controlplane-1"]
@@ -115,23 +113,15 @@ func TestUpDown(t *testing.T) {
 // waitRoute waits until every egress' /debug/config lists (or no longer lists) service.
 func waitRoute(t *testing.T, r *localtopo.Ready, service string, present bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		all := true
+	wait.For(t, 30*time.Second, fmt.Sprintf("route %s present=%v on every egress", service, present), func() bool {
 		for _, name := range []string{"alpha-egress-1", "alpha-egress-2"} {
 			cfg := get(t, "http://"+r.Admin[name]+"/debug/config")
 			if strings.Contains(cfg, `"service": "`+service+`"`) != present {
-				all = false
+				return false
 			}
 		}
-		if all {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("route %s present=%v not on every egress within 10s", service, present)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return true
+	})
 }
 
 func get(t *testing.T, url string) string {

@@ -6,7 +6,6 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -27,6 +26,8 @@ import (
 	registrysync "github.com/strait-mesh/strait/registry-sync"
 	"github.com/strait-mesh/strait/registry-sync/registries"
 	"github.com/strait-mesh/strait/test/localtopo"
+	testregistries "github.com/strait-mesh/strait/test/registries"
+	"github.com/strait-mesh/strait/test/wait"
 )
 
 // TestUpDownRegistries runs the local topology with each domain on its own etcd, then its
@@ -92,21 +93,17 @@ func TestUpDownRegistries(t *testing.T) {
 			both := strings.Join(r.EgressInstances, ",")
 			waitPublished := func(what string, want map[string]string) {
 				t.Helper()
-				deadline := time.Now().Add(20 * time.Second)
-				for {
+				wait.ForNil(t, 30*time.Second, what, func() error {
 					got := published()
 					ok := len(got) == len(want)
 					for svc, addrs := range want {
 						ok = ok && strings.Join(got[svc], ",") == addrs
 					}
-					if ok {
-						return
+					if !ok {
+						return fmt.Errorf("alpha's %s lists %v, want %v", kind, got, want)
 					}
-					if time.Now().After(deadline) {
-						t.Fatalf("%s: alpha's %s lists %v, want %v", what, kind, got, want)
-					}
-					time.Sleep(100 * time.Millisecond)
-				}
+					return nil
+				})
 			}
 			waitPublished("published", map[string]string{demo.GRPCService: both, demo.TripleService: both})
 
@@ -147,10 +144,12 @@ func TestUpDownRegistries(t *testing.T) {
 			call("with one egress killed")
 
 			// Beta's registry goes down: calls keep working on the endpoints already known.
-			stop := exec.Command("bash", "../../test/registries/"+kind+"/stop.sh", filepath.Join(state, "registry-beta"))
-			if b, err := stop.CombinedOutput(); err != nil {
-				t.Fatalf("stopping beta's %s: %v\n%s", kind, err, b)
+			// stop.sh returns once the server is gone.
+			if err := testregistries.StopDir(kind, filepath.Join(state, "registry-beta")); err != nil {
+				t.Fatalf("stopping beta's %s: %v", kind, err)
 			}
+			// Deliberate: time passes with the registry gone (nothing announces that nothing
+			// changed), then calls must still go through.
 			time.Sleep(time.Second)
 			for i := range 20 {
 				call(fmt.Sprintf("call %d with beta's registry down", i))
@@ -179,15 +178,8 @@ func put(t *testing.T, url, body string) {
 // waitGone waits until the process is gone or a zombie (dead, not yet reaped by init).
 func waitGone(t *testing.T, pid int) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	wait.For(t, 30*time.Second, fmt.Sprintf("process %d gone after SIGKILL", pid), func() bool {
 		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-		if err != nil || strings.Contains(string(b), "State:\tZ") {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("process %d still alive after SIGKILL", pid)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return err != nil || strings.Contains(string(b), "State:\tZ")
+	})
 }

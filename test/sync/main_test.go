@@ -7,7 +7,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/url"
@@ -28,6 +27,9 @@ import (
 	registrysync "github.com/strait-mesh/strait/registry-sync"
 	"github.com/strait-mesh/strait/registry-sync/nacos"
 	"github.com/strait-mesh/strait/registry-sync/zookeeper"
+	"github.com/strait-mesh/strait/test/ports"
+	testregistries "github.com/strait-mesh/strait/test/registries"
+	"github.com/strait-mesh/strait/test/wait"
 )
 
 var (
@@ -35,8 +37,6 @@ var (
 	nacosAddr string // host:port of Nacos' HTTP API
 	straitBin string // the strait binary, built by TestMain
 )
-
-const scripts = "../registries"
 
 func TestMain(m *testing.M) {
 	os.Exit(run(m))
@@ -49,17 +49,11 @@ func run(m *testing.M) (code int) {
 		return 1
 	}
 	defer os.RemoveAll(tmp)
-	zkDir, nacosDir := filepath.Join(tmp, "zookeeper"), filepath.Join(tmp, "nacos")
-	for _, d := range []string{zkDir, nacosDir} {
-		if err := os.Mkdir(d, 0o755); err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			return 1
-		}
-	}
 
 	// Build strait and start both servers at once: they take seconds each.
 	var wg sync.WaitGroup
 	var buildErr, zkErr, nacosErr error
+	var zk, nacos *testregistries.Server
 	wg.Add(3)
 	go func() {
 		defer wg.Done()
@@ -71,39 +65,20 @@ func run(m *testing.M) (code int) {
 	}()
 	go func() {
 		defer wg.Done()
-		port, err := freePort()
-		if err != nil {
-			zkErr = err
-			return
-		}
-		cmd := exec.Command(filepath.Join(scripts, "zookeeper/start.sh"), zkDir, strconv.Itoa(port))
-		cmd.Env = append(os.Environ(), "WATCH_PID="+strconv.Itoa(os.Getpid()))
-		if out, err := cmd.CombinedOutput(); err != nil {
-			zkErr = fmt.Errorf("zookeeper start.sh: %v\n%s", err, out)
-			return
-		}
-		zkAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+		zk, zkErr = testregistries.Start("zookeeper")
 	}()
 	go func() {
 		defer wg.Done()
-		for range 3 { // another process may take a port between the check and the start
-			port := nacosPorts()
-			cmd := exec.Command(filepath.Join(scripts, "nacos/start.sh"), nacosDir, strconv.Itoa(port))
-			cmd.Env = append(os.Environ(), "NACOS_PARENT_PID="+strconv.Itoa(os.Getpid()))
-			out, err := cmd.CombinedOutput()
-			if err == nil {
-				nacosAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-				nacosErr = nil
-				return
-			}
-			nacosErr = fmt.Errorf("nacos start.sh: %v\n%s", err, out)
-		}
+		nacos, nacosErr = testregistries.Start("nacos")
 	}()
 	wg.Wait()
 	defer func() {
-		for _, s := range []struct{ script, dir string }{{"zookeeper/stop.sh", zkDir}, {"nacos/stop.sh", nacosDir}} {
-			if out, err := exec.Command(filepath.Join(scripts, s.script), s.dir).CombinedOutput(); err != nil {
-				fmt.Fprintf(os.Stderr, "FAIL: %s: %v\n%s", s.script, err, out)
+		for _, s := range []*testregistries.Server{zk, nacos} {
+			if s == nil {
+				continue
+			}
+			if err := s.Stop(); err != nil {
+				fmt.Fprintln(os.Stderr, "FAIL:", err)
 				code = 1
 			}
 		}
@@ -114,6 +89,7 @@ func run(m *testing.M) (code int) {
 			return 1
 		}
 	}
+	zkAddr, nacosAddr = zk.Addr, nacos.Addr
 	fmt.Fprintf(os.Stderr, "zookeeper on %s, nacos on %s\n", zkAddr, nacosAddr)
 	code = m.Run()
 	http.DefaultClient.CloseIdleConnections() // nacosHosts' keep-alive connections
@@ -124,35 +100,6 @@ func run(m *testing.M) (code int) {
 		}
 	}
 	return code
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
-// nacosPorts returns a port P such that P, P+1000, P+1001 (gRPC) and P-1000 (JRaft) are
-// free on every interface, as Nacos binds its gRPC and JRaft ports on all of them.
-func nacosPorts() int {
-	for {
-		p := 20000 + rand.IntN(25000)
-		free := true
-		for _, q := range []int{p, p + 1000, p + 1001, p - 1000} {
-			l, err := net.Listen("tcp", ":"+strconv.Itoa(q))
-			if err != nil {
-				free = false
-				break
-			}
-			l.Close()
-		}
-		if free {
-			return p
-		}
-	}
 }
 
 func newZK(t *testing.T) *zookeeper.Registry {
@@ -179,12 +126,7 @@ func newNacos(t *testing.T) *nacos.Registry {
 // persistent instances by connecting to them) and returns its port.
 func listen(t *testing.T) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
-	return l.Addr().(*net.TCPAddr).Port
+	return ports.Listen(t).Addr().(*net.TCPAddr).Port
 }
 
 // provider is a Dubbo-style provider instance of service svc at a loopback address.
@@ -235,12 +177,7 @@ func nacosHosts(t *testing.T, k mesh.ServiceKey) []model.Instance {
 // eventually polls cond (bounded: 30 s) and fails the test with what if it never holds.
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
-		if cond() {
-			return
-		}
-	}
-	t.Fatalf("%s: not within 30s", what)
+	wait.For(t, 30*time.Second, what, cond)
 }
 
 // list returns what r lists (for Nacos, unhealthy instances included), keyed by service

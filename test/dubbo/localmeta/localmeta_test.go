@@ -7,7 +7,7 @@
 // process (metadata.Options.Init's sync.Once), so a provider with local metadata cannot
 // follow one with remote metadata in test/dubbo, and because a dubbo-go server registers
 // in every registry its process has known, which must all stay up. It starts its own
-// ZooKeeper and Nacos on free ports (no fixed ports, no lock needed).
+// ZooKeeper and Nacos (test/registries) on ports chosen at run time.
 //
 // There is no goroutine leak check in this package: the dubbo-go provider cannot be
 // stopped without dubbo-go's process-wide graceful shutdown (see StartAppLevelProvider).
@@ -16,13 +16,9 @@ package localmeta
 import (
 	"context"
 	"fmt"
-	"math/rand/v2"
-	"net"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"slices"
-	"strconv"
+	"sync"
 	"testing"
 	"time"
 
@@ -30,6 +26,7 @@ import (
 	registrysync "github.com/strait-mesh/strait/registry-sync"
 	"github.com/strait-mesh/strait/registry-sync/nacos"
 	"github.com/strait-mesh/strait/registry-sync/zookeeper"
+	testregistries "github.com/strait-mesh/strait/test/registries"
 )
 
 type zkQuiet struct{}
@@ -38,90 +35,56 @@ func (zkQuiet) Printf(string, ...any) {}
 
 var zkAddr, nacosAddr string
 
-// nacosPort returns a port p with p, p+1000, p+1001 and p-1000 free (Nacos binds all four).
-func nacosPort() int {
-	for {
-		p := 20000 + rand.IntN(25000)
-		free := true
-		for _, q := range []int{p, p + 1000, p + 1001, p - 1000} {
-			l, err := net.Listen("tcp", ":"+strconv.Itoa(q))
-			if err != nil {
-				free = false
-				break
-			}
-			l.Close()
-		}
-		if free {
-			return p
-		}
-	}
-}
+// nacosDir holds the Nacos SDK's logs and caches of this process's dubbo-go providers:
+// the process's own, as the SDK loads what its cache directory holds at start.
+var nacosDir string
 
 func TestMain(m *testing.M) {
-	scripts, _ := filepath.Abs("../../registries/zookeeper")
-	dir, err := os.MkdirTemp("", "strait-localmeta-")
-	if err != nil {
+	var err error
+	if nacosDir, err = os.MkdirTemp("", "strait-localmeta-nacos-sdk-"); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
-	cmd := exec.Command(filepath.Join(scripts, "start.sh"), dir, strconv.Itoa(port))
-	cmd.Env = append(os.Environ(), "WATCH_PID="+strconv.Itoa(os.Getpid()))
-	if out, err := cmd.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "FAIL: ZooKeeper did not start (%v):\n%s", err, out)
-		_ = os.RemoveAll(dir)
-		os.Exit(1)
-	}
-	zkAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-	nacosScripts, _ := filepath.Abs("../../registries/nacos")
-	ndir, err := os.MkdirTemp("", "strait-localmeta-nacos-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
+	code := run(m)
+	os.RemoveAll(nacosDir)
+	os.Exit(code)
+}
+
+func run(m *testing.M) int {
+	// Both servers at once: each takes seconds to start.
+	var zk, nacos *testregistries.Server
+	var zkErr, nacosErr error
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); zk, zkErr = testregistries.Start("zookeeper") }()
+	go func() { defer wg.Done(); nacos, nacosErr = testregistries.Start("nacos") }()
+	wg.Wait()
 	stop := func() int {
 		code := 0
-		if out, err := exec.Command(filepath.Join(scripts, "stop.sh"), dir).CombinedOutput(); err != nil {
-			fmt.Fprintf(os.Stderr, "FAIL: stopping ZooKeeper: %v\n%s", err, out)
-			code = 1
+		for _, s := range []*testregistries.Server{zk, nacos} {
+			if s == nil {
+				continue
+			}
+			if err := s.Stop(); err != nil {
+				fmt.Fprintf(os.Stderr, "FAIL: %v\n", err)
+				code = 1
+			}
 		}
-		if out, err := exec.Command(filepath.Join(nacosScripts, "stop.sh"), ndir).CombinedOutput(); err != nil {
-			fmt.Fprintf(os.Stderr, "FAIL: stopping Nacos: %v\n%s", err, out)
-			code = 1
-		}
-		_ = os.RemoveAll(dir)
-		_ = os.RemoveAll(ndir)
 		return code
 	}
-	var nerr error
-	for range 3 { // another process may take a port between the check and the start
-		np := nacosPort()
-		cmd := exec.Command(filepath.Join(nacosScripts, "start.sh"), ndir, strconv.Itoa(np))
-		cmd.Env = append(os.Environ(), "NACOS_PARENT_PID="+strconv.Itoa(os.Getpid()), "NACOS_PARENT_CLEANUP=1")
-		var out []byte
-		if out, nerr = cmd.CombinedOutput(); nerr == nil {
-			nacosAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(np))
-			break
-		} else {
-			nerr = fmt.Errorf("%w\n%s", nerr, out)
+	for _, err := range []error{zkErr, nacosErr} {
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "FAIL: %v\n", err)
+			stop()
+			return 1
 		}
 	}
-	if nerr != nil {
-		fmt.Fprintf(os.Stderr, "FAIL: Nacos did not start: %v\n", nerr)
-		stop()
-		os.Exit(1)
-	}
+	zkAddr, nacosAddr = zk.Addr, nacos.Addr
 	code := m.Run()
 	if c := stop(); c != 0 {
 		code = c
 	}
-	os.Exit(code)
+	return code
 }
 
 // TestLocalMetadata: a dubbo-go provider with local metadata storage, registered at

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"os"
 	"path/filepath"
 	"strconv"
 
@@ -39,6 +38,7 @@ import (
 	_ "dubbo.apache.org/dubbo-go/v3/registry/zookeeper"
 
 	greetv1 "github.com/strait-mesh/strait/proto/demo/greet/v1"
+	"github.com/strait-mesh/strait/test/ports"
 )
 
 // AppGreeter is the GreetService of StartAppLevelProvider (dubbo-go exports only exported types).
@@ -61,8 +61,8 @@ func (g AppGreeter) GreetStream(_ context.Context, stream greetv1.GreetService_G
 }
 
 // StartAppLevelProvider starts an ordinary dubbo-go v3.3.2 provider of GreetService
-// (Triple on 127.0.0.1, a free port) registered in one registry (kind "zookeeper" or
-// "nacos", addr host:port) with application-level discovery only, as application app,
+// (Triple on 127.0.0.1, a port chosen at run time) registered in one registry (kind
+// "zookeeper" or "nacos", addr host:port) with application-level discovery only, as application app,
 // with remote metadata (its MetadataInfo in the registry used as metadata report). It
 // returns the provider's address at once (it registers in the background) and a channel
 // that receives Serve's error if it fails.
@@ -72,18 +72,20 @@ func (g AppGreeter) GreetStream(_ context.Context, stream greetv1.GreetService_G
 // disappears with the registry (the topology's down.sh stops it); its listener and
 // registry client live until the test process ends.
 func StartAppLevelProvider(kind, addr, app, metadataType string) (string, <-chan error, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	// dubbo-go binds its port itself: the port is held until just before Serve, and stays
+	// claimed (test/ports) for the life of the process, as the provider does.
+	reserved, err := ports.ReservePort()
 	if err != nil {
 		return "", nil, err
 	}
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
+	defer reserved.Release()
+	port := reserved.Port()
 	var opts []registry.Option
 	switch kind {
 	case "zookeeper":
 		opts = []registry.Option{registry.WithZookeeper()}
 	case "nacos":
-		dir := filepath.Join(os.TempDir(), "strait-dubbo-nacos-provider")
+		dir := filepath.Join(nacosDir, "provider")
 		opts = []registry.Option{registry.WithNacos(), registry.WithParams(map[string]string{
 			"nacos.logDir":   filepath.Join(dir, "log"),
 			"nacos.cacheDir": filepath.Join(dir, "cache"),
@@ -118,6 +120,7 @@ func StartAppLevelProvider(kind, addr, app, metadataType string) (string, <-chan
 		return "", nil, fmt.Errorf("dubbo-go provider: %w", err)
 	}
 	served := make(chan error, 1)
+	reserved.Release()
 	go func() { served <- srv.Serve() }()
 	paddr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 	providerAddrs = append(providerAddrs, paddr)
