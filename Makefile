@@ -22,11 +22,10 @@ deps:
 	@bash test/registries/nacos/start.sh --assemble
 	@{ command -v h2spec || ls "$$($(GO) env GOBIN)/h2spec" || ls "$$($(GO) env GOPATH | cut -d: -f1)/bin/h2spec"; } >/dev/null 2>&1 || $(GO) install github.com/summerwind/h2spec/cmd/h2spec@v2.2.1+incompatible
 
-# The packages that run deploy/local/up.sh use its fixed ports: they run one at a time,
-# after the others (./test/dubbo/localmeta does not, but the filter below leaves it out of
-# the first run).
-# ./test/abuse compares latencies with and without an attack, and h2spec waits for answers
-# with a timeout: they run alone too.
+# The packages that run deploy/local/up.sh (on a port base chosen at run time), the Java
+# and dubbo-go peers, and the latency comparisons of ./test/abuse and h2spec's timeouts
+# start many processes or measure time: they run one at a time, after the others, so the
+# 2-core machine's load does not decide their outcome.
 PROCESS_TESTS := ./test/local ./test/dubbo ./test/dubbo/localmeta ./test/abuse ./test/h2spec
 # RACE_TESTS run again under the race detector: the relay, and both gateways through the
 # end-to-end suite.

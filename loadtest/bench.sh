@@ -71,7 +71,7 @@ cleanup() {
     for _ in $(seq 1 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.05; done
     kill -KILL "$p" 2>/dev/null || true
   done
-  deploy/local/down.sh >/dev/null 2>&1 || true
+  STRAIT_PORT_BASE= deploy/local/down.sh >/dev/null 2>&1 || true
   rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -83,7 +83,8 @@ go build -o "$WORK/bench" ./loadtest/bench
 go build -o "$WORK/plot" ./loadtest/plot
 
 say "starting the two-domain topology (deploy/local/up.sh, gateways GOMAXPROCS=1)"
-deploy/local/up.sh > "$WORK/ready.json"
+# The ports below are up.sh's defaults: the topology runs on its default base.
+STRAIT_PORT_BASE= deploy/local/up.sh --port-base 17100 > "$WORK/ready.json"
 pid_of() { awk -v n="$1" '$1==n {print $2}' "$STRAIT_STATE/pids"; }
 # One process per hop, like the other chains: stop the second egress and ingress (they
 # drain and leave the gossip cluster; the egress then uses beta-ingress-1 only).

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/strait-mesh/strait/test/localtopo"
+	"github.com/strait-mesh/strait/test/scenarios"
 	"github.com/strait-mesh/strait/test/wait"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -48,6 +49,11 @@ func TestUpDown(t *testing.T) {
 			t.Fatalf("http via %s: %q", e, got)
 		}
 	}
+
+	// The cross-domain suite test/e2e runs in process.
+	t.Run("scenarios", func(t *testing.T) {
+		scenarios.Run(t, scenarios.Topology{Egress: r.EgressInstances})
+	})
 
 	// The calls are counted on /metrics.
 	for _, name := range []string{"alpha-egress-1", "alpha-egress-2"} {
