@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -69,24 +70,20 @@ func loadInput(t *testing.T, path string) Inputs {
 	return in
 }
 
-// render writes resources as stable, indented JSON: type → name → resource.
-func render(t *testing.T, res map[resource.Type][]types.Resource) []byte {
+// render writes resources of one type as stable, indented JSON: name → resource.
+func render(t *testing.T, rs []types.Resource) []byte {
 	t.Helper()
-	out := map[string]map[string]any{}
-	for typ, rs := range res {
-		short := typ[strings.LastIndexByte(typ, '.')+1:]
-		out[short] = map[string]any{}
-		for _, r := range rs {
-			b, err := protojson.Marshal(r)
-			if err != nil {
-				t.Fatal(err)
-			}
-			var v any
-			if err := json.Unmarshal(b, &v); err != nil {
-				t.Fatal(err)
-			}
-			out[short][resourceName(r)] = v
+	out := map[string]any{}
+	for _, r := range rs {
+		b, err := protojson.Marshal(r)
+		if err != nil {
+			t.Fatal(err)
 		}
+		var v any
+		if err := json.Unmarshal(b, &v); err != nil {
+			t.Fatal(err)
+		}
+		out[resourceName(r)] = v
 	}
 	b, err := json.MarshalIndent(out, "", "  ")
 	if err != nil {
@@ -94,6 +91,9 @@ func render(t *testing.T, res map[resource.Type][]types.Resource) []byte {
 	}
 	return append(b, '\n')
 }
+
+// goldenTypes are the resource types of the golden files, one file each.
+var goldenTypes = []resource.Type{resource.ListenerType, resource.RouteType, resource.ClusterType, resource.EndpointType, resource.SecretType}
 
 func resourceName(r types.Resource) string {
 	type named interface{ GetName() string }
@@ -107,7 +107,8 @@ func resourceName(r types.Resource) string {
 	return fmt.Sprintf("%T", r)
 }
 
-// TestTranslateGolden: testdata/in/*.yaml → testdata/out/<name>.{egress,ingress}.json.
+// TestTranslateGolden: testdata/in/<name>.yaml → testdata/out/<name>/<role>.<type>.json,
+// one file per gateway role and resource type (as Envoy Gateway's translator testdata).
 // Run with -update to rewrite the outputs; stale outputs are removed.
 func TestTranslateGolden(t *testing.T) {
 	ins, _ := filepath.Glob("testdata/in/*.yaml")
@@ -123,29 +124,43 @@ func TestTranslateGolden(t *testing.T) {
 			if err != nil {
 				t.Logf("reported and skipped: %v", err)
 			}
+			dir := filepath.Join("testdata", "out", name)
+			if *update {
+				if err := os.MkdirAll(dir, 0o755); err != nil {
+					t.Fatal(err)
+				}
+			}
 			for role, rs := range map[string]map[resource.Type][]types.Resource{"egress": res.Egress, "ingress": res.Ingress} {
-				out := filepath.Join("testdata", "out", name+"."+role+".json")
-				want[out] = true
-				got := render(t, rs)
-				if *update {
-					if err := os.WriteFile(out, got, 0o644); err != nil {
-						t.Fatal(err)
+				for typ := range rs {
+					if !slices.Contains(goldenTypes, typ) {
+						t.Errorf("%s resources of type %s have no golden file", role, typ)
 					}
-					continue
 				}
-				exp, err := os.ReadFile(out)
-				if err != nil {
-					t.Fatalf("%v (run go test ./controlplane -update)", err)
-				}
-				if !bytes.Equal(got, exp) {
-					t.Errorf("%s differs from the translation; run go test ./controlplane -update and review the diff", out)
+				for _, typ := range goldenTypes {
+					out := filepath.Join(dir, role+"."+typ[strings.LastIndexByte(typ, '.')+1:]+".json")
+					want[out] = true
+					got := render(t, rs[typ])
+					if *update {
+						if err := os.WriteFile(out, got, 0o644); err != nil {
+							t.Fatal(err)
+						}
+						continue
+					}
+					exp, err := os.ReadFile(out)
+					if err != nil {
+						t.Fatalf("%v (run go test ./controlplane -update)", err)
+					}
+					if !bytes.Equal(got, exp) {
+						t.Errorf("%s differs from the translation; run go test ./controlplane -update and review the diff", out)
+					}
 				}
 			}
 		})
 	}
 	if *update {
 		outs, _ := filepath.Glob("testdata/out/*.json")
-		for _, o := range outs {
+		more, _ := filepath.Glob("testdata/out/*/*.json")
+		for _, o := range append(outs, more...) {
 			if !want[o] {
 				os.Remove(o)
 			}
