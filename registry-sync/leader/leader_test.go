@@ -7,7 +7,6 @@ import (
 	"io"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -23,6 +22,7 @@ import (
 
 	"github.com/strait-mesh/strait/registry-sync/embedded"
 	"github.com/strait-mesh/strait/registry-sync/leader"
+	"github.com/strait-mesh/strait/test/registries"
 )
 
 var (
@@ -47,13 +47,6 @@ func run(m *testing.M) int {
 		return 1
 	}
 	defer os.RemoveAll(dir)
-	zkDir := filepath.Join(dir, "zookeeper")
-	scripts, err := filepath.Abs("../../test/registries/zookeeper")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-
 	var wg sync.WaitGroup
 	var srv *embedded.Server
 	var etcdErr, zkErr error
@@ -62,7 +55,7 @@ func run(m *testing.M) int {
 		defer wg.Done()
 		srv, etcdErr = embedded.Start("leader", filepath.Join(dir, "etcd"))
 	}()
-	zkStarted := false
+	var zk *registries.Server
 	if _, err := os.Stat(zkJar); err != nil {
 		// start.sh would install Debian's zookeeper package: not from a unit test.
 		zkSkip = "ZooKeeper is not installed (" + zkJar + " is missing; `apt-get install zookeeper` or run test/registries/zookeeper/start.sh once)"
@@ -70,25 +63,9 @@ func run(m *testing.M) int {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			l, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				zkErr = err
-				return
+			if zk, zkErr = registries.Start("zookeeper"); zkErr == nil {
+				zkServers = []string{zk.Addr}
 			}
-			port := l.Addr().(*net.TCPAddr).Port
-			l.Close()
-			if err := os.Mkdir(zkDir, 0o755); err != nil {
-				zkErr = err
-				return
-			}
-			cmd := exec.Command(filepath.Join(scripts, "start.sh"), zkDir, strconv.Itoa(port))
-			cmd.Env = append(os.Environ(), "WATCH_PID="+strconv.Itoa(os.Getpid()))
-			zkStarted = true
-			if out, err := cmd.CombinedOutput(); err != nil {
-				zkErr = fmt.Errorf("zookeeper start.sh: %v\n%s", err, out)
-				return
-			}
-			zkServers = []string{net.JoinHostPort("127.0.0.1", strconv.Itoa(port))}
 		}()
 	}
 	wg.Wait()
@@ -103,9 +80,9 @@ func run(m *testing.M) int {
 	if srv != nil {
 		srv.Close()
 	}
-	if zkStarted {
-		if out, err := exec.Command(filepath.Join(scripts, "stop.sh"), zkDir).CombinedOutput(); err != nil {
-			fmt.Fprintf(os.Stderr, "FAIL: zookeeper stop.sh: %v\n%s", err, out)
+	if zk != nil {
+		if err := zk.Stop(); err != nil {
+			fmt.Fprintln(os.Stderr, "FAIL: zookeeper:", err)
 			code = 1
 		}
 	}

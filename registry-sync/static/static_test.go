@@ -54,10 +54,11 @@ func TestWatchFollowsEdits(t *testing.T) {
 	}
 	var mu sync.Mutex
 	var seen []mesh.Instance
+	var history []int // how many providers each call reported
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		done <- r.Watch(ctx, func(is []mesh.Instance) { mu.Lock(); seen = is; mu.Unlock() })
+		done <- r.Watch(ctx, func(is []mesh.Instance) { mu.Lock(); seen = is; history = append(history, len(is)); mu.Unlock() })
 	}()
 	wait := func(n int, addr string) {
 		t.Helper()
@@ -74,9 +75,21 @@ func TestWatchFollowsEdits(t *testing.T) {
 	wait(1, "10.0.0.1:1")
 	write("providers:\n  - {service: a.B, protocol: grpc, address: '10.0.0.1:1'}\n  - {service: a.B, protocol: grpc, address: '10.0.0.2:1'}\n")
 	wait(2, "10.0.0.2:1")
-	write("providers: [ {service: broken") // refused: the last good list stays
-	time.Sleep(200 * time.Millisecond)
-	wait(2, "10.0.0.2:1")
+	// A broken file is refused and the last good list stays: the watch never reports
+	// anything but the two providers until the next good file (three providers) is seen.
+	mu.Lock()
+	from := len(history)
+	mu.Unlock()
+	write("providers: [ {service: broken")
+	write("providers:\n  - {service: a.B, protocol: grpc, address: '10.0.0.1:1'}\n  - {service: a.B, protocol: grpc, address: '10.0.0.2:1'}\n  - {service: a.B, protocol: grpc, address: '10.0.0.3:1'}\n")
+	wait(3, "10.0.0.3:1")
+	mu.Lock()
+	for _, n := range history[from:] {
+		if n != 2 && n != 3 {
+			t.Errorf("after the broken file the watch reported %d providers", n)
+		}
+	}
+	mu.Unlock()
 	write("providers: []\n")
 	wait(0, "")
 	cancel()
