@@ -16,7 +16,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -265,37 +264,7 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 		rerr = make(chan error, 1)
 		go func() { rerr <- g.relay.Shutdown(ctx) }()
 	}
-	done := make(chan error, 1)
-	go func() { done <- g.srv.Shutdown(ctx) }()
-	var err error
-	t := time.NewTicker(10 * time.Millisecond)
-	idleSince := time.Time{}
-wait:
-	for {
-		select {
-		case err = <-done:
-			break wait
-		case <-t.C:
-			if g.core.Inflight() > 0 {
-				idleSince = time.Time{}
-				continue
-			}
-			if idleSince.IsZero() {
-				idleSince = time.Now()
-			} else if time.Since(idleSince) >= 50*time.Millisecond {
-				g.srv.Close()
-				err = <-done
-				if errors.Is(err, http.ErrServerClosed) {
-					err = nil
-				}
-				break wait
-			}
-		}
-	}
-	t.Stop()
-	if err != nil {
-		g.srv.Close()
-	}
+	err := g.core.ShutdownHTTP(ctx, g.srv)
 	if rerr != nil {
 		if e := <-rerr; err == nil {
 			err = e

@@ -10,6 +10,8 @@
 package gateway
 
 import (
+	"context"
+	"errors"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -125,6 +127,41 @@ func New(o Options) *Core {
 
 // Inflight counts the general-path calls being served.
 func (c *Core) Inflight() int64 { return c.inflight.Load() }
+
+// ShutdownHTTP shuts srv down, the general path's server: it stops accepting, lets the
+// calls in flight finish until ctx ends, and closes srv once no call has been in flight
+// for 50 ms, so that an idle client connection (which http.Server.Shutdown would wait
+// for) does not hold the drain up.
+func (c *Core) ShutdownHTTP(ctx context.Context, srv *http.Server) error {
+	done := make(chan error, 1)
+	go func() { done <- srv.Shutdown(ctx) }()
+	t := time.NewTicker(10 * time.Millisecond)
+	defer t.Stop()
+	var idleSince time.Time
+	for {
+		select {
+		case err := <-done:
+			if err != nil {
+				srv.Close()
+			}
+			return err
+		case <-t.C:
+			if c.Inflight() > 0 {
+				idleSince = time.Time{}
+				continue
+			}
+			if idleSince.IsZero() {
+				idleSince = time.Now()
+			} else if time.Since(idleSince) >= 50*time.Millisecond {
+				srv.Close()
+				if err := <-done; err != nil && !errors.Is(err, http.ErrServerClosed) {
+					return err
+				}
+				return nil
+			}
+		}
+	}
+}
 
 // classify describes a call from the parts of its request both data paths read.
 func (c *Core) classify(method, path, host, contentType, triVersion, triGroup, tunnelProtocol, tunnelService string) Call {
