@@ -23,6 +23,7 @@ import (
 	egress "github.com/strait-mesh/strait/egress-cluster"
 	ingress "github.com/strait-mesh/strait/ingress-cluster"
 	"github.com/strait-mesh/strait/internal/admin"
+	"github.com/strait-mesh/strait/internal/advertise"
 	"github.com/strait-mesh/strait/internal/config"
 	"github.com/strait-mesh/strait/internal/identity"
 	"github.com/strait-mesh/strait/internal/membership"
@@ -41,8 +42,10 @@ type Gateway struct {
 	admin   *admin.Server
 	metrics *admin.GatewayMetrics
 	ln      net.Listener
-	pc      net.PacketConn // the ingress' QUIC tunnel socket, on the listener's port
-	gossip  *membership.Cluster
+	// advertised is the address published for the instance.
+	advertised string
+	pc         net.PacketConn // the ingress' QUIC tunnel socket, on the listener's port
+	gossip     *membership.Cluster
 
 	mu      sync.Mutex
 	applied *xdsres.GatewayConfig
@@ -107,6 +110,15 @@ func startGateway(gw *config.Gateway, ln net.Listener, log *slog.Logger) (g *Gat
 		g.ln = ln
 	} else if g.ln, err = net.Listen("tcp", gw.Listen); err != nil {
 		return nil, fmt.Errorf("%s: listen: %w", gw.Role, err)
+	}
+	guessed := false
+	if g.advertised, guessed, err = advertise.Resolve(gw.Advertise, g.ln.Addr(), advertise.DefaultRouteIP); err != nil {
+		g.ln.Close()
+		return nil, fmt.Errorf("%s: %w", gw.Role, err)
+	}
+	if guessed {
+		g.log.Warn("the listener is on a wildcard address: publishing the address of the interface with the default route; set advertise to the address consumers and peers dial",
+			"listen", g.ln.Addr().String(), "advertise", g.advertised)
 	}
 	var apply func(*xdsres.GatewayConfig) error
 	var serve func(net.Listener) error
@@ -182,7 +194,7 @@ func startGateway(gw *config.Gateway, ln net.Listener, log *slog.Logger) (g *Gat
 		// A node name per incarnation: a restarted instance is a new member at once, while
 		// a crashed one is still being declared dead.
 		g.gossip, err = membership.JoinConfigured(gw.Gossip, gw.Domain, gw.Role, g.Name()+"-"+strconv.FormatInt(time.Now().UnixNano()%(1<<30), 36), membership.Meta{
-			Domain: gw.Domain, Role: membership.Role(gw.Role), Instance: gw.Instance, Addr: g.ln.Addr().String(),
+			Domain: gw.Domain, Role: membership.Role(gw.Role), Instance: gw.Instance, Addr: g.advertised,
 		}, false, g.log)
 		if err != nil {
 			g.ln.Close()
@@ -232,6 +244,10 @@ func (g *Gateway) goRun(f func()) {
 // Addr is the serving listener's address (consumers for egress, tunnels for ingress).
 func (g *Gateway) Addr() string { return g.ln.Addr().String() }
 
+// Advertised is the address published for the instance (gossip, and from there the
+// registry and peer domains): the gateway file's advertise, completed from the listener.
+func (g *Gateway) Advertised() string { return g.advertised }
+
 // AdminAddr is the admin listener's address.
 func (g *Gateway) AdminAddr() string { return g.admin.Addr() }
 
@@ -267,7 +283,7 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 		g.admin.SetReady(false, "draining")
 		if g.gossip != nil {
 			// Tell the cluster first, then leave: nobody should count on us any more.
-			m := membership.Meta{Domain: g.cfg.Domain, Role: membership.Role(g.cfg.Role), Instance: g.cfg.Instance, Addr: g.Addr(), State: membership.StateDraining}
+			m := membership.Meta{Domain: g.cfg.Domain, Role: membership.Role(g.cfg.Role), Instance: g.cfg.Instance, Addr: g.advertised, State: membership.StateDraining}
 			if err := g.gossip.UpdateMeta(m); err != nil {
 				g.log.Warn("gossip: announce draining", "err", err)
 			}
@@ -340,6 +356,7 @@ func (g *Gateway) debugConfig() any {
 	g.mu.Unlock()
 	out := map[string]any{
 		"domain": g.cfg.Domain, "role": g.cfg.Role, "instance": g.cfg.Instance,
+		"listen": g.Addr(), "advertise": g.advertised,
 		"version": g.xds.Version(), "connected": g.xds.Connected(), "nacks": g.xds.NACKs(), "lastNack": g.xds.LastNACK(),
 	}
 	if g.gossip != nil {

@@ -24,7 +24,7 @@ Usage:
   strait sync -c JOB.yaml [--once [--timeout D] [--json]]
         copy services between two registries (ZooKeeper, Nacos, etcd), one way or both
   strait validate -c FILE
-        check a domain file; every error is printed with its path
+        check a domain file or a gateway file; every error is printed with its path
   strait certs -o DIR -trust-domain TD [-svid ROLE/NAME]...
         write a CA bundle and SVIDs for one trust domain
   strait samples -registry HOST:PORT [-kind etcd|zookeeper|nacos]

@@ -46,3 +46,34 @@ func TestValidateLocatesAndWarns(t *testing.T) {
 		}
 	}
 }
+
+// TestValidateGatewayFile: a gateway file is recognised by its role; a wildcard listen
+// without an advertised host passes with a warning, a wildcard advertise is an error.
+func TestValidateGatewayFile(t *testing.T) {
+	dir := t.TempDir()
+	const head = "domain: alpha\nrole: egress\ninstance: e1\ncontrolplane: {xds: 127.0.0.1:17100}\nidentity: {cert: a.pem, key: k.pem}\n"
+	for _, c := range []struct {
+		name, doc      string
+		code           int
+		stdout, stderr string
+	}{
+		{"plain.yaml", head + "listen: 127.0.0.1:17110\n", 0, "FILE: ok (gateway alpha/egress/e1, listen 127.0.0.1:17110)\n", ""},
+		{"wildcard.yaml", head + "listen: 0.0.0.0:17110\n", 0, "FILE: ok (gateway alpha/egress/e1, listen 0.0.0.0:17110)\n",
+			"FILE: warning: listen: 0.0.0.0:17110 is a wildcard address and advertise names no host: the gateway publishes the address of the interface with the default route; set advertise to the address consumers and peers dial\n"},
+		{"advertised.yaml", head + "listen: 0.0.0.0:17110\nadvertise: egress.alpha.example:443\n", 0, "FILE: ok (gateway alpha/egress/e1, listen 0.0.0.0:17110)\n", ""},
+		{"bad-advertise.yaml", head + "listen: 0.0.0.0:17110\nadvertise: \"[::]:443\"\n", 1, "",
+			"FILE: 1 error(s):\n  advertise: \"[::]:443\" is a wildcard address: advertise the address consumers and peers dial\n"},
+	} {
+		f := filepath.Join(dir, c.name)
+		if err := os.WriteFile(f, []byte(c.doc), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		var out, errb bytes.Buffer
+		code := run([]string{"validate", "-c", f}, &out, &errb)
+		stdout := string(bytes.ReplaceAll(out.Bytes(), []byte(f), []byte("FILE")))
+		stderr := string(bytes.ReplaceAll(errb.Bytes(), []byte(f), []byte("FILE")))
+		if code != c.code || stdout != c.stdout || stderr != c.stderr {
+			t.Errorf("%s: exit %d, stdout %q, stderr %q; want %d, %q, %q", c.name, code, stdout, stderr, c.code, c.stdout, c.stderr)
+		}
+	}
+}

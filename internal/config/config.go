@@ -16,6 +16,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/strait-mesh/strait/internal/advertise"
 	"github.com/strait-mesh/strait/internal/configerr"
 	"github.com/strait-mesh/strait/internal/mesh"
 )
@@ -119,7 +120,12 @@ type Gateway struct {
 	Instance string `yaml:"instance"`
 	// Listen is the consumer listener (egress) or the tunnel listener (ingress).
 	Listen string `yaml:"listen"`
-	Admin  string `yaml:"admin"`
+	// Advertise is the address published for this instance, the one consumers (egress)
+	// or peer egress instances (ingress) dial: "host", ":port" or "host:port", the rest
+	// taken from Listen. Without an advertised host, a wildcard Listen (0.0.0.0, [::])
+	// publishes the address of the interface with the default route.
+	Advertise string `yaml:"advertise"`
+	Admin     string `yaml:"admin"`
 	// Controlplane is where the gateway finds its controlplane. The old form, the xDS
 	// address as a string (controlplane: HOST:PORT), is accepted with a deprecation warning.
 	Controlplane ControlplaneLink `yaml:"controlplane"`
@@ -172,6 +178,9 @@ func LoadGatewayWithWarnings(path string) (*Gateway, Errors, error) {
 	if err := g.Validate(); err != nil {
 		return nil, warnings, fmt.Errorf("config %s: %w", path, err)
 	}
+	if w := g.AdvertiseWarning(); w != "" {
+		warnings.Add("listen", "%s", w)
+	}
 	// Relative paths are relative to the file.
 	g.Identity.resolve(filepath.Dir(path))
 	g.Gossip.resolve(filepath.Dir(path))
@@ -183,6 +192,19 @@ func logWarnings(file string, warnings Errors) {
 	for _, w := range warnings {
 		slog.Warn("config: deprecated spelling; it still works, but update the file", "file", file, "warning", w.Error())
 	}
+}
+
+// AdvertiseWarning says, for a wildcard listen address without an advertised host, what
+// the gateway will publish instead; "" otherwise.
+func (g *Gateway) AdvertiseWarning() string {
+	lh, _, err := net.SplitHostPort(g.Listen)
+	if err != nil || !advertise.IsWildcard(lh) {
+		return ""
+	}
+	if ah, _, err := advertise.Split(g.Advertise); err == nil && ah != "" {
+		return ""
+	}
+	return fmt.Sprintf("%s is a wildcard address and advertise names no host: the gateway publishes the address of the interface with the default route; set advertise to the address consumers and peers dial", g.Listen)
 }
 
 // Validate checks a gateway file.
@@ -214,6 +236,11 @@ func (g *Gateway) Validate() error {
 		if err := checkHostPort(g.Admin); err != nil {
 			add("admin", "%v", err)
 		}
+	}
+	if h, _, err := advertise.Split(g.Advertise); err != nil {
+		add("advertise", "%v", err)
+	} else if g.Advertise != "" && h != "" && advertise.IsWildcard(h) {
+		add("advertise", "%q is a wildcard address: advertise the address consumers and peers dial", g.Advertise)
 	}
 	if g.Identity.Cert == "" {
 		add("identity.cert", "required")

@@ -60,6 +60,9 @@ type TopologyOptions struct {
 	BothWays bool
 	// DataPath is the gateways' data path: "relay" (default) or "http".
 	DataPath string
+	// EgressListen and EgressAdvertise are the listen address (default 127.0.0.1:0) and
+	// the advertise setting of alpha's egress instances.
+	EgressListen, EgressAdvertise string
 	// Registry is the kind of registry of both domains: "embedded" (default: an embedded
 	// etcd per domain, in Dir), or "etcd", "zookeeper" or "nacos", servers that run already
 	// at AlphaRegistry and BetaRegistry (host:port; for Nacos its HTTP port), one per domain.
@@ -92,8 +95,10 @@ type Topology struct {
 
 	ownDir   bool
 	dataPath string
-	closers  []func(context.Context) // run in reverse order
-	closed   sync.Once
+	// egressListen and egressAdvertise: TopologyOptions' EgressListen and EgressAdvertise.
+	egressListen, egressAdvertise string
+	closers                       []func(context.Context) // run in reverse order
+	closed                        sync.Once
 }
 
 // Certs are the identity files the topology generated.
@@ -136,7 +141,7 @@ func StartTopology(ctx context.Context, o TopologyOptions) (t *Topology, err err
 	if o.Registry != "" && o.Registry != "embedded" && (len(o.AlphaRegistry) == 0 || len(o.BetaRegistry) == 0) {
 		return nil, fmt.Errorf("topology: a %s registry needs AlphaRegistry and BetaRegistry addresses", o.Registry)
 	}
-	t = &Topology{Dir: o.Dir, dataPath: o.DataPath}
+	t = &Topology{Dir: o.Dir, dataPath: o.DataPath, egressListen: o.EgressListen, egressAdvertise: o.EgressAdvertise}
 	if t.Dir == "" {
 		if t.Dir, err = os.MkdirTemp("", "strait-demo-"); err != nil {
 			return nil, fmt.Errorf("topology: %w", err)
@@ -260,7 +265,7 @@ func StartTopology(ctx context.Context, o TopologyOptions) (t *Topology, err err
 		if err != nil {
 			return t, err
 		}
-		t.Egress = append(t.Egress, g.Addr())
+		t.Egress = append(t.Egress, g.Advertised())
 	}
 	if o.BothWays {
 		if err := t.startOtherWay(ctx, o, alphaIngressLns, alphaIngressKey, betaEgressKey); err != nil {
@@ -336,13 +341,19 @@ func (t *Topology) startGateway(domain, role string, i int, svid identity.Files,
 
 // startGatewayOn starts a gateway on ln, or on a port of its own if ln is nil.
 func (t *Topology) startGatewayOn(ln net.Listener, domain, role string, i int, svid identity.Files, xds string, gossip *config.Gossip, log *slog.Logger) (*launch.Gateway, error) {
-	listen := "127.0.0.1:0"
+	listen, adv := "127.0.0.1:0", ""
+	if domain == "alpha" && role == xdsres.RoleEgress {
+		if t.egressListen != "" {
+			listen = t.egressListen
+		}
+		adv = t.egressAdvertise
+	}
 	if ln != nil {
 		listen = ln.Addr().String()
 	}
 	gw := &config.Gateway{
 		Domain: domain, Role: role, Instance: fmt.Sprintf("%s-%d", role, i+1),
-		Listen: listen, Admin: "127.0.0.1:0", Controlplane: config.ControlplaneLink{XDS: xds}, Gossip: gossip,
+		Listen: listen, Advertise: adv, Admin: "127.0.0.1:0", Controlplane: config.ControlplaneLink{XDS: xds}, Gossip: gossip,
 		DataPath: t.dataPath,
 	}
 	gw.Identity.Cert, gw.Identity.Key = svid.Cert, svid.Key
