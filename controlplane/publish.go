@@ -63,6 +63,9 @@ func (c *Server) publishImports(ctx context.Context, domain string) {
 					}
 					md[registrysync.MetaManaged] = "true"
 					md[registrysync.MetaOrigin] = peer
+					// Consumers see one application per origin domain, as at application
+					// level (registrysync.AppName); Dubbo's routers want one.
+					md["application"] = "strait-" + peer
 					md[registrysync.MetaOwner] = domain + "/controlplane"
 					desired = append(desired, mesh.Instance{
 						Service:  mesh.ServiceKey{Name: s.GetName(), Version: s.GetVersion(), Group: s.GetGroup()},

@@ -86,6 +86,9 @@ func TestImportsPublishedInRegistry(t *testing.T) {
 			if !registrysync.Managed(i) || i.Metadata[registrysync.MetaOrigin] != "beta" {
 				continue
 			}
+			if app := i.Metadata["application"]; app != "strait-beta" {
+				return fmt.Errorf("%s at %s has application %q, want strait-beta", i.Service.Name, i.Address, app)
+			}
 			if got[i.Service.Name] == nil {
 				got[i.Service.Name] = map[string]bool{}
 			}
