@@ -505,6 +505,33 @@ func (t *Topology) waitFor(ctx context.Context, limit time.Duration, what string
 	return nil
 }
 
+// ChangeDomains applies changed copies of alpha's and beta's domain files (their routes
+// and exports may be appended to freely), beta's first so that a route never points at a
+// service the peer refuses, and returns what puts the previous ones back.
+func (t *Topology) ChangeDomains(ctx context.Context, alpha, beta func(*config.Domain)) (restore func(context.Context) error, err error) {
+	oldA, oldB := t.AlphaCP.Core().Domain(), t.BetaCP.Core().Domain()
+	a, b := *oldA, *oldB
+	a.Routes = append([]config.Route(nil), a.Routes...)
+	b.Exports = append([]config.Export(nil), b.Exports...)
+	alpha(&a)
+	beta(&b)
+	restore = func(ctx context.Context) error {
+		var errs []error
+		for _, d := range []*config.Domain{oldA, oldB} {
+			if _, err := t.SetDomain(ctx, d); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		return errors.Join(errs...)
+	}
+	for _, d := range []*config.Domain{&b, &a} {
+		if _, err := t.SetDomain(ctx, d); err != nil {
+			return restore, err
+		}
+	}
+	return restore, nil
+}
+
 // DataPath is the gateways' data path: "relay" or "http".
 func (t *Topology) DataPath() string {
 	if t.dataPath == "" {

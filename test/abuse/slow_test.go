@@ -237,26 +237,15 @@ func (p *slowProvider) close() {
 // controlplanes for the test's duration, and restores them after.
 func withRoutes(t *testing.T, alpha func(*config.Domain), beta func(*config.Domain)) {
 	t.Helper()
-	oldA, oldB := topo.AlphaCP.Core().Domain(), topo.BetaCP.Core().Domain()
-	a, b := *oldA, *oldB
-	a.Routes = append([]config.Route(nil), a.Routes...)
-	b.Exports = append([]config.Export(nil), b.Exports...)
-	alpha(&a)
-	beta(&b)
-	ctx := context.Background()
-	// Exports first, then routes: a route never points at a service the peer refuses.
-	for _, d := range []*config.Domain{&b, &a} {
-		if _, err := topo.SetDomain(ctx, d); err != nil {
-			t.Fatal(err)
-		}
-	}
+	restore, err := topo.ChangeDomains(context.Background(), alpha, beta)
 	t.Cleanup(func() {
-		for _, d := range []*config.Domain{oldA, oldB} {
-			if _, err := topo.SetDomain(ctx, d); err != nil {
-				t.Error(err)
-			}
+		if err := restore(context.Background()); err != nil {
+			t.Error(err)
 		}
 	})
+	if err != nil {
+		t.Fatal(err)
+	}
 }
 
 // waitEndpoints waits until every ingress knows a provider of svc.

@@ -144,23 +144,13 @@ func relayCounts(tp *demo.Topology) counts {
 // then routes: a route never points at a service the peer refuses), and puts them back.
 func setDomains(t *testing.T, tp *demo.Topology, alpha func(*config.Domain), beta func(*config.Domain)) {
 	t.Helper()
-	oldA, oldB := tp.AlphaCP.Core().Domain(), tp.BetaCP.Core().Domain()
-	a, b := *oldA, *oldB
-	a.Routes = append([]config.Route(nil), a.Routes...)
-	b.Exports = append([]config.Export(nil), b.Exports...)
-	alpha(&a)
-	beta(&b)
-	ctx := context.Background()
-	for _, d := range []*config.Domain{&b, &a} {
-		if _, err := tp.SetDomain(ctx, d); err != nil {
-			t.Fatal(err)
-		}
-	}
+	restore, err := tp.ChangeDomains(context.Background(), alpha, beta)
 	t.Cleanup(func() {
-		for _, d := range []*config.Domain{oldA, oldB} {
-			if _, err := tp.SetDomain(ctx, d); err != nil {
-				t.Error(err)
-			}
+		if err := restore(context.Background()); err != nil {
+			t.Error(err)
 		}
 	})
+	if err != nil {
+		t.Fatal(err)
+	}
 }
