@@ -36,6 +36,7 @@ import (
 
 	"github.com/strait-mesh/strait/internal/mesh"
 	registrysync "github.com/strait-mesh/strait/registry-sync"
+	"github.com/strait-mesh/strait/registry-sync/dubbourl"
 )
 
 // Instance metadata keys of Dubbo's application-level discovery.
@@ -86,23 +87,11 @@ func MatchKey(name, group, version, protocol string) string {
 	return k + ":" + protocol
 }
 
-func scheme(p mesh.Protocol) string {
-	if p == mesh.ProtocolTriple {
-		return "tri"
-	}
-	return string(p)
-}
-
+// protocol reads a service's protocol; application-level discovery carries Triple, gRPC
+// and HTTP services (not dubbo://).
 func protocol(s string) (mesh.Protocol, bool) {
-	switch s {
-	case "tri", "triple":
-		return mesh.ProtocolTriple, true
-	case "grpc":
-		return mesh.ProtocolGRPC, true
-	case "http":
-		return mesh.ProtocolHTTP, true
-	}
-	return "", false
+	p, ok := dubbourl.Protocol(s)
+	return p, ok && p != mesh.ProtocolDubbo
 }
 
 // Rendered is an application instance as a registry stores it.
@@ -152,7 +141,7 @@ func Render(a registrysync.AppInstance) (Rendered, error) {
 		if s.Service.Group != "" {
 			params["group"] = s.Service.Group
 		}
-		sc := scheme(s.Protocol)
+		sc := dubbourl.Scheme(s.Protocol)
 		protos[sc] = true
 		info.Services[MatchKey(s.Service.Name, s.Service.Group, s.Service.Version, sc)] = &ServiceInfo{
 			Name: s.Service.Name, Group: s.Service.Group, Version: s.Service.Version,

@@ -35,15 +35,33 @@ func Format(i mesh.Instance) string {
 	if i.Service.Group != "" {
 		q.Set("group", i.Service.Group)
 	}
-	u := url.URL{Scheme: scheme(i.Protocol), Host: i.Address, Path: "/" + i.Service.Name, RawQuery: q.Encode()}
+	u := url.URL{Scheme: Scheme(i.Protocol), Host: i.Address, Path: "/" + i.Service.Name, RawQuery: q.Encode()}
 	return u.String()
 }
 
-func scheme(p mesh.Protocol) string {
+// Scheme is the URL scheme (and the protocol parameter) Dubbo writes for p: "tri" for
+// Triple, the protocol's name otherwise.
+func Scheme(p mesh.Protocol) string {
 	if p == mesh.ProtocolTriple {
 		return "tri"
 	}
 	return string(p)
+}
+
+// Protocol reads a scheme or protocol parameter as Dubbo writes it ("tri" or "triple",
+// "grpc", "http", "dubbo"); ok is false for the protocols Strait does not carry.
+func Protocol(s string) (p mesh.Protocol, ok bool) {
+	switch s {
+	case "tri", "triple":
+		return mesh.ProtocolTriple, true
+	case "grpc":
+		return mesh.ProtocolGRPC, true
+	case "http":
+		return mesh.ProtocolHTTP, true
+	case "dubbo":
+		return mesh.ProtocolDubbo, true
+	}
+	return "", false
 }
 
 // Parse reads a Dubbo provider URL back into an instance.
@@ -52,17 +70,8 @@ func Parse(s string) (mesh.Instance, error) {
 	if err != nil {
 		return mesh.Instance{}, fmt.Errorf("provider url %q: %w", s, err)
 	}
-	var p mesh.Protocol
-	switch u.Scheme {
-	case "tri":
-		p = mesh.ProtocolTriple
-	case "grpc":
-		p = mesh.ProtocolGRPC
-	case "http":
-		p = mesh.ProtocolHTTP
-	case "dubbo":
-		p = mesh.ProtocolDubbo
-	default:
+	p, ok := Protocol(u.Scheme)
+	if !ok {
 		return mesh.Instance{}, fmt.Errorf("provider url %q: protocol %q is not tri, grpc, http or dubbo", s, u.Scheme)
 	}
 	if err := checkAddress(u.Host); err != nil {

@@ -56,6 +56,7 @@ import (
 	"github.com/strait-mesh/strait/internal/mesh"
 	registrysync "github.com/strait-mesh/strait/registry-sync"
 	"github.com/strait-mesh/strait/registry-sync/dubboapp"
+	"github.com/strait-mesh/strait/registry-sync/dubbourl"
 )
 
 // Group is the Nacos group Dubbo registers its services in.
@@ -239,7 +240,7 @@ func Instance(inst mesh.Instance) (model.Instance, error) {
 	md["path"] = k.Name
 	md["side"] = "provider"
 	md["category"] = category
-	md["protocol"] = scheme(inst.Protocol)
+	md["protocol"] = dubbourl.Scheme(inst.Protocol)
 	delete(md, "version")
 	delete(md, "group")
 	if k.Version != "" {
@@ -254,13 +255,6 @@ func Instance(inst mesh.Instance) (model.Instance, error) {
 	}, nil
 }
 
-func scheme(p mesh.Protocol) string {
-	if p == mesh.ProtocolTriple {
-		return "tri"
-	}
-	return string(p)
-}
-
 // FromInstance reads a Nacos instance of service (a providers: service name) back. ok is
 // false for instances a consumer would not call (disabled, unhealthy) and for protocols
 // registries here do not carry (rest, …).
@@ -269,17 +263,8 @@ func FromInstance(service string, h model.Instance) (inst mesh.Instance, ok bool
 	if !ok || !h.Enable || !h.Healthy || h.Port == 0 || h.Port > 65535 {
 		return mesh.Instance{}, false
 	}
-	var p mesh.Protocol
-	switch h.Metadata["protocol"] {
-	case "tri", "triple":
-		p = mesh.ProtocolTriple
-	case "grpc":
-		p = mesh.ProtocolGRPC
-	case "http":
-		p = mesh.ProtocolHTTP
-	case "dubbo":
-		p = mesh.ProtocolDubbo
-	default:
+	p, ok := dubbourl.Protocol(h.Metadata["protocol"])
+	if !ok {
 		return mesh.Instance{}, false
 	}
 	md := make(map[string]string, len(h.Metadata))
