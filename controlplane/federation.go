@@ -2,6 +2,7 @@ package controlplane
 
 import (
 	"log/slog"
+	"slices"
 	"sort"
 	"strconv"
 	"sync"
@@ -16,6 +17,7 @@ import (
 	"github.com/strait-mesh/strait/internal/mesh"
 	federationv1 "github.com/strait-mesh/strait/proto/federation/v1"
 	registrysync "github.com/strait-mesh/strait/registry-sync"
+	"github.com/strait-mesh/strait/registry-sync/dubbourl"
 )
 
 // ServiceKey names an exported service in federation updates: protocol/name:version@group.
@@ -24,20 +26,35 @@ func ServiceKey(s *federationv1.Service) string {
 }
 
 // ExportsFor computes what d exports to peer: each export that names the peer, pattern
-// exports resolved against the providers (ResolveExports), with the metadata its
-// allow-list lets cross (taken from a live provider). Providers registered by Strait for
-// another domain (managed) are never exported again: an export whose only providers here
-// are managed is itself an import, and is left out (no loops, even when two domains export
-// the same service to each other). An export with no provider at all stays (its callers
-// get UNAVAILABLE until one registers). It is a pure function.
+// exports resolved against the providers (ResolveExports).
+//
+// An export carries each version and group its live native providers registered as a
+// service of its own, so that the peer imports, routes and publishes them as Dubbo
+// consumers expect (a Java consumer asks for version 1.0.0 and finds no provider
+// published without one); an export naming a version or group carries only that one.
+// Each such service carries the Dubbo service parameters of one of its providers
+// (dubbourl.ServiceParam: methods, release, timestamp, …) and the metadata the export's
+// allow-list lets cross.
+//
+// Providers registered by Strait for another domain (managed) are never exported again:
+// an export whose only providers here are managed is itself an import, and is left out
+// (no loops, even when two domains export the same service to each other). An export with
+// no provider at all stays, with the version and group it names (its callers get
+// UNAVAILABLE until one registers). It is a pure function.
 func ExportsFor(d *config.Domain, peer string, providers []mesh.Instance) map[string]*federationv1.Service {
 	return exportsFor(ResolveExports(d, providers), peer, indexByName(providers))
 }
 
+// indexByName groups the providers by service name, each name's sorted by address (so
+// that the provider whose parameters an export carries does not depend on the registry's
+// order).
 func indexByName(providers []mesh.Instance) map[string][]mesh.Instance {
 	m := map[string][]mesh.Instance{}
 	for _, p := range providers {
 		m[p.Service.Name] = append(m[p.Service.Name], p)
+	}
+	for _, ps := range m {
+		sort.SliceStable(ps, func(i, j int) bool { return ps[i].Address < ps[j].Address })
 	}
 	return m
 }
@@ -53,36 +70,60 @@ func exportsFor(exports []config.Export, peer string, byName map[string][]mesh.I
 		if !allowed {
 			continue
 		}
-		s := &federationv1.Service{
-			Name: e.Service, Version: e.Version, Group: e.Group, Protocol: string(e.Protocol),
-			Methods: append([]string(nil), e.Methods...),
-		}
-		managedOnly := false
+		// One service per version × group of the native providers; the first provider
+		// (by address) of each gives its parameters.
+		var keys []mesh.ServiceKey
+		first := map[mesh.ServiceKey]mesh.Instance{}
+		managed := false
 		for _, p := range byName[e.Service] {
 			if !p.Serves(mesh.ServiceKey{Name: e.Service, Version: e.Version, Group: e.Group}, e.Protocol) {
 				continue
 			}
 			if registrysync.Managed(p) {
-				managedOnly = true
+				managed = true
 				continue
 			}
-			managedOnly = false
-			for _, k := range e.Metadata {
-				if v, ok := p.Metadata[k]; ok {
-					if s.Metadata == nil {
-						s.Metadata = map[string]string{}
-					}
-					s.Metadata[k] = v
-				}
+			if _, ok := first[p.Service]; !ok {
+				first[p.Service] = p
+				keys = append(keys, p.Service)
 			}
-			break
 		}
-		if managedOnly {
+		if len(keys) == 0 {
+			if managed {
+				continue
+			}
+			s := exported(e, mesh.ServiceKey{Name: e.Service, Version: e.Version, Group: e.Group}, nil)
+			out[ServiceKey(s)] = s
 			continue
 		}
-		out[ServiceKey(s)] = s
+		for _, k := range keys {
+			p := first[k]
+			s := exported(e, k, &p)
+			out[ServiceKey(s)] = s
+		}
 	}
 	return out
+}
+
+// exported is the federation entry of export e for service key k, with the parameters of
+// provider p when there is one.
+func exported(e config.Export, k mesh.ServiceKey, p *mesh.Instance) *federationv1.Service {
+	s := &federationv1.Service{
+		Name: k.Name, Version: k.Version, Group: k.Group, Protocol: string(e.Protocol),
+		Methods: append([]string(nil), e.Methods...),
+	}
+	if p == nil {
+		return s
+	}
+	for k, v := range p.Metadata {
+		if dubbourl.ServiceParam(k) || slices.Contains(e.Metadata, k) {
+			if s.Metadata == nil {
+				s.Metadata = map[string]string{}
+			}
+			s.Metadata[k] = v
+		}
+	}
+	return s
 }
 
 const historyLen = 256

@@ -192,7 +192,9 @@ func TestImportedRoutes(t *testing.T) {
 	}}}
 	native := []mesh.Instance{{Service: mesh.ServiceKey{Name: "com.alpha.Native"}, Protocol: mesh.ProtocolGRPC, Address: "10.0.0.1:1"}}
 	routes, errs := ImportedRoutes(d, imports, native)
-	if len(routes) != 2 || routes[1].Service != "com.beta.Ledger" || routes[1].Version != "2" || routes[1].Peer != "beta" {
+	// Ledger's version 2, and Ledger for calls that name no version.
+	if len(routes) != 3 || routes[1].Service != "com.beta.Ledger" || routes[1].Version != "2" || routes[1].Peer != "beta" ||
+		routes[2].Service != "com.beta.Ledger" || routes[2].Version != "" || routes[2].Peer != "beta" {
 		t.Fatalf("routes: %+v", routes)
 	}
 	if len(errs) != 1 || !strings.Contains(errs[0].Error(), "exists natively") {
@@ -224,13 +226,14 @@ func TestPatternExports(t *testing.T) {
 		return strings.Join(ks, " ")
 	}
 	alpha := ExportsFor(d, "alpha", provs)
-	if got, want := keys(alpha), "grpc/com.beta.Ledger:@ triple/com.beta.Pay:@"; got != want {
+	// Pay's provider registered version 1.0.0: the export carries it.
+	if got, want := keys(alpha), "grpc/com.beta.Ledger:@ triple/com.beta.Pay:1.0.0@"; got != want {
 		t.Fatalf("to alpha: %s, want %s", got, want)
 	}
 	if s := alpha["grpc/com.beta.Ledger:@"]; s.Metadata["application"] != "ledger" || len(s.Methods) != 1 || s.Methods[0] != "Get" {
 		t.Fatalf("ledger: %v", s)
 	}
-	if s := alpha["triple/com.beta.Pay:@"]; s.Metadata["application"] != "pay" || s.Metadata["secret"] != "" {
+	if s := alpha["triple/com.beta.Pay:1.0.0@"]; s.Metadata["application"] != "pay" || s.Metadata["secret"] != "" {
 		t.Fatalf("pay: %v", s)
 	}
 	// gamma: "*" takes what "com.beta.*" (alpha's) did not claim; managed never.
@@ -340,4 +343,59 @@ func TestRemovedPeerWithdrawn(t *testing.T) {
 
 	fed.Update(d, providers, []string{"10.1.0.1:15443"})
 	waitImport("back", func(i Import) bool { return !i.Stale && len(i.Services) == 1 && i.Services[0].Name == "com.beta.Pay" })
+}
+
+// TestExportsCarryVersions: an export that names no version or group carries each version
+// and group its native providers registered as a service of its own, with the Dubbo
+// service parameters of one of them (not the host's or process's own, nor other metadata
+// the allow-list does not name); an export naming a version carries only that one.
+func TestExportsCarryVersions(t *testing.T) {
+	java := func(version, group, addr, release string) mesh.Instance {
+		return mesh.Instance{Service: mesh.ServiceKey{Name: "org.Echo", Version: version, Group: group}, Protocol: mesh.ProtocolTriple, Address: addr,
+			Metadata: map[string]string{
+				"application": "echo-provider", "pid": "4242", "token": "s3cret", "release": release, "dubbo": "2.0.2",
+				"methods": "echo,whoami", "timestamp": "1765000000000", "prefer.serialization": "hessian2,fastjson2",
+				"echo.timeout": "300", "owner": "team-a", "bind.ip": "10.0.0.1",
+			}}
+	}
+	provs := []mesh.Instance{
+		java("1.0.0", "g1", "10.0.0.2:1", "3.3.6"),
+		java("1.0.0", "g1", "10.0.0.1:1", "3.3.5"), // the first by address gives the parameters
+		java("2.0.0", "g1", "10.0.0.3:1", "3.3.6"),
+		java("2.0.0", "", "10.0.0.4:1", "3.3.6"),
+		{Service: mesh.ServiceKey{Name: "org.Echo", Version: "3.0.0"}, Protocol: mesh.ProtocolTriple, Address: "10.0.0.9:1",
+			Metadata: map[string]string{registrysync.MetaManaged: "true", registrysync.MetaOrigin: "alpha"}},
+	}
+	keys := func(m map[string]*federationv1.Service) string {
+		ks := make([]string, 0, len(m))
+		for k := range m {
+			ks = append(ks, k)
+		}
+		sort.Strings(ks)
+		return strings.Join(ks, " ")
+	}
+	all := ExportsFor(betaDomain(config.Export{Service: "org.Echo", Protocol: mesh.ProtocolTriple, To: []string{"alpha"}, Metadata: []string{"owner"}}), "alpha", provs)
+	if got, want := keys(all), "triple/org.Echo:1.0.0@g1 triple/org.Echo:2.0.0@ triple/org.Echo:2.0.0@g1"; got != want {
+		t.Fatalf("exports: %s, want %s", got, want)
+	}
+	s := all["triple/org.Echo:1.0.0@g1"]
+	want := map[string]string{
+		"release": "3.3.5", "dubbo": "2.0.2", "methods": "echo,whoami", "timestamp": "1765000000000",
+		"prefer.serialization": "hessian2,fastjson2", "echo.timeout": "300", "owner": "team-a",
+	}
+	if fmt.Sprint(s.Metadata) != fmt.Sprint(want) {
+		t.Fatalf("parameters carried:\n got %v\nwant %v", s.Metadata, want)
+	}
+	one := ExportsFor(betaDomain(config.Export{Service: "org.Echo", Protocol: mesh.ProtocolTriple, Version: "2.0.0", To: []string{"alpha"}}), "alpha", provs)
+	if got, want := keys(one), "triple/org.Echo:2.0.0@ triple/org.Echo:2.0.0@g1"; got != want {
+		t.Fatalf("export of version 2.0.0: %s, want %s", got, want)
+	}
+	grp := ExportsFor(betaDomain(config.Export{Service: "org.Echo", Protocol: mesh.ProtocolTriple, Version: "2.0.0", Group: "g1", To: []string{"alpha"}}), "alpha", provs)
+	if got, want := keys(grp), "triple/org.Echo:2.0.0@g1"; got != want {
+		t.Fatalf("export of 2.0.0@g1: %s, want %s", got, want)
+	}
+	none := ExportsFor(betaDomain(config.Export{Service: "org.Echo", Protocol: mesh.ProtocolTriple, Version: "9", To: []string{"alpha"}}), "alpha", provs)
+	if got, want := keys(none), "triple/org.Echo:9@"; got != want {
+		t.Fatalf("export of a version with no provider yet: %s, want %s", got, want)
+	}
 }

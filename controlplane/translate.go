@@ -325,7 +325,8 @@ func toCluster(name string) *routev3.Route_Route {
 }
 
 // ImportedRoutes is the domain file's routes plus a route for every gRPC or Triple service a
-// peer exports to this domain. An import is refused (and reported) when the service exists
+// peer exports to this domain (one per version and group, and one for calls that name
+// none). An import is refused (and reported) when the service exists
 // natively here, or when the domain file already routes it; plain HTTP services need a
 // host or path in the domain file and are not routed from imports alone.
 func ImportedRoutes(d *config.Domain, imports map[string]Import, providers []mesh.Instance) ([]config.Route, []error) {
@@ -364,6 +365,13 @@ func ImportedRoutes(d *config.Domain, imports map[string]Import, providers []mes
 			}
 			have[k] = true
 			routes = append(routes, config.Route{Service: s.GetName(), Protocol: p, Version: s.GetVersion(), Group: s.GetGroup(), Peer: peer})
+			if any := (key{true, s.GetName(), "", ""}); !have[any] {
+				// A call that names no version or group (a gRPC client, say) goes to the
+				// first peer importing the service; the peer's ingress picks among all
+				// the exported versions' providers.
+				have[any] = true
+				routes = append(routes, config.Route{Service: s.GetName(), Protocol: p, Peer: peer})
+			}
 		}
 	}
 	return routes, errs

@@ -294,14 +294,18 @@ type Export struct {
 	// (managed) never match.
 	Service  string        `yaml:"service"`
 	Protocol mesh.Protocol `yaml:"protocol"`
-	Version  string        `yaml:"version"`
-	Group    string        `yaml:"group"`
+	// Version and Group, when set, export only the providers of that version or group;
+	// unset, every version and group the providers registered is exported, each as a
+	// service of its own.
+	Version string `yaml:"version"`
+	Group   string `yaml:"group"`
 	// To lists the peer domains allowed to call the service.
 	To []string `yaml:"to"`
 	// Methods, if set, is the allow-list of methods; empty allows all.
 	Methods []string `yaml:"methods"`
-	// Metadata lists the provider metadata keys that may cross to the peers; none by
-	// default.
+	// Metadata lists further provider metadata keys that may cross to the peers. Dubbo's
+	// service parameters (dubbourl.ServiceParam: methods, release, timeout, …) always
+	// cross; other keys only when listed here.
 	Metadata []string `yaml:"metadata"`
 }
 

@@ -122,3 +122,36 @@ func checkAddress(hostport string) error {
 	}
 	return nil
 }
+
+// serviceParams are the parameters Dubbo's providers write that describe the service
+// rather than one host or process: what a Java Dubbo 3.3 provider registers by default,
+// and the service-level settings a consumer merges into its own (timeout, retries, …).
+// The host's and process's own (pid, bind.ip, qos.*), secrets (token) and the
+// application, which a gateway replaces, are not among them.
+var serviceParams = map[string]bool{
+	"anyhost": true, "background": true, "category": true, "cluster": true, "connections": true,
+	"deprecated": true, "dubbo": true, "dynamic": true, "executor-management-mode": true,
+	"file-cache": true, "generic": true, "loadbalance": true, "methods": true,
+	"metadata-type": true, "payload": true, "prefer.serialization": true, "register-mode": true,
+	"release": true, "retries": true, "serialization": true, "service-name-mapping": true,
+	"timeout": true, "timestamp": true, "warmup": true, "weight": true,
+}
+
+// methodParams are the per-method settings Dubbo writes as <method>.<setting>.
+var methodParams = map[string]bool{
+	"timeout": true, "retries": true, "loadbalance": true, "async": true, "return": true,
+	"sticky": true, "actives": true,
+}
+
+// ServiceParam reports whether a provider URL parameter describes the service (the same
+// for all its providers, and meaningful to a consumer in another domain): Dubbo's own
+// service parameters (methods, release, dubbo, timestamp, prefer.serialization, timeout,
+// …) and per-method settings (<method>.timeout). These cross domains with an export by
+// default; other metadata crosses only when the export lists it.
+func ServiceParam(key string) bool {
+	if serviceParams[key] {
+		return true
+	}
+	method, setting, ok := strings.Cut(key, ".")
+	return ok && method != "" && !strings.Contains(setting, ".") && methodParams[setting]
+}

@@ -30,3 +30,16 @@ func TestURLRoundTrip(t *testing.T) {
 		}
 	}
 }
+
+func TestServiceParam(t *testing.T) {
+	for key, want := range map[string]bool{
+		"methods": true, "release": true, "timestamp": true, "prefer.serialization": true, "dubbo": true,
+		"echo.timeout": true, "echo.retries": true,
+		"pid": false, "token": false, "application": false, "bind.ip": false, "bind.port": false,
+		"qos.port": false, "owner": false, "echo.timeout.x": false, ".timeout": false, "strait.origin": false,
+	} {
+		if got := dubbourl.ServiceParam(key); got != want {
+			t.Errorf("ServiceParam(%q) = %t, want %t", key, got, want)
+		}
+	}
+}

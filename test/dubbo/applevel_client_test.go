@@ -7,6 +7,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/strait-mesh/strait/internal/samples"
+
 	"dubbo.apache.org/dubbo-go/v3/client"
 	"dubbo.apache.org/dubbo-go/v3/graceful_shutdown"
 	"dubbo.apache.org/dubbo-go/v3/registry"
@@ -121,5 +123,7 @@ func newAppLevelGreetClient(kind, addr string) (svc greetv1.GreetService, err er
 	if err != nil {
 		return nil, err
 	}
-	return greetv1.NewGreetService(cli)
+	// The version the provider registers (samples.TripleServiceVersion): imports carry it,
+	// and a Dubbo consumer finds only providers of the version it asks for.
+	return greetv1.NewGreetService(cli, client.WithVersion(samples.TripleServiceVersion))
 }

@@ -8,6 +8,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/strait-mesh/strait/internal/samples"
+
 	"dubbo.apache.org/dubbo-go/v3/client"
 	"dubbo.apache.org/dubbo-go/v3/graceful_shutdown"
 	"dubbo.apache.org/dubbo-go/v3/registry"
@@ -50,13 +52,13 @@ var registryClients struct {
 // Triple consumer that knows only a registry: kind is "zookeeper" or "nacos",
 // addr its host:port. The client discovers the providers of
 // strait.demo.greet.v1.GreetService at interface level (ZooKeeper:
-// /dubbo/<interface>/providers; Nacos: service providers:<interface>::), with
-// no service version or group, and calls one of them over Triple (gRPC over
-// h2c). It returns the greeting.
+// /dubbo/<interface>/providers; Nacos: service providers:<interface>:1.0.0:),
+// with the service version its provider in beta registers, and calls one of
+// them over Triple (gRPC over h2c). It returns the greeting.
 //
 // The consumer also registers itself in the registry, as any dubbo-go
 // consumer does (ZooKeeper: /dubbo/<interface>/consumers/...; Nacos: service
-// consumers:<interface>::).
+// consumers:<interface>:1.0.0:).
 //
 // Goroutines left running (process-wide, never stopped: dubbo-go offers no
 // way to close a client, its registries or its directories; the registry
@@ -194,5 +196,7 @@ func newRegistryGreetClient(kind []registry.Option, addr string) (svc greetv1.Gr
 	if err != nil {
 		return nil, err
 	}
-	return greetv1.NewGreetService(cli)
+	// The version the provider registers (samples.TripleServiceVersion): imports carry it,
+	// and a Dubbo consumer finds only providers of the version it asks for.
+	return greetv1.NewGreetService(cli, client.WithVersion(samples.TripleServiceVersion))
 }
