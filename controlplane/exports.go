@@ -31,14 +31,13 @@ func ResolveExports(d *config.Domain, providers []mesh.Instance) []config.Export
 	}
 	out := make([]config.Export, 0, len(d.Exports))
 	type fam struct {
-		rpc  bool
-		name string
+		family, name string
 	}
 	exact := map[fam]bool{}
 	for _, e := range d.Exports {
 		if !e.IsPattern() {
 			out = append(out, e)
-			exact[fam{e.Protocol.RPC(), e.Service}] = true
+			exact[fam{e.Protocol.Family(), e.Service}] = true
 		}
 	}
 	byName := nativeByName(providers)
@@ -49,13 +48,13 @@ func ResolveExports(d *config.Domain, providers []mesh.Instance) []config.Export
 	sort.Strings(names)
 	for _, name := range names {
 		insts := byName[name]
-		for _, rpc := range []bool{true, false} {
-			if exact[fam{rpc, name}] {
+		for _, family := range []string{"rpc", "dubbo", "http"} {
+			if exact[fam{family, name}] {
 				continue
 			}
 			for _, pi := range patterns {
 				e := d.Exports[pi]
-				if e.Protocol.RPC() != rpc || !e.MatchService(name) {
+				if e.Protocol.Family() != family || !e.MatchService(name) {
 					continue
 				}
 				proto, ok := commonProtocol(insts, mesh.ServiceKey{Name: name, Version: e.Version, Group: e.Group}, e.Protocol)

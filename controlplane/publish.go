@@ -20,7 +20,7 @@ func (c *Server) republish() {
 	}
 }
 
-// publishImports keeps the registry's managed entries equal to the imported gRPC and Triple
+// publishImports keeps the registry's managed entries equal to the imported gRPC, Triple and Dubbo
 // services × the live egress instances, until ctx ends. A stale peer's services stay (calls
 // keep flowing); a withdrawn service or a dead egress leaves.
 func (c *Server) publishImports(ctx context.Context, domain string) {
@@ -53,7 +53,7 @@ func (c *Server) publishImports(ctx context.Context, domain string) {
 		for peer, im := range c.Imports() {
 			for _, s := range im.Services {
 				p := mesh.Protocol(s.GetProtocol())
-				if !p.RPC() || native[s.GetName()] {
+				if !p.Routed() || native[s.GetName()] {
 					continue
 				}
 				for _, addr := range egress {

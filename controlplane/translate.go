@@ -200,10 +200,7 @@ func peerCluster(p config.Peer, l config.Limits) *clusterv3.Cluster {
 }
 
 func serviceCluster(name string, p mesh.Protocol, l config.Limits) *clusterv3.Cluster {
-	family := "http"
-	if p.RPC() {
-		family = "rpc"
-	}
+	family := p.Family()
 	return &clusterv3.Cluster{
 		Name:                 name,
 		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_EDS},
@@ -324,7 +321,7 @@ func toCluster(name string) *routev3.Route_Route {
 	return &routev3.Route_Route{Route: &routev3.RouteAction{ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: name}}}
 }
 
-// ImportedRoutes is the domain file's routes plus a route for every gRPC or Triple service a
+// ImportedRoutes is the domain file's routes plus a route for every gRPC, Triple or Dubbo service a
 // peer exports to this domain (one per version and group, and one for calls that name
 // none). An import is refused (and reported) when the service exists
 // natively here, or when the domain file already routes it; plain HTTP services need a
@@ -332,12 +329,11 @@ func toCluster(name string) *routev3.Route_Route {
 func ImportedRoutes(d *config.Domain, imports map[string]Import, providers []mesh.Instance) ([]config.Route, []error) {
 	routes := append([]config.Route(nil), d.Routes...)
 	type key struct {
-		rpc                  bool
-		name, version, group string
+		family, name, version, group string
 	}
 	have := map[key]bool{}
 	for _, r := range d.Routes {
-		have[key{r.Protocol.RPC(), r.Service, r.Version, r.Group}] = true
+		have[key{r.Protocol.Family(), r.Service, r.Version, r.Group}] = true
 	}
 	native := map[string]bool{}
 	for _, p := range providers {
@@ -352,10 +348,10 @@ func ImportedRoutes(d *config.Domain, imports map[string]Import, providers []mes
 		}
 		for _, s := range imports[peer].Services {
 			p := mesh.Protocol(s.GetProtocol())
-			if !p.RPC() {
+			if !p.Routed() {
 				continue
 			}
-			k := key{true, s.GetName(), s.GetVersion(), s.GetGroup()}
+			k := key{p.Family(), s.GetName(), s.GetVersion(), s.GetGroup()}
 			switch {
 			case native[s.GetName()]:
 				errs = append(errs, fmt.Errorf("import of %s from %s refused: the service exists natively in %s", ServiceKey(s), peer, d.Domain))
@@ -365,7 +361,7 @@ func ImportedRoutes(d *config.Domain, imports map[string]Import, providers []mes
 			}
 			have[k] = true
 			routes = append(routes, config.Route{Service: s.GetName(), Protocol: p, Version: s.GetVersion(), Group: s.GetGroup(), Peer: peer})
-			if any := (key{true, s.GetName(), "", ""}); !have[any] {
+			if any := (key{p.Family(), s.GetName(), "", ""}); !have[any] {
 				// A call that names no version or group (a gRPC client, say) goes to the
 				// first peer importing the service; the peer's ingress picks among all
 				// the exported versions' providers.
@@ -386,7 +382,7 @@ func egressRoutes(rs []config.Route) *routev3.RouteConfiguration {
 			"peer": r.Peer, "host": r.Host, "pathPrefix": r.PathPrefix,
 		})
 		rt := &routev3.Route{Name: routeName(r.Protocol, r.Service, r.Version, r.Group, r.Host, r.PathPrefix), Action: toCluster(xdsres.PeerCluster(r.Peer)), Metadata: meta}
-		if r.Protocol.RPC() {
+		if r.Protocol.Routed() {
 			rt.Match = rpcMatch(r.Service, r.Version, r.Group, "")
 			def.Routes = append(def.Routes, rt)
 			continue
@@ -465,7 +461,7 @@ func ingressRoutes(exports []config.Export) *routev3.RouteConfiguration {
 			"allow": strs(e.To), "methods": strs(e.Methods),
 		})
 		rt := &routev3.Route{Name: routeName(e.Protocol, e.Service, e.Version, e.Group, "", ""), Action: toCluster(xdsres.ServiceCluster(e.Protocol, e.Service)), Metadata: meta}
-		if e.Protocol.RPC() {
+		if e.Protocol.Routed() {
 			rt.Match = rpcMatch(e.Service, e.Version, e.Group, "")
 		} else {
 			rt.Match = &routev3.RouteMatch{

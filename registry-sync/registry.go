@@ -107,7 +107,7 @@ func (c *Catalog) set(all []mesh.Instance) {
 	m := make(map[string][]mesh.Instance)
 	for _, i := range all {
 		if !i.Protocol.Valid() {
-			continue // a protocol Strait does not proxy (dubbo://): registries carry it, gateways do not
+			continue // a protocol Strait does not proxy
 		}
 		m[i.Service.Name] = append(m[i.Service.Name], i)
 	}

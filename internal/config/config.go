@@ -703,9 +703,9 @@ func checkService(add func(string, string, ...any), path, name string, p mesh.Pr
 	}
 	switch {
 	case p == "":
-		add(path+".protocol", "required (grpc, triple or http)")
+		add(path+".protocol", "required (grpc, triple, dubbo or http)")
 	case !p.Valid():
-		add(path+".protocol", "%q is not one of grpc, triple, http", p)
+		add(path+".protocol", "%q is not one of grpc, triple, dubbo, http", p)
 	}
 }
 

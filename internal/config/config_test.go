@@ -75,7 +75,7 @@ limits:
 		`peers[1].domain: "beta" is listed twice`,
 		`peers[1].trustBundle: required`,
 		`exports[0].to: required`,
-		`exports[1].protocol: "soap" is not one of grpc, triple, http`,
+		`exports[1].protocol: "soap" is not one of grpc, triple, dubbo, http`,
 		`exports[1].to[0]: "gamma" is not a configured peer`,
 		`routes[0].peer: "gamma" is not a configured peer`,
 		`routes[1]: an http route needs host or pathPrefix`,
@@ -162,7 +162,7 @@ exports:
 	want := []string{
 		`exports[0].service: "com.example.[orders" is not a valid pattern`,
 		`exports[1].service: "com/example/*" is not a service name pattern`,
-		`exports[2].protocol: "soap" is not one of grpc, triple, http`,
+		`exports[2].protocol: "soap" is not one of grpc, triple, dubbo, http`,
 		`exports[3].to: required`,
 		`exports[5].service: "*" is exported twice`,
 	}

@@ -15,20 +15,18 @@ const (
 	ProtocolGRPC   Protocol = "grpc"
 	ProtocolTriple Protocol = "triple"
 	ProtocolHTTP   Protocol = "http"
+	// ProtocolDubbo is the classic Dubbo protocol (dubbo://: Dubbo's own TCP framing,
+	// hessian2 bodies).
+	ProtocolDubbo Protocol = "dubbo"
 )
 
-// ProtocolDubbo is a classic Dubbo (dubbo://) provider. Registries and sync jobs carry
-// it, so that a registry migration copies every provider; the gateways do not proxy it,
-// and controlplanes do not see it (Catalog leaves it out).
-const ProtocolDubbo Protocol = "dubbo"
-
-// Registered reports whether registries carry p: a protocol Strait proxies, or Dubbo's.
-func (p Protocol) Registered() bool { return p.Valid() || p == ProtocolDubbo }
+// Registered reports whether registries carry p (every protocol Strait proxies).
+func (p Protocol) Registered() bool { return p.Valid() }
 
 // Valid reports whether p is one of the protocols Strait proxies.
 func (p Protocol) Valid() bool {
 	switch p {
-	case ProtocolGRPC, ProtocolTriple, ProtocolHTTP:
+	case ProtocolGRPC, ProtocolTriple, ProtocolHTTP, ProtocolDubbo:
 		return true
 	}
 	return false
@@ -36,6 +34,23 @@ func (p Protocol) Valid() bool {
 
 // RPC reports whether p frames messages the gRPC way (gRPC and Triple).
 func (p Protocol) RPC() bool { return p == ProtocolGRPC || p == ProtocolTriple }
+
+// Family is the protocol family of p: providers of one family serve each other's callers.
+// gRPC and Triple are the "rpc" family (they frame messages alike), Dubbo is "dubbo",
+// plain HTTP is "http".
+func (p Protocol) Family() string {
+	switch p {
+	case ProtocolGRPC, ProtocolTriple:
+		return "rpc"
+	case ProtocolDubbo:
+		return "dubbo"
+	}
+	return "http"
+}
+
+// Routed reports whether calls of p are routed by service name, version and group (gRPC,
+// Triple and Dubbo), rather than by host and path (plain HTTP).
+func (p Protocol) Routed() bool { return p != ProtocolHTTP }
 
 // ServiceKey names a service the way Dubbo does: interface, version and group.
 // For gRPC the version and group are empty; for HTTP the name is the route's service name.
@@ -76,7 +91,7 @@ func (i Instance) String() string {
 // family (gRPC and Triple providers serve each other's callers), and the version and group
 // of k unless they are empty (any).
 func (i Instance) Serves(k ServiceKey, p Protocol) bool {
-	return i.Protocol.RPC() == p.RPC() &&
+	return i.Protocol.Family() == p.Family() &&
 		(k.Version == "" || i.Service.Version == k.Version) &&
 		(k.Group == "" || i.Service.Group == k.Group)
 }

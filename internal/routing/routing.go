@@ -35,7 +35,7 @@ type Export struct {
 
 // Table is an immutable route table.
 type Table struct {
-	rpc     map[string][]Route // by service name, most specific first
+	rpc     map[string][]Route // gRPC, Triple and Dubbo, by service name, most specific first
 	http    []Route            // most specific first
 	exports map[string][]Export
 }
@@ -89,9 +89,14 @@ func matches(conf, call mesh.ServiceKey) bool {
 
 // LookupRPC finds the route of a gRPC or Triple call. A Triple route also serves gRPC
 // callers and the other way round: both frame messages the same way.
-func (t *Table) LookupRPC(k mesh.ServiceKey) (Route, bool) {
+func (t *Table) LookupRPC(k mesh.ServiceKey) (Route, bool) { return t.lookup("rpc", k) }
+
+// LookupDubbo finds the route of a call over the classic Dubbo protocol.
+func (t *Table) LookupDubbo(k mesh.ServiceKey) (Route, bool) { return t.lookup("dubbo", k) }
+
+func (t *Table) lookup(family string, k mesh.ServiceKey) (Route, bool) {
 	for _, r := range t.rpc[k.Name] {
-		if matches(r.Service, k) {
+		if r.Protocol.Family() == family && matches(r.Service, k) {
 			return r, true
 		}
 	}
@@ -139,7 +144,7 @@ const (
 func (t *Table) Authorize(src string, p mesh.Protocol, k mesh.ServiceKey, method string) (Export, Decision) {
 	found := false
 	for _, e := range t.exports[k.Name] {
-		if e.Protocol.RPC() != p.RPC() || !matches(e.Service, k) {
+		if e.Protocol.Family() != p.Family() || !matches(e.Service, k) {
 			continue
 		}
 		found = true

@@ -181,14 +181,16 @@ func Decode(role string, res Resources) (*GatewayConfig, error) {
 	case RoleIngress:
 		for name := range clusters {
 			rest, ok := trimPrefix(name, "svc/")
-			var svc string
+			var svc, family string
 			if ok {
-				if svc, ok = trimPrefix(rest, "rpc/"); !ok {
-					svc, ok = trimPrefix(rest, "http/")
+				for _, family = range []string{"rpc", "dubbo", "http"} {
+					if svc, ok = trimPrefix(rest, family+"/"); ok {
+						break
+					}
 				}
 			}
 			if !ok {
-				return nil, fmt.Errorf("xds: cluster %q: an ingress cluster must be svc/rpc/<service> or svc/http/<service>", name)
+				return nil, fmt.Errorf("xds: cluster %q: an ingress cluster must be svc/rpc/<service>, svc/dubbo/<service> or svc/http/<service>", name)
 			}
 			_, eps, err := endpoints(name)
 			if err != nil {
@@ -198,7 +200,7 @@ func Decode(role string, res Resources) (*GatewayConfig, error) {
 			for _, ep := range eps {
 				sa := ep.GetEndpoint().GetAddress().GetSocketAddress()
 				p := mesh.Protocol(str(ep.GetMetadata(), "protocol"))
-				if !p.Valid() {
+				if !p.Valid() || p.Family() != family {
 					return nil, fmt.Errorf("xds: endpoints of %q: protocol %q", name, p)
 				}
 				insts = append(insts, mesh.Instance{

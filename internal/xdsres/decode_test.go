@@ -396,15 +396,15 @@ func TestDecodeErrors(t *testing.T) {
 			mutate: egressRoute(map[string]any{"protocol": "grpc", "peer": "beta"}, "peer/beta")},
 		{name: "route to the cluster of another peer", role: "egress", want: `xds: route "grpc/com.beta.Pay": peer "gamma" but cluster "peer/beta"`,
 			mutate: egressRoute(map[string]any{"protocol": "grpc", "service": "com.beta.Pay", "peer": "gamma"}, "peer/beta")},
-		{name: "ingress cluster of an unknown family", role: "ingress", want: `xds: cluster "svc/grpc/x": an ingress cluster must be svc/rpc/<service> or svc/http/<service>`,
+		{name: "ingress cluster of an unknown family", role: "ingress", want: `xds: cluster "svc/grpc/x": an ingress cluster must be svc/rpc/<service>, svc/dubbo/<service> or svc/http/<service>`,
 			mutate: func(t *testing.T, res xdsres.Resources) {
 				set(res, resource.ClusterType, "svc/grpc/x", &clusterv3.Cluster{Name: "svc/grpc/x"})
 			}},
-		{name: "ingress cluster of no service", role: "ingress", want: `xds: cluster "svc/http/": an ingress cluster must be svc/rpc/<service> or svc/http/<service>`,
+		{name: "ingress cluster of no service", role: "ingress", want: `xds: cluster "svc/http/": an ingress cluster must be svc/rpc/<service>, svc/dubbo/<service> or svc/http/<service>`,
 			mutate: func(t *testing.T, res xdsres.Resources) {
 				set(res, resource.ClusterType, "svc/http/", &clusterv3.Cluster{Name: "svc/http/"})
 			}},
-		{name: "ingress cluster of a peer", role: "ingress", want: `xds: cluster "peer/beta": an ingress cluster must be svc/rpc/<service> or svc/http/<service>`,
+		{name: "ingress cluster of a peer", role: "ingress", want: `xds: cluster "peer/beta": an ingress cluster must be svc/rpc/<service>, svc/dubbo/<service> or svc/http/<service>`,
 			mutate: func(t *testing.T, res xdsres.Resources) {
 				set(res, resource.ClusterType, "peer/beta", &clusterv3.Cluster{Name: "peer/beta"})
 			}},

@@ -24,13 +24,11 @@ const MetadataKey = "strait"
 // PeerCluster names the egress cluster of a peer domain's ingress instances.
 func PeerCluster(domain string) string { return "peer/" + domain }
 
-// ServiceCluster names the ingress cluster of a local service's providers. gRPC and Triple
-// providers share the rpc family; plain HTTP providers are the http family.
+// ServiceCluster names the ingress cluster of a local service's providers of one protocol
+// family (mesh.Protocol.Family): svc/rpc/<service> (gRPC and Triple), svc/dubbo/<service>
+// or svc/http/<service>.
 func ServiceCluster(p mesh.Protocol, name string) string {
-	if p.RPC() {
-		return "svc/rpc/" + name
-	}
-	return "svc/http/" + name
+	return "svc/" + p.Family() + "/" + name
 }
 
 // BundleSecret names the secret holding a trust domain's CA bundle.

@@ -87,12 +87,8 @@ func MatchKey(name, group, version, protocol string) string {
 	return k + ":" + protocol
 }
 
-// protocol reads a service's protocol; application-level discovery carries Triple, gRPC
-// and HTTP services (not dubbo://).
-func protocol(s string) (mesh.Protocol, bool) {
-	p, ok := dubbourl.Protocol(s)
-	return p, ok && p != mesh.ProtocolDubbo
-}
+// protocol reads a service's protocol (Triple, gRPC, Dubbo or HTTP).
+func protocol(s string) (mesh.Protocol, bool) { return dubbourl.Protocol(s) }
 
 // Rendered is an application instance as a registry stores it.
 type Rendered struct {
@@ -123,7 +119,7 @@ func Render(a registrysync.AppInstance) (Rendered, error) {
 			return Rendered{}, fmt.Errorf("application %s at %s: service %s is at %s", a.App, a.Address, s.Service, s.Address)
 		}
 		if s.Service.Name == "" || !s.Protocol.Valid() {
-			return Rendered{}, fmt.Errorf("application %s: service %q protocol %q: needs a name and grpc, triple or http", a.App, s.Service.Name, s.Protocol)
+			return Rendered{}, fmt.Errorf("application %s: service %q protocol %q: needs a name and grpc, triple, dubbo or http", a.App, s.Service.Name, s.Protocol)
 		}
 		params := maps.Clone(s.Metadata)
 		if params == nil {

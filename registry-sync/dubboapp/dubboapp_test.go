@@ -78,10 +78,12 @@ func TestInstancesEndpoints(t *testing.T) {
 	mi := &dubboapp.MetadataInfo{App: "shop", Services: map[string]*dubboapp.ServiceInfo{
 		"a.A:tri":   {Name: "a.A", Protocol: "tri"},
 		"b.B:dubbo": {Name: "b.B", Protocol: "dubbo"},
+		"c.C:rmi":   {Name: "c.C", Protocol: "rmi"},
 	}}
 	md := map[string]string{dubboapp.MetaEndpoints: `[{"port":20000,"protocol":"dubbo"},{"port":50051,"protocol":"tri"}]`, "id": "x"}
 	got := dubboapp.Instances("shop", "10.0.0.2", 20000, md, mi)
-	if len(got) != 1 || got[0].Address != "10.0.0.2:50051" || got[0].Service.Name != "a.A" {
+	if len(got) != 2 || got[0].Address != "10.0.0.2:50051" || got[0].Service.Name != "a.A" ||
+		got[1].Address != "10.0.0.2:20000" || got[1].Service.Name != "b.B" || got[1].Protocol != mesh.ProtocolDubbo {
 		t.Fatalf("%+v", got)
 	}
 	if _, ok := got[0].Metadata["id"]; ok {
