@@ -18,21 +18,22 @@ deps:
 	@command -v curl >/dev/null 2>&1 || { (apt-get update -qq && apt-get install -y -qq curl) >/dev/null; }
 	@[ -e /usr/share/java/zookeeper.jar ] || { (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq zookeeper) >/dev/null; }
 	@command -v etcd >/dev/null 2>&1 || { (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server) >/dev/null; }
-	@{ command -v java && command -v mvn; } >/dev/null 2>&1 || { (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openjdk-17-jre-headless maven) >/dev/null; }
+	@{ command -v java && command -v javac && command -v mvn; } >/dev/null 2>&1 || { (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openjdk-17-jdk-headless maven) >/dev/null; }
 	@bash test/registries/nacos/start.sh --assemble
+	@bash test/java/build.sh >/dev/null
 	@{ command -v h2spec || ls "$$($(GO) env GOBIN)/h2spec" || ls "$$($(GO) env GOPATH | cut -d: -f1)/bin/h2spec"; } >/dev/null 2>&1 || $(GO) install github.com/summerwind/h2spec/cmd/h2spec@v2.2.1+incompatible
 
 # The packages that run deploy/local/up.sh (on a port base chosen at run time), the Java
 # and dubbo-go peers, and the latency comparisons of ./test/abuse and h2spec's timeouts
 # start many processes or measure time: they run one at a time, after the others, so the
 # 2-core machine's load does not decide their outcome.
-PROCESS_TESTS := ./test/local ./test/dubbo ./test/dubbo/localmeta ./test/abuse ./test/h2spec
+PROCESS_TESTS := ./test/local ./test/dubbo ./test/dubbo/localmeta ./test/java ./test/abuse ./test/h2spec
 # RACE_TESTS run again under the race detector: the relay, and both gateways through the
 # end-to-end suite.
 RACE_TESTS := ./internal/relay ./test/e2e
 
 test: deps lint
-	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) $$($(GO) list ./... | grep -v -e /test/local -e /test/dubbo -e /test/abuse -e /test/h2spec)
+	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) $$($(GO) list ./... | grep -v -e /test/local -e /test/dubbo -e /test/java -e /test/abuse -e /test/h2spec)
 	$(GO) test -count=1 -p 1 -timeout $(TEST_TIMEOUT) $(PROCESS_TESTS)
 	STRAIT_E2E_DATAPATH=http $(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./test/e2e/
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) $(RACE_TESTS)

@@ -7,7 +7,9 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"maps"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -35,8 +37,43 @@ func Format(i mesh.Instance) string {
 	if i.Service.Group != "" {
 		q.Set("group", i.Service.Group)
 	}
-	u := url.URL{Scheme: Scheme(i.Protocol), Host: i.Address, Path: "/" + i.Service.Name, RawQuery: q.Encode()}
+	u := url.URL{Scheme: Scheme(i.Protocol), Host: i.Address, Path: "/" + i.Service.Name, RawQuery: encodeQuery(q)}
 	return u.String()
+}
+
+// encodeQuery writes the parameters sorted by key, as Dubbo does, escaping only the bytes
+// that would change how the query splits or decodes ('%', '&', '=', '#', ';', '+', space,
+// control bytes). Dubbo never decodes a parameter value, so a value must stay as it is
+// ("methods=a,b", not "methods=a%2Cb"); the registry layouts that encode a whole URL
+// (ZooKeeper and etcd node names) do so once, as Dubbo does.
+func encodeQuery(q url.Values) string {
+	var b strings.Builder
+	for _, k := range slices.Sorted(maps.Keys(q)) {
+		for _, v := range q[k] {
+			if b.Len() > 0 {
+				b.WriteByte('&')
+			}
+			escapeTo(&b, k)
+			b.WriteByte('=')
+			escapeTo(&b, v)
+		}
+	}
+	return b.String()
+}
+
+func escapeTo(b *strings.Builder, s string) {
+	const hex = "0123456789ABCDEF"
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c <= ' ' || c == 0x7f || c == '%' || c == '&' || c == '=' || c == '#' || c == ';' || c == '+':
+			b.WriteByte('%')
+			b.WriteByte(hex[c>>4])
+			b.WriteByte(hex[c&15])
+		default:
+			b.WriteByte(c)
+		}
+	}
 }
 
 // Scheme is the URL scheme (and the protocol parameter) Dubbo writes for p: "tri" for
@@ -133,7 +170,7 @@ var serviceParams = map[string]bool{
 	"deprecated": true, "dubbo": true, "dynamic": true, "executor-management-mode": true,
 	"file-cache": true, "generic": true, "loadbalance": true, "methods": true,
 	"metadata-type": true, "payload": true, "prefer.serialization": true, "register-mode": true,
-	"release": true, "retries": true, "serialization": true, "service-name-mapping": true,
+	"release": true, "retries": true, "revision": true, "serialization": true, "service-name-mapping": true,
 	"timeout": true, "timestamp": true, "warmup": true, "weight": true,
 }
 
