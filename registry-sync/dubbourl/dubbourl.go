@@ -6,8 +6,8 @@ package dubbourl
 import (
 	"errors"
 	"fmt"
-	"net"
 	"maps"
+	"net"
 	"net/url"
 	"slices"
 	"strconv"
