@@ -15,6 +15,7 @@ build:
 # Nacos 2.3.2 server assembled from Maven Central for the Nacos registry tests.
 deps:
 	$(GO) mod download
+	cd test/dubbogo/prog && $(GO) mod download
 	@command -v curl >/dev/null 2>&1 || { (apt-get update -qq && apt-get install -y -qq curl) >/dev/null; }
 	@[ -e /usr/share/java/zookeeper.jar ] || { (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq zookeeper) >/dev/null; }
 	@command -v etcd >/dev/null 2>&1 || { (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server) >/dev/null; }
@@ -27,13 +28,13 @@ deps:
 # and dubbo-go peers, and the latency comparisons of ./test/abuse and h2spec's timeouts
 # start many processes or measure time: they run one at a time, after the others, so the
 # 2-core machine's load does not decide their outcome.
-PROCESS_TESTS := ./test/local ./test/dubbo ./test/dubbo/localmeta ./test/java ./test/abuse ./test/h2spec
+PROCESS_TESTS := ./test/local ./test/dubbo ./test/dubbo/localmeta ./test/java ./internal/dubbowire ./test/abuse ./test/h2spec
 # RACE_TESTS run again under the race detector: the relay, and both gateways through the
 # end-to-end suite.
 RACE_TESTS := ./internal/relay ./test/e2e
 
 test: deps lint
-	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) $$($(GO) list ./... | grep -v -e /test/local -e /test/dubbo -e /test/java -e /test/abuse -e /test/h2spec)
+	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) $$($(GO) list ./... | grep -v -e /test/local -e /test/dubbo -e /test/java -e /internal/dubbowire -e /test/abuse -e /test/h2spec)
 	$(GO) test -count=1 -p 1 -timeout $(TEST_TIMEOUT) $(PROCESS_TESTS)
 	STRAIT_E2E_DATAPATH=http $(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./test/e2e/
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) $(RACE_TESTS)

@@ -67,6 +67,13 @@ func (c *Server) publishImports(ctx context.Context, domain string) {
 					// level (registrysync.AppName); Dubbo's routers want one.
 					md["application"] = "strait-" + peer
 					md[registrysync.MetaOwner] = domain + "/controlplane"
+					if p == mesh.ProtocolDubbo {
+						// The egress reads hessian2 bodies only: a Java Dubbo 3.2+
+						// consumer would otherwise pick fastjson2, the provider's first
+						// preference.
+						md["prefer.serialization"] = "hessian2"
+						md["serialization"] = "hessian2"
+					}
 					desired = append(desired, mesh.Instance{
 						Service:  mesh.ServiceKey{Name: s.GetName(), Version: s.GetVersion(), Group: s.GetGroup()},
 						Protocol: p, Address: addr, Metadata: md,

@@ -77,7 +77,8 @@ type Gateway struct {
 	srv    *http.Server
 	// relay serves h2c connections (the fast path); nil serves every connection with srv.
 	relay *relay.Server
-	// sniffer tells h2c connections (the relay's) from HTTP/1.1 ones (srv's).
+	// sniffer tells h2c connections (the relay's, or srv's without it) from HTTP/1.1 ones
+	// (srv's) and Dubbo ones (the core's).
 	sniffer *gateway.Sniffer
 	mu      sync.Mutex
 	retired []*relay.Pool // replaced pools, closed as their calls end
@@ -106,7 +107,7 @@ func New(c Config) (*Gateway, error) {
 		routes: routing.NewStore(routing.NewTable(nil, nil)),
 		log:    c.Logger.With("domain", c.Domain, "instance", c.Instance),
 	}
-	g.core = gateway.New(gateway.Options{Kind: g, Observer: g.obs, Logger: g.log})
+	g.core = gateway.New(gateway.Options{Kind: g, Observer: g.obs, Logger: g.log, Limits: g.limits.Load})
 	g.budget = relay.NewBudget(l.MaxQueuedBytes)
 	g.limits.Store(&l)
 	empty := map[string]*peer{}
@@ -140,8 +141,8 @@ func New(c Config) (*Gateway, error) {
 			StallTimeout:         l.StallTimeout.D(),
 			Logger:               g.log,
 		})
-		g.sniffer = gateway.NewSniffer(g.relay, g.srv, l.ReadHeaderTimeout.D(), g.log)
 	}
+	g.sniffer = gateway.NewSniffer(g.relay, g.srv, g.core.ServeDubbo, l.ReadHeaderTimeout.D(), g.log)
 	return g, nil
 }
 
@@ -243,34 +244,29 @@ func (g *Gateway) Ready() bool { return g.ready.Load() }
 func (g *Gateway) Routes() *routing.Table { return g.routes.Table() }
 
 // Serve accepts consumer connections on ln until Shutdown: h2c connections go to the
-// relay, HTTP/1.1 ones to the general path.
-func (g *Gateway) Serve(ln net.Listener) error {
-	if g.relay != nil {
-		return g.sniffer.Serve(ln)
-	}
-	err := g.srv.Serve(ln)
-	if errors.Is(err, http.ErrServerClosed) {
-		return nil
-	}
-	return err
-}
+// relay (the general path with the relay off), HTTP/1.1 ones to the general path, Dubbo
+// ones to the core's Dubbo server.
+func (g *Gateway) Serve(ln net.Listener) error { return g.sniffer.Serve(ln) }
 
 // Shutdown stops accepting and sends GOAWAY, lets calls in flight finish until ctx ends,
 // then closes every connection: an idle client connection does not hold it up.
 func (g *Gateway) Shutdown(ctx context.Context) error {
+	g.sniffer.Stop()
 	var rerr chan error
 	if g.relay != nil {
-		g.sniffer.Stop()
 		rerr = make(chan error, 1)
 		go func() { rerr <- g.relay.Shutdown(ctx) }()
 	}
+	dubbo := make(chan struct{})
+	go func() { g.core.ShutdownDubbo(ctx); close(dubbo) }()
 	err := g.core.ShutdownHTTP(ctx, g.srv)
 	if rerr != nil {
 		if e := <-rerr; err == nil {
 			err = e
 		}
-		g.sniffer.Wait()
 	}
+	<-dubbo
+	g.sniffer.Wait()
 	g.closePeers(false)
 	return err
 }
@@ -299,12 +295,13 @@ func (g *Gateway) closePeers(kill bool) {
 
 // Close stops at once: the listener and every connection close, calls in flight fail.
 func (g *Gateway) Close() {
+	g.sniffer.Stop()
 	if g.relay != nil {
-		g.sniffer.Stop()
 		g.relay.Close()
-		g.sniffer.Wait()
 	}
+	g.core.CloseDubbo()
 	g.srv.Close()
+	g.sniffer.Wait()
 	g.closePeers(true)
 }
 
@@ -323,10 +320,13 @@ func (g *Gateway) Decide(c gateway.Call) gateway.Decision {
 		route routing.Route
 		found bool
 	)
-	if c.RPC {
+	switch {
+	case c.Protocol == mesh.ProtocolDubbo:
+		route, found = t.LookupDubbo(c.Service)
+	case c.RPC:
 		route, found = t.LookupRPC(c.Service)
 	}
-	if !found && c.Style != proxy.StyleGRPC {
+	if !found && c.Style != proxy.StyleGRPC && c.Style != proxy.StyleDubbo {
 		// Not a gRPC or Triple call we know: perhaps plain HTTP that happens to POST JSON.
 		if route, found = t.LookupHTTP(c.Host, c.Path); found {
 			c.Call = proxy.Call{Protocol: mesh.ProtocolHTTP, Service: route.Service, Style: proxy.StyleHTTP}

@@ -25,6 +25,7 @@ import (
 
 	"github.com/strait-mesh/strait/internal/balance"
 	"github.com/strait-mesh/strait/internal/config"
+	"github.com/strait-mesh/strait/internal/dubbopool"
 	"github.com/strait-mesh/strait/internal/gateway"
 	"github.com/strait-mesh/strait/internal/identity"
 	"github.com/strait-mesh/strait/internal/mesh"
@@ -83,6 +84,8 @@ type Gateway struct {
 	// tunnel connections of peer egress instances, pool holds h2c connections to providers.
 	relay *relay.Server
 	pool  *relay.Pool
+	// dubbo holds multiplexed connections to classic Dubbo (dubbo://) providers.
+	dubbo *dubbopool.Pool
 	// federation streams live as long as the peer keeps them; a drain ends them, and the
 	// peer's controlplane resumes through another instance.
 	fedCtx    context.Context
@@ -114,6 +117,7 @@ func New(c Config) (*Gateway, error) {
 		h2c:       proxy.NewH2CTransport(l.DialTimeout.D(), uint32(l.MaxHeaderBytes)),
 		h1:        proxy.NewHTTP1Transport(l.DialTimeout.D(), int64(l.MaxHeaderBytes)),
 	}
+	g.dubbo = dubbopool.New(dubbopool.Options{DialTimeout: l.DialTimeout.D(), Logger: g.log})
 	g.core = gateway.New(gateway.Options{Kind: g, Tunnel: true, Observer: g.obs, Logger: g.log})
 	g.state.Store(newState(nil, map[spiffeid.TrustDomain]string{}, l))
 	// The handshake admits a peer only if its trust domain is a configured peer and its
@@ -241,6 +245,7 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 		g.pool.Close()
 		g.pool.Wait()
 	}
+	g.dubbo.Close()
 	return err
 }
 
@@ -260,6 +265,7 @@ func (g *Gateway) Close() error {
 		g.pool.Kill()
 		g.pool.Wait()
 	}
+	g.dubbo.Close()
 	return err
 }
 
@@ -313,8 +319,11 @@ func (g *Gateway) Decide(c gateway.Call) gateway.Decision {
 		Set: set, Pool: g.pool, Transport: g.h2c, Scheme: "http",
 		Retry: true, Limits: &st.limits,
 	}
-	if c.Protocol == mesh.ProtocolHTTP {
+	switch c.Protocol {
+	case mesh.ProtocolHTTP:
 		d.Pool, d.Transport = nil, g.h1
+	case mesh.ProtocolDubbo:
+		d.Pool, d.Transport, d.Dubbo = nil, nil, g.dubbo
 	}
 	return d
 }

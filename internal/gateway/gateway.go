@@ -77,6 +77,9 @@ type Decision struct {
 	// Local serves the call in the gateway itself (the ingress' Federation API) rather
 	// than forwarding it; general path only.
 	Local Local
+	// Dubbo reaches Set's endpoints for a classic Dubbo call (the ingress' providers);
+	// nil carries it over Transport (the egress' tunnel).
+	Dubbo DubboUpstream
 }
 
 // Local serves a call that a gateway answers itself.
@@ -101,6 +104,9 @@ type Options struct {
 	Tunnel   bool
 	Observer proxy.Observer
 	Logger   *slog.Logger
+	// Limits gives the limits in force before a call is decided (a Dubbo connection's
+	// frame size and calls in flight); the defaults if nil.
+	Limits func() *config.Limits
 }
 
 // Core serves a gateway kind's decisions on both data paths: it is the relay's Router
@@ -112,6 +118,8 @@ type Core struct {
 	log    *slog.Logger
 	// inflight counts general-path calls being served, for draining.
 	inflight atomic.Int64
+	limitsFn func() *config.Limits
+	dubbo    dubboConns
 }
 
 // New returns a core for o.Kind.
@@ -122,7 +130,7 @@ func New(o Options) *Core {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Core{kind: o.Kind, tunnel: o.Tunnel, obs: o.Observer, log: o.Logger}
+	return &Core{kind: o.Kind, tunnel: o.Tunnel, obs: o.Observer, log: o.Logger, limitsFn: o.Limits}
 }
 
 // Inflight counts the general-path calls being served.
@@ -230,6 +238,9 @@ func (c *Core) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 func (c *Core) serve(w http.ResponseWriter, r *http.Request, d *Decision) string {
 	call := d.Call
+	if call.Style == proxy.StyleDubbo && d.Local == nil {
+		return c.serveDubbo(w, r, d)
+	}
 	if d.Code != codes.OK {
 		if d.Warn {
 			c.log.Warn("call refused", "peer", d.Peer, "service", call.Service.Name, "method", call.Method, "reason", d.Message)

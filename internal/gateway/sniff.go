@@ -15,10 +15,12 @@ import (
 	"github.com/strait-mesh/strait/internal/tunnel"
 )
 
-// Sniffer serves HTTP/2 (the relay) and HTTP/1.1 (net/http) on one port.
+// Sniffer serves HTTP/2 (the relay), HTTP/1.1 (net/http) and the classic Dubbo protocol
+// on one port.
 type Sniffer struct {
 	relay   *relay.Server
 	srv     *http.Server
+	dubbo   func(net.Conn, *bufio.Reader)
 	timeout time.Duration
 	log     *slog.Logger
 	// h1 hands HTTP/1.1 connections to srv.
@@ -30,15 +32,16 @@ type Sniffer struct {
 	wg       sync.WaitGroup
 }
 
-// NewSniffer returns a sniffer that hands HTTP/2 connections to rs and HTTP/1.1 ones to
-// srv; a connection must show which it is within timeout.
-func NewSniffer(rs *relay.Server, srv *http.Server, timeout time.Duration, log *slog.Logger) *Sniffer {
-	return &Sniffer{relay: rs, srv: srv, timeout: timeout, log: log, h1: newConnListener(), sniffing: map[net.Conn]struct{}{}}
+// NewSniffer returns a sniffer that hands HTTP/2 connections to rs (to srv if rs is nil),
+// HTTP/1.1 ones to srv, and Dubbo ones to dubbo (closed if it is nil); a connection must
+// show which it is within timeout.
+func NewSniffer(rs *relay.Server, srv *http.Server, dubbo func(net.Conn, *bufio.Reader), timeout time.Duration, log *slog.Logger) *Sniffer {
+	return &Sniffer{relay: rs, srv: srv, dubbo: dubbo, timeout: timeout, log: log, h1: newConnListener(), sniffing: map[net.Conn]struct{}{}}
 }
 
 // Serve accepts connections on ln until Stop, and tells them apart by their first
 // bytes: the HTTP/2 preface goes to the relay, an HTTP/1 request line to the HTTP/1.1
-// server; anything else is closed.
+// server, Dubbo's magic (0xdabb) to the Dubbo handler; anything else is closed.
 func (s *Sniffer) Serve(ln net.Listener) error {
 	s.mu.Lock()
 	if s.stopped {
@@ -88,7 +91,20 @@ func (s *Sniffer) sniff(c net.Conn, timeout time.Duration) {
 		return
 	}
 	if string(b) == relay.Preface[:3] {
+		if s.relay == nil {
+			_ = c.SetReadDeadline(time.Time{})
+			s.h1.push(&sniffedConn{Conn: c, r: br})
+			return
+		}
 		s.relay.ServeConn(context.Background(), c, br, nil)
+		return
+	}
+	if b[0] == 0xda && b[1] == 0xbb {
+		if s.dubbo == nil {
+			c.Close()
+			return
+		}
+		s.dubbo(c, br)
 		return
 	}
 	if !http1RequestLine(br) {

@@ -41,7 +41,14 @@ const (
 	StyleGRPC
 	// StyleTripleUnary: Triple's unary mode, an HTTP status with a JSON {code, message} body.
 	StyleTripleUnary
+	// StyleDubbo: a classic Dubbo call, answered with a Dubbo response frame (its status
+	// and message); over a tunnel, the frame is the body of an HTTP 200 response.
+	StyleDubbo
 )
+
+// ContentTypeDubbo is the content type of a Dubbo frame carried as an HTTP/2 stream's
+// body over a tunnel (POST /<service>/<method>; the response's body is the response frame).
+const ContentTypeDubbo = "application/x-dubbo"
 
 // Call is what classification learned about a request.
 type Call struct {
@@ -68,6 +75,9 @@ func ClassifyParts(method, path, contentType, triVersion, triGroup string) (c Ca
 		if triVersion != "" || triGroup != "" {
 			c.Protocol = mesh.ProtocolTriple
 		}
+	case method == http.MethodPost && ct == ContentTypeDubbo:
+		c.Style = StyleDubbo
+		c.Protocol = mesh.ProtocolDubbo
 	case method == http.MethodPost && (strings.HasPrefix(ct, "application/json") || strings.HasPrefix(ct, "application/proto")):
 		c.Style = StyleTripleUnary
 		c.Protocol = mesh.ProtocolTriple

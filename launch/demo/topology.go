@@ -507,14 +507,19 @@ func (t *Topology) waitFor(ctx context.Context, limit time.Duration, what string
 
 // ChangeDomains applies changed copies of alpha's and beta's domain files (their routes
 // and exports may be appended to freely), beta's first so that a route never points at a
-// service the peer refuses, and returns what puts the previous ones back.
+// service the peer refuses, and returns what puts the previous ones back. A nil function
+// leaves that domain as it is.
 func (t *Topology) ChangeDomains(ctx context.Context, alpha, beta func(*config.Domain)) (restore func(context.Context) error, err error) {
 	oldA, oldB := t.AlphaCP.Core().Domain(), t.BetaCP.Core().Domain()
 	a, b := *oldA, *oldB
 	a.Routes = append([]config.Route(nil), a.Routes...)
 	b.Exports = append([]config.Export(nil), b.Exports...)
-	alpha(&a)
-	beta(&b)
+	if alpha != nil {
+		alpha(&a)
+	}
+	if beta != nil {
+		beta(&b)
+	}
 	restore = func(ctx context.Context) error {
 		var errs []error
 		for _, d := range []*config.Domain{oldA, oldB} {

@@ -1,0 +1,171 @@
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/strait-mesh/strait/internal/config"
+	"github.com/strait-mesh/strait/internal/mesh"
+	"github.com/strait-mesh/strait/test/dubbogo"
+	"github.com/strait-mesh/strait/test/ports"
+	"github.com/strait-mesh/strait/test/wait"
+)
+
+// TestDubboAcrossDomains: a real dubbo-go v3.3.2 consumer calls a real dubbo-go provider
+// over the classic Dubbo protocol (dubbo://, hessian2) through alpha's egress and beta's
+// ingress: the provider registers in beta's registry, beta exports it with protocol dubbo,
+// and the consumer dials alpha's egress. Strings, a 512 KiB byte array and a POJO come
+// back, the provider's exception reaches the consumer, and a service alpha does not
+// route is answered by the egress with a Dubbo error naming it.
+func TestDubboAcrossDomains(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and starts dubbo-go processes")
+	}
+	prog := dubbogo.Program(t)
+	res := ports.Reserve(t, 1)[0]
+	addr := res.Addr()
+	res.Release()
+	startDubbogoProvider(t, prog, addr)
+
+	key := mesh.ServiceKey{Name: dubbogo.Interface, Version: dubbogo.Version, Group: dubbogo.Group}
+	inst := mesh.Instance{Service: key, Protocol: mesh.ProtocolDubbo, Address: addr,
+		Metadata: map[string]string{"application": "dubbogo-echo", "methods": "Echo,EchoBytes,EchoUser,Fail"}}
+	ctx := context.Background()
+	if err := topo.BetaRegistry.Register(ctx, inst); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = topo.BetaRegistry.Deregister(context.Background(), inst) })
+	setDomains(t, topo, nil, func(b *config.Domain) {
+		b.Exports = append(b.Exports, config.Export{Service: dubbogo.Interface, Protocol: mesh.ProtocolDubbo, To: []string{"alpha"}})
+	})
+	wait.For(t, 30*time.Second, "alpha's egress instances routing the dubbo service, beta's ingress knowing its provider", func() bool {
+		for _, g := range topo.Gateways {
+			if eg := g.Egress(); eg != nil {
+				if _, ok := eg.Routes().LookupDubbo(key); !ok {
+					return false
+				}
+			}
+			if ig := g.Ingress(); ig != nil && len(ig.Endpoints(key, mesh.ProtocolDubbo)) == 0 {
+				return false
+			}
+		}
+		return true
+	})
+
+	var r struct {
+		Echo       string `json:"echo"`
+		EchoErr    string `json:"echoErr"`
+		BytesOK    bool   `json:"bytesOK"`
+		BytesErr   string `json:"bytesErr"`
+		FailErr    string `json:"failErr"`
+		UserAge    int32  `json:"userAge"`
+		UserErr    string `json:"userErr"`
+		UnknownErr string `json:"unknownErr"`
+	}
+	for i, egress := range topo.Egress {
+		out := runDubbogo(t, prog, "consumer", egress)
+		if err := json.Unmarshal([]byte(out), &r); err != nil {
+			t.Fatalf("consumer via egress %d: %v: %s", i, err, out)
+		}
+		t.Logf("dubbo-go consumer via egress %s: %s", egress, out)
+		if r.Echo != "hello" || r.EchoErr != "" || !r.BytesOK || r.BytesErr != "" || r.UserAge != 42 || r.UserErr != "" {
+			t.Fatalf("calls through egress %s: %+v", egress, r)
+		}
+		if !strings.Contains(r.FailErr, "fail: boom") {
+			t.Fatalf("the provider's exception: %q", r.FailErr)
+		}
+		if !strings.Contains(r.UnknownErr, "unknown service") || !strings.Contains(r.UnknownErr, dubbogo.Interface+"Missing") {
+			t.Fatalf("a service alpha does not route: %q", r.UnknownErr)
+		}
+	}
+}
+
+// startDubbogoProvider runs the dubbo-go provider on addr until the test ends.
+func startDubbogoProvider(t *testing.T, prog, addr string) {
+	t.Helper()
+	cmd := exec.Command(prog, "provider", addr)
+	errLog, err := os.Create(filepath.Join(t.TempDir(), "provider.stderr"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer errLog.Close()
+	cmd.Stderr = errLog
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	ready := make(chan bool, 1)
+	go func() { // ends at the provider's exit (EOF on its stdout)
+		sc := bufio.NewScanner(stdout)
+		ok := false
+		for sc.Scan() {
+			if !ok && sc.Text() == "ready" {
+				ok = true
+				ready <- true
+			}
+		}
+		if !ok {
+			ready <- false
+		}
+	}()
+	t.Cleanup(func() {
+		_ = stdin.Close() // the provider exits at EOF on stdin
+		done := make(chan struct{})
+		go func() { _ = cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			_ = cmd.Process.Kill()
+			<-done
+		}
+		if t.Failed() {
+			b, _ := os.ReadFile(errLog.Name())
+			t.Logf("dubbo-go provider stderr:\n%s", tail(b))
+		}
+	})
+	select {
+	case ok := <-ready:
+		if !ok {
+			b, _ := os.ReadFile(errLog.Name())
+			t.Fatalf("dubbo-go provider exited before it was ready:\n%s", tail(b))
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatal("dubbo-go provider not ready in 60 s")
+	}
+}
+
+// runDubbogo runs the program in mode against addr and returns its result line.
+func runDubbogo(t *testing.T, prog, mode, addr string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, prog, mode, addr).CombinedOutput()
+	for _, line := range strings.Split(string(out), "\n") {
+		if rest, ok := strings.CutPrefix(line, "result "); ok {
+			return rest
+		}
+	}
+	t.Fatalf("dubbo-go %s %s: %v, no result:\n%s", mode, addr, err, tail(out))
+	return ""
+}
+
+func tail(b []byte) string {
+	if len(b) > 4000 {
+		b = b[len(b)-4000:]
+	}
+	return string(b)
+}
