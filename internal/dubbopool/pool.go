@@ -67,6 +67,9 @@ func New(o Options) *Pool {
 // connection that cannot be opened is a *tunnel.DialError: the request was not sent, and
 // may go to another provider. ctx bounds the wait for the response.
 func (p *Pool) RoundTrip(ctx context.Context, addr string, frame []byte) ([]byte, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
 	h, err := dubbowire.ParseHeader(frame)
 	if err != nil {
 		return nil, fmt.Errorf("dubbopool: %w", err)
@@ -281,4 +284,11 @@ func (c *conn) readLoop() {
 			ch <- frame
 		}
 	}
+}
+
+// Conns counts the open connections.
+func (p *Pool) Conns() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.conns)
 }
