@@ -28,7 +28,7 @@ deps:
 # and dubbo-go peers, and the latency comparisons of ./test/abuse and h2spec's timeouts
 # start many processes or measure time: they run one at a time, after the others, so the
 # 2-core machine's load does not decide their outcome.
-PROCESS_TESTS := ./test/local ./test/dubbo ./test/dubbo/localmeta ./test/java ./internal/dubbowire ./test/abuse ./test/h2spec
+PROCESS_TESTS := ./test/local ./test/dubbo ./test/dubbo/localmeta ./test/java ./test/dubbometa ./internal/dubbowire ./test/abuse ./test/h2spec
 # RACE_TESTS run again under the race detector: the relay, and both gateways through the
 # end-to-end suite.
 RACE_TESTS := ./internal/relay ./test/e2e

@@ -16,10 +16,11 @@
 //
 // Reading needs the MetadataInfo of an instance's revision. With remote metadata storage
 // (dubbo.metadata.storage-type=remote) it is in the metadata report; with local storage
-// (Dubbo's default) only the instance's own MetadataService has it, and FetchLocal asks it
-// when that is MetadataServiceV2 over Triple (dubbo-go 3.3 with metadata-service protocol
-// "tri", Java Dubbo 3.3 with meta-v 2.0.0). Instances whose MetadataService speaks only
-// the older hessian2 MetadataService (the dubbo protocol) are skipped, and logged.
+// (Dubbo's default) only the instance's own MetadataService has it, and FetchLocal asks it:
+// MetadataServiceV2 over Triple (dubbo-go 3.3 with metadata-service protocol "tri", Java
+// Dubbo 3.3 with meta-v 2.0.0) or the hessian2 MetadataService over the dubbo protocol
+// (Java Dubbo serving only dubbo://, meta-v 1.0.0). Instances whose MetadataService speaks
+// neither are skipped, and logged.
 package dubboapp
 
 import (
@@ -190,7 +191,7 @@ func ParseInfo(data []byte) (*MetadataInfo, error) {
 // MetadataInfo of its revision into the provider instances of its services, as a
 // consumer would call them: a service of protocol P is at the port of the instance's
 // endpoint for P, or at the instance's port when it lists no endpoints. Services of
-// protocols Strait does not speak (dubbo, rest, …) are left out. Each instance's metadata
+// protocols Strait does not speak (rest, …) are left out. Each instance's metadata
 // are the service's parameters (without interface, path, version, group and side) and the
 // instance's metadata (without Dubbo's own dubbo.* keys and id), with "application" set to
 // app. A host that does not make a host:port address (empty, or "[" say) gives none.

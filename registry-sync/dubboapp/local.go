@@ -18,27 +18,40 @@ import (
 // (storage type "local"): where its MetadataService listens, and which version it is.
 const (
 	MetaServiceParams = "dubbo.metadata-service.url-params" // {"protocol":"tri","port":"…",…}
-	MetaServiceV      = "meta-v"                            // "2.0.0": MetadataServiceV2 (Triple, protobuf)
-	StorageLocal      = "local"
+	// MetaServiceV is the MetadataService version: "2.0.0" is MetadataServiceV2 (Triple,
+	// protobuf), "1.0.0" (or none, before Dubbo 3.3) the hessian2 MetadataService.
+	MetaServiceV = "meta-v"
+	StorageLocal = "local"
 )
 
 // ErrUnsupportedMetadataService is wrapped by FetchLocal's error when the instance's
-// MetadataService is not one Strait calls: only MetadataServiceV2 over Triple (dubbo-go
-// 3.3, Java Dubbo 3.3 with meta-v 2.0.0) is, not the hessian2 MetadataService of older
-// providers.
-var ErrUnsupportedMetadataService = errors.New("metadata service is not MetadataServiceV2 over Triple")
+// MetadataService is not one Strait calls: MetadataServiceV2 over Triple and the
+// MetadataService over the dubbo protocol (hessian2) are; MetadataService (V1) over
+// Triple, which Java Dubbo exports when protobuf is not on its class path, is not.
+var ErrUnsupportedMetadataService = errors.New("metadata service is neither MetadataServiceV2 over Triple nor MetadataService over dubbo")
 
 // FetchLocal asks an application instance's own MetadataService for the MetadataInfo of
-// revision, as a Dubbo consumer does for instances with local metadata storage: a unary
-// Triple (gRPC-compatible) call of org.apache.dubbo.metadata.MetadataServiceV2/GetMetadataInfo
-// at the instance's host and the port of its dubbo.metadata-service.url-params, service
-// group app and version 2.0.0. The call ends with ctx.
+// revision, as a Dubbo consumer does for instances with local metadata storage. Where it
+// listens is the instance's host and the port of its dubbo.metadata-service.url-params;
+// what it speaks, that document's protocol and the instance's meta-v:
+//
+//   - protocol "tri", meta-v "2.0.0" (dubbo-go 3.3 with metadata-service protocol "tri",
+//     Java Dubbo 3.3 serving Triple): a unary Triple (gRPC-compatible) call of
+//     org.apache.dubbo.metadata.MetadataServiceV2/GetMetadataInfo, service group app,
+//     version 2.0.0;
+//   - protocol "dubbo" (Java Dubbo serving only dubbo://, dubbo-go's default metadata-service
+//     protocol): a hessian2 call of org.apache.dubbo.metadata.MetadataService
+//     getMetadataInfo(String), group app, the version of url-params (1.0.0), see fetchDubbo;
+//   - anything else: an error wrapping ErrUnsupportedMetadataService.
+//
+// The dial and the call end with ctx.
 func FetchLocal(ctx context.Context, app, host string, md map[string]string, revision string) (*MetadataInfo, error) {
 	var ps map[string]string
 	if err := json.Unmarshal([]byte(md[MetaServiceParams]), &ps); err != nil {
 		return nil, fmt.Errorf("metadata service of %s at %s: %s: %w", app, host, MetaServiceParams, err)
 	}
-	if ps["protocol"] != "tri" || md[MetaServiceV] != "2.0.0" {
+	dubbo := ps["protocol"] == "dubbo"
+	if !dubbo && (ps["protocol"] != "tri" || md[MetaServiceV] != "2.0.0") {
 		return nil, fmt.Errorf("metadata service of %s at %s (protocol %q, meta-v %q): %w", app, host, ps["protocol"], md[MetaServiceV], ErrUnsupportedMetadataService)
 	}
 	port, err := strconv.Atoi(ps["port"])
@@ -46,6 +59,9 @@ func FetchLocal(ctx context.Context, app, host string, md map[string]string, rev
 		return nil, fmt.Errorf("metadata service of %s at %s: port %q", app, host, ps["port"])
 	}
 	addr := net.JoinHostPort(host, strconv.Itoa(port))
+	if dubbo {
+		return fetchDubbo(ctx, app, addr, ps["version"], revision)
+	}
 	conn, err := grpc.NewClient("passthrough:///"+addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		return nil, fmt.Errorf("metadata service %s: %w", addr, err)
