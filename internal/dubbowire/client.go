@@ -51,6 +51,10 @@ func Call(ctx context.Context, conn net.Conn, id uint64, req Request, args []any
 		if ctx.Err() != nil {
 			return Response{}, fmt.Errorf("dubbowire: call %s: %w (%v)", what, ctx.Err(), err)
 		}
+		if dl, ok := ctx.Deadline(); ok && !time.Now().Before(dl) {
+			// The connection's deadline (ctx's) fired before ctx's own timer did.
+			return Response{}, fmt.Errorf("dubbowire: call %s: %w (%v)", what, context.DeadlineExceeded, err)
+		}
 		return Response{}, fmt.Errorf("dubbowire: call %s: %w", what, err)
 	}
 
