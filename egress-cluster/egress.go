@@ -16,6 +16,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -24,6 +25,7 @@ import (
 
 	"github.com/strait-mesh/strait/internal/balance"
 	"github.com/strait-mesh/strait/internal/config"
+	"github.com/strait-mesh/strait/internal/dubbopool"
 	"github.com/strait-mesh/strait/internal/gateway"
 	"github.com/strait-mesh/strait/internal/identity"
 	"github.com/strait-mesh/strait/internal/mesh"
@@ -57,7 +59,10 @@ type peer struct {
 	tc     tunnelClient
 	rt     http.RoundTripper
 	// pool carries the relay's calls (nil over QUIC: those take the general path).
-	pool  *relay.Pool
+	pool *relay.Pool
+	// dubbo carries classic Dubbo calls on Dubbo tunnel connections (tunnel.ALPNDubbo;
+	// nil over QUIC: those ride HTTP/3 streams).
+	dubbo *dubbopool.Pool
 	addrs string
 	set   *balance.Set
 }
@@ -165,13 +170,13 @@ func (g *Gateway) Apply(cfg *xdsres.GatewayConfig) error {
 		addrs := strings.Join(p.Ingress, ",")
 		np := &peer{domain: d, key: key, addrs: addrs}
 		if o := old[d]; o != nil && o.key == key {
-			np.tc, np.rt, np.pool = o.tc, o.rt, o.pool
+			np.tc, np.rt, np.pool, np.dubbo = o.tc, o.rt, o.pool, o.dubbo
 		} else {
-			tc, pool, err := g.tunnelClient(p, l)
+			tc, pool, dubbo, err := g.tunnelClient(p, l)
 			if err != nil {
 				return err
 			}
-			np.tc, np.rt, np.pool = tc, tc, pool
+			np.tc, np.rt, np.pool, np.dubbo = tc, tc, pool, dubbo
 		}
 		if o := old[d]; o != nil && o.addrs == addrs {
 			np.set = o.set
@@ -187,6 +192,9 @@ func (g *Gateway) Apply(cfg *xdsres.GatewayConfig) error {
 	for d, o := range old {
 		if n := next[d]; n == nil || n.tc != o.tc {
 			o.tc.Close() // idle connections now; busy ones when their calls end
+			if o.dubbo != nil {
+				o.dubbo.Drain() // its connections close as their calls end
+			}
 			if o.pool != nil {
 				o.pool.Close()
 				g.mu.Lock()
@@ -204,22 +212,33 @@ type tunnelClient interface {
 	Close()
 }
 
-// tunnelClient returns the general path's client to peer p and, over HTTP/2 with the
-// relay on, the relay's pool of tunnel connections.
-func (g *Gateway) tunnelClient(p xdsres.Peer, l config.Limits) (tunnelClient, *relay.Pool, error) {
+// tunnelClient returns the general path's client to peer p and, over HTTP/2, the pool of
+// Dubbo tunnel connections and, with the relay on, the relay's pool of tunnel connections.
+func (g *Gateway) tunnelClient(p xdsres.Peer, l config.Limits) (tunnelClient, *relay.Pool, *dubbopool.Pool, error) {
 	td, err := spiffeid.TrustDomainFromString(p.TrustDomain)
 	if err != nil {
-		return nil, nil, fmt.Errorf("egress: peer %s: %w", p.Domain, err)
+		return nil, nil, nil, fmt.Errorf("egress: peer %s: %w", p.Domain, err)
 	}
 	b, err := x509bundle.Parse(td, p.Bundle)
 	if err != nil {
-		return nil, nil, fmt.Errorf("egress: peer %s bundle: %w", p.Domain, err)
+		return nil, nil, nil, fmt.Errorf("egress: peer %s bundle: %w", p.Domain, err)
 	}
 	o := tunnel.ClientOptions{DialTimeout: l.DialTimeout.D(), MaxHeaderBytes: uint32(l.MaxHeaderBytes)}
 	if p.Transport == "quic" {
-		return tunnel.NewQUICClient(identity.ClientConfig(g.svid, b, td, tunnel.ALPNQUIC), o), nil, nil
+		return tunnel.NewQUICClient(identity.ClientConfig(g.svid, b, td, tunnel.ALPNQUIC), o), nil, nil, nil
 	}
 	conf := identity.ClientConfig(g.svid, b, td, tunnel.ALPN)
+	dialTimeout := l.DialTimeout.D()
+	dubbo := dubbopool.New(dubbopool.Options{
+		Dial: func(ctx context.Context, addr string) (net.Conn, error) {
+			return tunnel.DialTLSProto(ctx, addr, conf, dialTimeout, tunnel.ALPNDubbo)
+		},
+		DialTimeout: dialTimeout,
+		// Shorter than the ingress' idle close (3 min), so that the egress closes first
+		// and never sends on a connection the ingress is closing.
+		Idle:   time.Minute,
+		Logger: g.log.With("peer", p.Domain),
+	})
 	var pool *relay.Pool
 	if g.relay != nil {
 		timeout := l.DialTimeout.D()
@@ -234,7 +253,7 @@ func (g *Gateway) tunnelClient(p xdsres.Peer, l config.Limits) (tunnelClient, *r
 			Logger:         g.log.With("peer", p.Domain),
 		})
 	}
-	return tunnel.NewClient(conf, o), pool, nil
+	return tunnel.NewClient(conf, o), pool, dubbo, nil
 }
 
 // Ready reports whether the gateway has a configuration.
@@ -279,6 +298,9 @@ func (g *Gateway) closePeers(kill bool) {
 	g.mu.Unlock()
 	for _, p := range *g.peers.Load() {
 		p.tc.Close()
+		if p.dubbo != nil {
+			p.dubbo.Close()
+		}
 		if p.pool != nil {
 			pools = append(pools, p.pool)
 		}
@@ -342,11 +364,15 @@ func (g *Gateway) Decide(c gateway.Call) gateway.Decision {
 	if p == nil || p.set.Len() == 0 {
 		return gateway.Refuse(c, route.Peer, codes.Unavailable, fmt.Sprintf("strait: peer domain %q has no reachable ingress", route.Peer))
 	}
-	return gateway.Decision{
+	d := gateway.Decision{
 		Code: codes.OK, Call: c, Peer: p.domain,
 		Set: p.set, Pool: p.pool, Transport: p.rt, Scheme: "https",
 		Metadata: true, Retry: true, Limits: g.limits.Load(),
 	}
+	if c.Protocol == mesh.ProtocolDubbo && p.dubbo != nil {
+		d.Dubbo = p.dubbo
+	}
+	return d
 }
 
 var _ http.Handler = (*Gateway)(nil)

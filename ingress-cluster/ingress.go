@@ -118,7 +118,8 @@ func New(c Config) (*Gateway, error) {
 		h1:        proxy.NewHTTP1Transport(l.DialTimeout.D(), int64(l.MaxHeaderBytes)),
 	}
 	g.dubbo = dubbopool.New(dubbopool.Options{DialTimeout: l.DialTimeout.D(), Logger: g.log})
-	g.core = gateway.New(gateway.Options{Kind: g, Tunnel: true, Observer: g.obs, Logger: g.log})
+	g.core = gateway.New(gateway.Options{Kind: g, Tunnel: true, Observer: g.obs, Logger: g.log,
+		Limits: func() *config.Limits { return &g.state.Load().limits }})
 	g.state.Store(newState(nil, map[spiffeid.TrustDomain]string{}, l))
 	// The handshake admits a peer only if its trust domain is a configured peer and its
 	// certificate chains to that trust domain's own bundle; both follow Apply.
@@ -149,6 +150,16 @@ func New(c Config) (*Gateway, error) {
 		MaxHeaderBytes:       l.MaxHeaderBytes,
 		MaxConcurrentStreams: l.MaxConcurrentStreams,
 		Logger:               g.log,
+		// Dubbo tunnel connections: their frames are served as a Dubbo server serves a
+		// consumer's, the peer's SPIFFE ID as each call's caller.
+		Dubbo: func(nc net.Conn, cs *tls.ConnectionState) {
+			id, err := identity.PeerID(cs)
+			if err != nil {
+				g.log.Warn("dubbo tunnel without a peer identity", "err", err)
+				return
+			}
+			g.core.ServeDubboTunnel(nc, id)
+		},
 	}
 	if c.DataPath != "http" {
 		budget := relay.NewBudget(l.MaxQueuedBytes)
@@ -236,7 +247,10 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 	g.fedCancel()
 	qerr := make(chan error, 1)
 	go func() { qerr <- g.quic.Shutdown(ctx) }()
+	dubbo := make(chan struct{})
+	go func() { g.core.ShutdownDubbo(ctx); close(dubbo) }()
 	err := g.srv.Shutdown(ctx)
+	<-dubbo
 	if qe := <-qerr; err == nil && qe != nil && !errors.Is(qe, context.DeadlineExceeded) {
 		err = qe
 	}

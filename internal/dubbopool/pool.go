@@ -23,6 +23,9 @@ import (
 
 // Options configure a Pool.
 type Options struct {
+	// Dial opens a connection (default: TCP with DialTimeout). An error it returns that is
+	// not a *tunnel.DialError is wrapped in one.
+	Dial func(ctx context.Context, addr string) (net.Conn, error)
 	// DialTimeout bounds opening a connection (default 1.5 s).
 	DialTimeout time.Duration
 	// MaxBody bounds a response body (default dubbowire.DefaultMaxBody).
@@ -94,6 +97,27 @@ func (p *Pool) Close() {
 	p.wg.Wait()
 }
 
+// Drain closes the pool to new requests and each connection once the requests waiting on
+// it are answered (or fail); it does not wait.
+func (p *Pool) Drain() {
+	p.mu.Lock()
+	p.closed = true
+	conns := make([]*conn, 0, len(p.conns))
+	for _, c := range p.conns {
+		conns = append(conns, c)
+	}
+	p.mu.Unlock()
+	for _, c := range conns {
+		c.mu.Lock()
+		c.draining = true
+		idle := len(c.pending) == 0
+		c.mu.Unlock()
+		if idle {
+			c.fail(ErrClosed)
+		}
+	}
+}
+
 // get returns the live connection to addr, opening one if there is none.
 func (p *Pool) get(ctx context.Context, addr string) (*conn, error) {
 	p.mu.Lock()
@@ -106,9 +130,12 @@ func (p *Pool) get(ctx context.Context, addr string) (*conn, error) {
 		return c, nil
 	}
 	p.mu.Unlock()
-	d := net.Dialer{Timeout: p.o.DialTimeout}
-	nc, err := d.DialContext(ctx, "tcp", addr)
+	nc, err := p.dial(ctx, addr)
 	if err != nil {
+		var de *tunnel.DialError
+		if errors.As(err, &de) {
+			return nil, err
+		}
 		return nil, &tunnel.DialError{Addr: addr, Err: err}
 	}
 	c := &conn{pool: p, addr: addr, nc: nc, pending: map[uint64]chan []byte{}, done: make(chan struct{})}
@@ -131,6 +158,16 @@ func (p *Pool) get(ctx context.Context, addr string) (*conn, error) {
 	p.mu.Unlock()
 	go c.readLoop()
 	return c, nil
+}
+
+func (p *Pool) dial(ctx context.Context, addr string) (net.Conn, error) {
+	ctx, cancel := context.WithTimeout(ctx, p.o.DialTimeout)
+	defer cancel()
+	if p.o.Dial != nil {
+		return p.o.Dial(ctx, addr)
+	}
+	var d net.Dialer
+	return d.DialContext(ctx, "tcp", addr)
 }
 
 // drop forgets c if it is addr's connection.
@@ -157,6 +194,8 @@ type conn struct {
 	done    chan struct{} // closed when it ends
 	last    time.Time     // last request written
 	idle    *time.Timer   // closes the connection once idle
+	// draining: the pool is draining; the connection closes when nothing is pending.
+	draining bool
 }
 
 // checkIdle closes the connection if no request was written for the pool's Idle and none
@@ -233,7 +272,11 @@ func (c *conn) roundTrip(ctx context.Context, frame []byte, h dubbowire.Header) 
 func (c *conn) forget(id uint64) {
 	c.mu.Lock()
 	delete(c.pending, id)
+	done := c.draining && len(c.pending) == 0
 	c.mu.Unlock()
+	if done {
+		c.fail(ErrClosed)
+	}
 }
 
 // fail ends the connection with err (the first error wins).
@@ -279,9 +322,14 @@ func (c *conn) readLoop() {
 		c.mu.Lock()
 		ch := c.pending[h.ID()]
 		delete(c.pending, h.ID())
+		done := c.draining && len(c.pending) == 0
 		c.mu.Unlock()
 		if ch != nil {
 			ch <- frame
+		}
+		if done {
+			c.fail(ErrClosed)
+			return
 		}
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/grpc/codes"
 
 	"github.com/strait-mesh/strait/internal/balance"
@@ -89,22 +90,31 @@ type dubboConns struct {
 
 // dubboConn is one consumer connection.
 type dubboConn struct {
-	core *Core
-	nc   net.Conn
-	wmu  sync.Mutex
-	sem  chan struct{} // bounds the calls in flight
-	wg   sync.WaitGroup
-	stop chan struct{} // closed to stop reading (drain)
-	once sync.Once
+	core   *Core
+	nc     net.Conn
+	caller spiffeid.ID // the peer gateway, on a Dubbo tunnel connection
+	wmu    sync.Mutex
+	sem    chan struct{} // bounds the calls in flight
+	wg     sync.WaitGroup
+	stop   chan struct{} // closed to stop reading (drain)
+	once   sync.Once
 }
 
 // ServeDubbo serves a consumer connection of the classic Dubbo protocol whose first bytes
 // are in br, until the consumer closes it, it idles, it sends what is not Dubbo, or the
 // core drains (ShutdownDubbo). It returns once the calls it started have been answered,
 // and closes the connection.
-func (c *Core) ServeDubbo(nc net.Conn, br *bufio.Reader) {
+func (c *Core) ServeDubbo(nc net.Conn, br *bufio.Reader) { c.serveDubboConn(nc, br, spiffeid.ID{}) }
+
+// ServeDubboTunnel serves a Dubbo tunnel connection (tunnel.ALPNDubbo) from the peer
+// gateway whose SPIFFE ID is caller, as ServeDubbo serves a consumer's.
+func (c *Core) ServeDubboTunnel(nc net.Conn, caller spiffeid.ID) {
+	c.serveDubboConn(nc, bufio.NewReaderSize(nc, 32<<10), caller)
+}
+
+func (c *Core) serveDubboConn(nc net.Conn, br *bufio.Reader, caller spiffeid.ID) {
 	l := c.limits()
-	dc := &dubboConn{core: c, nc: nc, sem: make(chan struct{}, max(1, int(l.MaxConcurrentStreams))), stop: make(chan struct{})}
+	dc := &dubboConn{core: c, nc: nc, caller: caller, sem: make(chan struct{}, max(1, int(l.MaxConcurrentStreams))), stop: make(chan struct{})}
 	c.dubbo.mu.Lock()
 	if c.dubbo.closing {
 		c.dubbo.mu.Unlock()
@@ -201,7 +211,7 @@ func (dc *dubboConn) readLoop(br *bufio.Reader) {
 		call := Call{
 			Call: proxy.Call{Protocol: mesh.ProtocolDubbo, Style: proxy.StyleDubbo, Method: req.Method,
 				Service: mesh.ServiceKey{Name: req.Path, Version: dubboVersion(req.Version), Group: req.Group()}},
-			RPC: true, HTTPMethod: http.MethodPost, Path: "/" + req.Path + "/" + req.Method,
+			RPC: true, HTTPMethod: http.MethodPost, Path: "/" + req.Path + "/" + req.Method, Caller: dc.caller,
 		}
 		timeout := l.CallTimeout.D()
 		if ms, err := strconv.Atoi(req.Attachments["timeout"]); err == nil && ms > 0 && (timeout <= 0 || time.Duration(ms)*time.Millisecond < timeout) {

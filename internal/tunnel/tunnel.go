@@ -69,8 +69,17 @@ func NewClient(tlsConf *tls.Config, o ClientOptions) *Client {
 // NextProtos replaced by ALPN) and the ALPN check. Other protocols that ride the tunnel
 // port (the Federation API's gRPC client) use it as their dialer.
 func DialTLS(ctx context.Context, addr string, conf *tls.Config, timeout time.Duration) (net.Conn, error) {
+	return DialTLSProto(ctx, addr, conf, timeout, ALPN)
+}
+
+// ALPNDubbo names the Dubbo tunnel: the same mutual TLS as the HTTP/2 tunnel, carrying
+// classic Dubbo frames as they are (the ingress reads them as a Dubbo server does).
+const ALPNDubbo = "strait-dubbo/1"
+
+// DialTLSProto is DialTLS for the tunnel protocol alpn (ALPN or ALPNDubbo).
+func DialTLSProto(ctx context.Context, addr string, conf *tls.Config, timeout time.Duration, alpn string) (net.Conn, error) {
 	c := conf.Clone()
-	c.NextProtos = []string{ALPN}
+	c.NextProtos = []string{alpn}
 	return dial(ctx, "tcp", addr, c, timeout)
 }
 
@@ -87,9 +96,9 @@ func dial(ctx context.Context, network, addr string, conf *tls.Config, timeout t
 		raw.Close()
 		return nil, &DialError{Addr: addr, Err: fmt.Errorf("handshake: %w", err)}
 	}
-	if p := tc.ConnectionState().NegotiatedProtocol; p != ALPN {
+	if p := tc.ConnectionState().NegotiatedProtocol; p != conf.NextProtos[0] {
 		tc.Close()
-		return nil, &DialError{Addr: addr, Err: fmt.Errorf("negotiated protocol %q, want %q", p, ALPN)}
+		return nil, &DialError{Addr: addr, Err: fmt.Errorf("negotiated protocol %q, want %q", p, conf.NextProtos[0])}
 	}
 	return tc, nil
 }
@@ -137,6 +146,9 @@ type ServerOptions struct {
 	// passed to Relay with the connection); the others are served by net/http's HTTP/2.
 	Relay    ConnServer
 	RelayFor func(*tls.ConnectionState) (info any, ok bool)
+	// Dubbo, if set, serves the connections that negotiate ALPNDubbo (the peer is
+	// authenticated, as for ALPN); it returns when the connection is done with.
+	Dubbo func(nc net.Conn, cs *tls.ConnectionState)
 }
 
 // ConnServer serves whole HTTP/2 connections (the relay).
@@ -176,6 +188,9 @@ func NewServer(tlsConf *tls.Config, h http.Handler, o ServerOptions) *Server {
 	}
 	conf := tlsConf.Clone()
 	conf.NextProtos = []string{ALPN}
+	if o.Dubbo != nil {
+		conf.NextProtos = append(conf.NextProtos, ALPNDubbo)
+	}
 	s := &Server{
 		conf:    conf,
 		handler: h,
@@ -278,14 +293,19 @@ func (s *Server) serveConn(raw net.Conn) {
 		s.log.Warn("tunnel handshake refused", "remote", raw.RemoteAddr().String(), "err", err)
 		return
 	}
-	if p := tc.ConnectionState().NegotiatedProtocol; p != ALPN {
+	cs := tc.ConnectionState()
+	if cs.NegotiatedProtocol == ALPNDubbo && s.o.Dubbo != nil {
+		s.established.Add(1)
+		s.o.Dubbo(tc, &cs)
+		return
+	}
+	if p := cs.NegotiatedProtocol; p != ALPN {
 		s.log.Warn("tunnel handshake refused", "remote", raw.RemoteAddr().String(), "err", fmt.Sprintf("protocol %q is not %q", p, ALPN))
 		return
 	}
 	s.established.Add(1)
 	// The connection's TLS state travels in the requests' context: Request.TLS is not set
 	// for every client on connections served with ServeConn.
-	cs := tc.ConnectionState()
 	ctx = context.WithValue(context.Background(), connStateKey{}, &cs)
 	if s.o.Relay != nil && s.o.RelayFor != nil {
 		if info, ok := s.o.RelayFor(&cs); ok {

@@ -135,6 +135,9 @@ func TestWithdrawnExportLeavesRegistry(t *testing.T) {
 		})
 	}
 	waitCount(func(n int) bool { return n == len(topo.Egress) }, "published")
+	// Runs after withRoutes puts the export back (cleanups run last first): the entries
+	// return, and the next test starts from the whole import.
+	t.Cleanup(func() { waitCount(func(n int) bool { return n == len(topo.Egress) }, "published again") })
 	withRoutes(t, func(*config.Domain) {}, func(b *config.Domain) {
 		var keep []config.Export
 		for _, e := range b.Exports {
