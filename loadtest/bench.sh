@@ -1,24 +1,31 @@
 #!/usr/bin/env bash
 # make bench [QUICK=1]: Strait against two chained nginx and two chained HAProxy, in one run
 # with the same providers (beta's samples from deploy/local/up.sh: gRPC interop TestService,
-# Triple GreetService, HTTP echo). Targets:
+# Triple GreetService, HTTP echo; and for the classic Dubbo protocol the real dubbo-go
+# v3.3.2 EchoService provider of test/dubbogo, which this script builds, starts on
+# 127.0.0.1:17330 and registers in beta's registry through loadtest/dubboprovider, and
+# exports by adding it to the beta domain file up.sh runs). Targets:
 #   direct:  consumer → provider
 #   strait:  consumer → alpha-egress-1 → mTLS tunnel → beta-ingress-1 → provider
 #            (up.sh's topology, GOMAXPROCS=1 per gateway; the second egress and ingress are
 #            stopped so that each hop is one process, as in the other chains)
 #   nginx:   consumer → nginx hop1 (h2c / HTTP/1.1) → TLS 1.3 + client certificate → nginx
 #            hop2 → provider; worker_processes 1, grpc_pass / proxy_pass, upstream keepalive
-#   haproxy: the same with HAProxy, mode http, nbthread 1, ssl verify required + crt
-# Protocols gRPC unary, gRPC bidi, Triple gRPC mode, Triple HTTP/1.1 JSON and HTTP/1.1,
-# payloads 1 KiB and 64 KiB, open loop at 1,000 calls/s and max throughput (4 connections ×
-# 20 streams). QUICK=1 measures gRPC unary 1 KiB and a few others only (it says which).
+#   haproxy: the same with HAProxy, mode http, nbthread 1, ssl verify required + crt; for
+#            Dubbo mode tcp (a TCP relay, TLS with client certificates between the hops)
+# nginx has no Dubbo row (its stream module is not in Debian's nginx package).
+# Protocols gRPC unary, gRPC bidi, Triple gRPC mode, Triple HTTP/1.1 JSON, HTTP/1.1 and
+# Dubbo, payloads 1 KiB and 64 KiB, open loop at 1,000 calls/s and max throughput (4
+# connections × 20 streams or requests in flight). QUICK=1 measures gRPC unary 1 KiB, Dubbo
+# 1 KiB and a few others only (it says which).
 #
 # Writes loadtest/results/latest.json (one object per measurement), latest.svg (the plot)
-# and pprof CPU/allocation profiles of one egress and one ingress; prints a table and the
-# summary of issue 5's figures. Installs nginx and haproxy from Debian's packages if they
-# are missing (their system services are not started); runs its own instances from a temp
-# directory on loopback ports 17310-17323 and stops everything it started on exit. Uses
-# up.sh's fixed ports: run it under `flock /tmp/strait-ports.lock` on a shared machine.
+# and pprof CPU/allocation profiles of one egress and one ingress (gRPC unary and Dubbo
+# runs); prints a table and the summary of issue 5's figures. Installs nginx and haproxy
+# from Debian's packages if they are missing (their system services are not started); runs
+# its own instances from a temp directory on loopback ports 17310-17325 and 17330 and stops
+# everything it started on exit. Uses up.sh's fixed ports: run it under
+# `flock /tmp/strait-ports.lock` on a shared machine.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
@@ -28,6 +35,8 @@ CHAINS="$ROOT/loadtest/chains"
 # Ports of the proxy chains (loopback): hop1 h2c / HTTP/1.1, hop2 TLS h2 / TLS HTTP/1.1.
 NGINX_HOP1_H2=17310 NGINX_HOP1_H1=17311 NGINX_HOP2_H2=17312 NGINX_HOP2_H1=17313
 HAPROXY_HOP1_H2=17320 HAPROXY_HOP1_H1=17321 HAPROXY_HOP2_H2=17322 HAPROXY_HOP2_H1=17323
+# HAProxy's TCP relay for Dubbo (hop1 plaintext, hop2 TLS), and the dubbo-go provider.
+HAPROXY_HOP1_DUBBO=17324 HAPROXY_HOP2_DUBBO=17325 DUBBO=127.0.0.1:17330
 
 say() { echo "bench: $*" >&2; }
 die() { say "$*"; exit 1; }
@@ -64,10 +73,14 @@ NGINX=$(command -v nginx) HAPROXY=$(command -v haproxy)
 WORK=$(mktemp -d /tmp/strait-bench.XXXXXX)
 export STRAIT_STATE="$WORK/state" STRAIT_GATEWAY_GOMAXPROCS=1
 PROXY_PIDS=()
+DUBBO_HELPER= DUBBO_PID=
 cleanup() {
   local p
-  for p in "${PROXY_PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-  for p in "${PROXY_PIDS[@]}"; do
+  # DUBBO_HELPER owns the dubbo-go provider: on TERM it deregisters it and stops it (the
+  # provider also exits when the helper dies, at EOF on its stdin); one still running
+  # after that (DUBBO_PID) is killed.
+  for p in "${PROXY_PIDS[@]}" $DUBBO_HELPER; do kill -TERM "$p" 2>/dev/null || true; done
+  for p in "${PROXY_PIDS[@]}" $DUBBO_HELPER $DUBBO_PID; do
     for _ in $(seq 1 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.05; done
     kill -KILL "$p" 2>/dev/null || true
   done
@@ -81,6 +94,10 @@ say "building"
 go build -o "$WORK/load" ./loadtest/load
 go build -o "$WORK/bench" ./loadtest/bench
 go build -o "$WORK/plot" ./loadtest/plot
+go build -o "$WORK/dubboprovider" ./loadtest/dubboprovider
+# test/dubbogo/prog is a module of its own (dubbo-go's dubbo transport is not in Strait's).
+(cd test/dubbogo/prog && GOWORK=off go build -o "$WORK/dubbogo" .) >"$WORK/dubbogo-build.log" 2>&1 \
+  || die "building test/dubbogo/prog failed (make deps fetches its modules): $(tail -n 5 "$WORK/dubbogo-build.log")"
 
 say "starting the two-domain topology (deploy/local/up.sh, gateways GOMAXPROCS=1)"
 # The ports below are up.sh's defaults: the topology runs on its default base.
@@ -98,6 +115,30 @@ done
 field() { sed -n "s/.*\"$1\":\"\\([^\"]*\\)\".*/\\1/p" "$STRAIT_STATE/beta-samples-1.out"; }
 GRPC=$(field grpc) TRIPLE=$(field triple) HTTP=$(field http)
 [ -n "$GRPC" ] && [ -n "$TRIPLE" ] && [ -n "$HTTP" ] || die "no provider addresses in beta-samples-1.out"
+
+say "starting the dubbo-go provider, exporting it from beta"
+# Beta exports EchoService with protocol dubbo: the line is added to the domain file beta's
+# controlplane runs (up.sh's copy in the state directory), which it watches and applies.
+# The file is replaced by a rename, as editors do, so it is never read half-written.
+BETA_FILE="$STRAIT_STATE/beta.yaml"
+sed '/^exports:$/a\  - {service: org.apache.dubbo.strait.EchoService, protocol: dubbo, to: [alpha]}' \
+  "$BETA_FILE" > "$BETA_FILE.new"
+grep -q 'org.apache.dubbo.strait.EchoService, protocol: dubbo' "$BETA_FILE.new" || die "no exports: list in $BETA_FILE"
+mv "$BETA_FILE.new" "$BETA_FILE"
+# loadtest/dubboprovider runs the provider, registers it in beta's registry (up.sh's
+# embedded etcd) and prints its ready line once a call through alpha's egress comes back.
+BETA_REG=$(sed -n 's/.*"beta":"[a-z]*:\/\/\([^"]*\)".*/\1/p' "$WORK/ready.json")
+[ -n "$BETA_REG" ] || die "no beta registry in up.sh's ready line"
+"$WORK/dubboprovider" -prog "$WORK/dubbogo" -addr "$DUBBO" -registry "$BETA_REG" -kind etcd \
+  -via 127.0.0.1:17110 >"$WORK/dubboprovider.out" 2>"$WORK/dubboprovider.log" &
+DUBBO_HELPER=$!
+for _ in $(seq 1 1800); do # 90 s: the provider's start and the export's way to alpha's egress
+  DUBBO_PID=$(sed -n 's/.*"event":"ready".*"pid":\([0-9]*\).*/\1/p' "$WORK/dubboprovider.out")
+  [ -n "$DUBBO_PID" ] && break
+  kill -0 "$DUBBO_HELPER" 2>/dev/null || die "the dubbo provider did not come up: $(tail -n 5 "$WORK/dubboprovider.log"); beta's controlplane: $(grep -i 'domain file' "$STRAIT_STATE/beta-controlplane-1.log" | tail -n 2)"
+  sleep 0.05
+done
+[ -n "$DUBBO_PID" ] || die "the dubbo provider was not callable through the egress within 90 s: $(tail -n 5 "$WORK/dubboprovider.log")"
 
 # Certificates for the proxy chains: one CA, hop2's server certificate (DNS
 # hop2.bench.local), hop1's client certificate; ECDSA P-256 like Strait's SVIDs.
@@ -119,11 +160,12 @@ extendedKeyUsage=serverAuth"; else ext="extendedKeyUsage=clientAuth"; fi
 ) >"$WORK/certs.log" 2>&1 || die "openssl: $(tail -n 5 "$WORK/certs.log")"
 
 render() { # render TEMPLATE OUT
-  sed -e "s|@DIR@|$WORK|g" -e "s|@GRPC@|$GRPC|g" -e "s|@TRIPLE@|$TRIPLE|g" -e "s|@HTTP@|$HTTP|g" \
+  sed -e "s|@DIR@|$WORK|g" -e "s|@GRPC@|$GRPC|g" -e "s|@TRIPLE@|$TRIPLE|g" -e "s|@HTTP@|$HTTP|g" -e "s|@DUBBO@|$DUBBO|g" \
     -e "s|@NGINX_HOP1_H2@|$NGINX_HOP1_H2|g" -e "s|@NGINX_HOP1_H1@|$NGINX_HOP1_H1|g" \
     -e "s|@NGINX_HOP2_H2@|$NGINX_HOP2_H2|g" -e "s|@NGINX_HOP2_H1@|$NGINX_HOP2_H1|g" \
     -e "s|@HAPROXY_HOP1_H2@|$HAPROXY_HOP1_H2|g" -e "s|@HAPROXY_HOP1_H1@|$HAPROXY_HOP1_H1|g" \
     -e "s|@HAPROXY_HOP2_H2@|$HAPROXY_HOP2_H2|g" -e "s|@HAPROXY_HOP2_H1@|$HAPROXY_HOP2_H1|g" \
+    -e "s|@HAPROXY_HOP1_DUBBO@|$HAPROXY_HOP1_DUBBO|g" -e "s|@HAPROXY_HOP2_DUBBO@|$HAPROXY_HOP2_DUBBO|g" \
     "$1" > "$2"
 }
 wait_port() { # wait_port PORT NAME PID
@@ -150,22 +192,24 @@ wait_port $NGINX_HOP1_H2 nginx-hop1 "$NGINX_HOP1"; wait_port $NGINX_HOP1_H1 ngin
 wait_port $NGINX_HOP2_H2 nginx-hop2 "$NGINX_HOP2"; wait_port $NGINX_HOP2_H1 nginx-hop2 "$NGINX_HOP2"
 wait_port $HAPROXY_HOP1_H2 haproxy-hop1 "$HAPROXY_HOP1"; wait_port $HAPROXY_HOP1_H1 haproxy-hop1 "$HAPROXY_HOP1"
 wait_port $HAPROXY_HOP2_H2 haproxy-hop2 "$HAPROXY_HOP2"; wait_port $HAPROXY_HOP2_H1 haproxy-hop2 "$HAPROXY_HOP2"
+wait_port $HAPROXY_HOP1_DUBBO haproxy-hop1 "$HAPROXY_HOP1"; wait_port $HAPROXY_HOP2_DUBBO haproxy-hop2 "$HAPROXY_HOP2"
 # nginx: the master and its one worker, both counted.
 with_children() { echo "$1" $(pgrep -P "$1" || true) | tr ' ' ','; }
 
-addrs() { # addrs H2ADDR H1ADDR: the protocol → address map of one target
-  printf '{"grpc-unary":"%s","grpc-bidi":"%s","triple-grpc":"%s","triple-json":"%s","http":"%s"}' "$1" "$1" "$1" "$2" "$2"
+addrs() { # addrs H2ADDR H1ADDR [DUBBOADDR]: the protocol → address map of one target
+  printf '{"grpc-unary":"%s","grpc-bidi":"%s","triple-grpc":"%s","triple-json":"%s","http":"%s"%s}' "$1" "$1" "$1" "$2" "$2" \
+    "${3:+,\"dubbo\":\"$3\"}"
 }
 E=127.0.0.1:17110
 cat > "$WORK/targets.json" <<EOF
 {"targets":[
- {"name":"direct","addrs":{"grpc-unary":"$GRPC","grpc-bidi":"$GRPC","triple-grpc":"$TRIPLE","triple-json":"$TRIPLE","http":"$HTTP"},"procs":{}},
- {"name":"strait","addrs":$(addrs $E $E),"procs":{"alpha-egress-1":[$(pid_of alpha-egress-1)],"beta-ingress-1":[$(pid_of beta-ingress-1)]},
+ {"name":"direct","addrs":{"grpc-unary":"$GRPC","grpc-bidi":"$GRPC","triple-grpc":"$TRIPLE","triple-json":"$TRIPLE","http":"$HTTP","dubbo":"$DUBBO"},"procs":{}},
+ {"name":"strait","addrs":$(addrs $E $E $E),"procs":{"alpha-egress-1":[$(pid_of alpha-egress-1)],"beta-ingress-1":[$(pid_of beta-ingress-1)]},
   "profile":{"strait-egress":"127.0.0.1:17111","strait-ingress":"127.0.0.1:17211"}},
  {"name":"nginx","addrs":$(addrs 127.0.0.1:$NGINX_HOP1_H2 127.0.0.1:$NGINX_HOP1_H1),"procs":{"nginx-hop1":[$(with_children "$NGINX_HOP1")],"nginx-hop2":[$(with_children "$NGINX_HOP2")]}},
- {"name":"haproxy","addrs":$(addrs 127.0.0.1:$HAPROXY_HOP1_H2 127.0.0.1:$HAPROXY_HOP1_H1),"procs":{"haproxy-hop1":[$HAPROXY_HOP1],"haproxy-hop2":[$HAPROXY_HOP2]}}
+ {"name":"haproxy","addrs":$(addrs 127.0.0.1:$HAPROXY_HOP1_H2 127.0.0.1:$HAPROXY_HOP1_H1 127.0.0.1:$HAPROXY_HOP1_DUBBO),"procs":{"haproxy-hop1":[$HAPROXY_HOP1],"haproxy-hop2":[$HAPROXY_HOP2]}}
 ],
-"providers":[$(pid_of beta-samples-1)]}
+"providers":[$(pid_of beta-samples-1),$DUBBO_PID]}
 EOF
 
 say "measuring (nginx $("$NGINX" -v 2>&1 | sed 's|.*/||'), HAProxy $("$HAPROXY" -v | sed -n '1s/HAProxy version \([^ ]*\).*/\1/p'), $(nproc) cores)"

@@ -2,9 +2,10 @@
 // and calls it): every protocol × payload × mode against every target, one `load` process
 // per measurement, reading each proxy process's CPU counters over exactly the measured
 // interval. It writes the results as a JSON list, prints a table and a summary of issue 5's
-// figures, and captures pprof CPU and allocation profiles of one egress and one ingress
-// during two extra runs of the strait target (max throughput, and open loop at 1,000
-// calls/s).
+// figures (and, for every protocol, the latency each chain adds and its CPU per call per
+// hop), and captures pprof CPU and allocation profiles of one egress and one ingress
+// during extra runs of the strait target (max throughput, and open loop at 1,000 calls/s)
+// for each protocol of -profile-protocols (gRPC unary and Dubbo, 1 KiB).
 //
 //	bench -config targets.json -load ./load -out loadtest/results [-quick]
 package main
@@ -46,7 +47,7 @@ type Target struct {
 	// of each is reported under that name.
 	Procs map[string][]int `json:"procs"`
 	// Profile maps a file name prefix (e.g. strait-egress) to an admin address serving
-	// /debug/pprof: profiled during the extra max run.
+	// /debug/pprof: profiled during the extra runs.
 	Profile map[string]string `json:"profile,omitempty"`
 }
 
@@ -123,10 +124,12 @@ func plan(quick bool) []step {
 			{"grpc-unary", 65536, "max", 3 * time.Second},
 			{"triple-grpc", 1024, "open", 3 * time.Second},
 			{"http", 1024, "open", 3 * time.Second},
+			{"dubbo", 1024, "open", 5 * time.Second},
+			{"dubbo", 1024, "max", 3 * time.Second},
 		}
 	}
 	var s []step
-	for _, p := range []string{"grpc-unary", "grpc-bidi", "triple-grpc", "triple-json", "http"} {
+	for _, p := range []string{"grpc-unary", "grpc-bidi", "triple-grpc", "triple-json", "http", "dubbo"} {
 		for _, size := range []int{1024, 65536} {
 			// 64 KiB at 1,000 calls/s saturates some targets on 2 cores: a shorter open run,
 			// since a saturated one drains for as long again (loadtest.OpenLoop.Drain).
@@ -147,8 +150,9 @@ func main() {
 	cfgPath := flag.String("config", "", "targets file (JSON, written by loadtest/bench.sh)")
 	loadBin := flag.String("load", "", "the load generator binary (loadtest/load)")
 	outDir := flag.String("out", "loadtest/results", "where latest.json and the profiles go")
-	quick := flag.Bool("quick", false, "a short run: gRPC unary 1 KiB open and max, gRPC unary 64 KiB max, Triple gRPC and HTTP 1 KiB open")
+	quick := flag.Bool("quick", false, "a short run: gRPC unary 1 KiB open and max, gRPC unary 64 KiB max, Triple gRPC and HTTP 1 KiB open, Dubbo 1 KiB open and max")
 	profileFor := flag.Duration("profile", 10*time.Second, "length of each profiled strait run, max and open loop (0: none)")
+	profileProtos := flag.String("profile-protocols", "grpc-unary,dubbo", "comma-separated protocols of the profiled runs (1 KiB each); the profiles of PROTOCOL other than grpc-unary are named PREFIX.PROTOCOL[.open].KIND.pprof")
 	onlyTargets := flag.String("targets", "", "comma-separated targets to measure (default: all in the config)")
 	onlySteps := flag.String("only", "", "comma-separated PROTOCOL:PAYLOAD to measure, e.g. grpc-unary:65536 (default: all of the plan)")
 	flag.Parse()
@@ -200,7 +204,7 @@ func main() {
 		os.Exit(2)
 	}
 	if *quick {
-		fmt.Println("QUICK run: gRPC unary 1 KiB (open 1,000/s and max), gRPC unary 64 KiB (max), Triple gRPC-mode and HTTP/1.1 1 KiB (open) only; `make bench` runs every protocol × 1 KiB/64 KiB × open/max.")
+		fmt.Println("QUICK run: gRPC unary 1 KiB (open 1,000/s and max), gRPC unary 64 KiB (max), Triple gRPC-mode and HTTP/1.1 1 KiB (open), Dubbo 1 KiB (open and max) only; `make bench` runs every protocol × 1 KiB/64 KiB × open/max.")
 	}
 	var rows []Row
 	// Idle: every proxy process's CPU over a few seconds without calls (background work
@@ -227,11 +231,17 @@ func main() {
 		}
 	}
 	var profiles []string
-	// Profiled runs (extra, marked "profiled"): max, and open loop at 1,000 calls/s, whose
-	// profiles are named PREFIX.open.*.pprof.
-	if *profileFor > 0 {
+	// Profiled runs (extra, marked "profiled"), per protocol: max, and open loop at 1,000
+	// calls/s, whose profiles are named PREFIX[.PROTOCOL].open.*.pprof.
+	var profiled []string
+	if *profileFor > 0 && *profileProtos != "" {
+		for _, p := range strings.Split(*profileProtos, ",") {
+			profiled = append(profiled, strings.TrimSpace(p))
+		}
+	}
+	for _, proto := range profiled {
 		for _, t := range cfg.Targets {
-			if len(t.Profile) == 0 || t.Addrs[headlineProtocol] == "" {
+			if len(t.Profile) == 0 || t.Addrs[proto] == "" {
 				continue
 			}
 			for _, mode := range []string{"max", "open"} {
@@ -240,6 +250,9 @@ func main() {
 				}
 				prof := map[string]string{}
 				for prefix, admin := range t.Profile {
+					if proto != headlineProtocol {
+						prefix += "." + proto
+					}
 					if mode == "open" {
 						prefix += ".open"
 					}
@@ -248,10 +261,10 @@ func main() {
 						_ = os.Remove(filepath.Join(*outDir, prefix+"."+kind+".pprof")) // an older run's
 					}
 				}
-				st := step{headlineProtocol, headlinePayload, mode, *profileFor}
-				row, err := measure(ctx, *loadBin, t, cfg.Providers, t.Addrs[headlineProtocol], st, prof, *outDir)
+				st := step{proto, headlinePayload, mode, *profileFor}
+				row, err := measure(ctx, *loadBin, t, cfg.Providers, t.Addrs[proto], st, prof, *outDir)
 				if err != nil {
-					fmt.Fprintf(os.Stderr, "bench: profiled %s run of %s: %v\n", mode, t.Name, err)
+					fmt.Fprintf(os.Stderr, "bench: profiled %s %s run of %s: %v\n", proto, mode, t.Name, err)
 					continue
 				}
 				row.Profiled = true
@@ -573,7 +586,7 @@ func summary(w io.Writer, rows []Row) {
 			}
 			a := [2]float64{r.P50 - direct.P50, r.P99 - direct.P99}
 			added[c] = a
-			fmt.Fprintf(w, "    %-8s +%.3f ms p50   +%.3f ms p99   (errors %d)\n", c, a[0], a[1], r.Errors)
+			fmt.Fprintf(w, "    %-8s %+.3f ms p50   %+.3f ms p99   (errors %d)\n", c, a[0], a[1], r.Errors)
 		}
 	}
 	maxOf := map[string]float64{}
@@ -686,6 +699,7 @@ func summary(w io.Writer, rows []Row) {
 			fmt.Fprintln(w)
 		}
 	}
+	byProtocol(w, rows)
 	var errs []string
 	for _, r := range rows {
 		if r.Errors > 0 {
@@ -696,6 +710,69 @@ func summary(w io.Writer, rows []Row) {
 		fmt.Fprintln(w, "  measurements with errors:")
 		for _, e := range errs {
 			fmt.Fprintln(w, "    "+e)
+		}
+	}
+}
+
+// byProtocol prints, for every protocol and payload measured, each chain's latency added
+// over direct at 1,000 calls/s, its max throughput, and each hop's CPU per call in the max
+// run (its CPU seconds ÷ the calls answered).
+func byProtocol(w io.Writer, rows []Row) {
+	type key struct {
+		p    string
+		size int
+	}
+	var keys []key
+	seen := map[key]bool{}
+	for _, r := range rows {
+		k := key{r.Protocol, r.PayloadBytes}
+		if (r.Mode == "open" || r.Mode == "max") && !r.Profiled && !seen[k] {
+			seen[k] = true
+			keys = append(keys, k)
+		}
+	}
+	if len(keys) == 0 {
+		return
+	}
+	fmt.Fprintf(w, "  by protocol: added p50 / p99 over direct at %d calls/s, max calls/s, CPU µs per call per hop in the max run:\n", openRate)
+	dash := func(ok bool, f string, v ...any) string {
+		if !ok {
+			return "-"
+		}
+		return fmt.Sprintf(f, v...)
+	}
+	for _, k := range keys {
+		fmt.Fprintf(w, "    %s %d B\n", k.p, k.size)
+		dOpen, okDO := find(rows, "direct", k.p, k.size, "open")
+		dMax, okDM := find(rows, "direct", k.p, k.size, "max")
+		if okDO || okDM {
+			fmt.Fprintf(w, "      %-8s p50 %s  p99 %s  max %s\n", "direct",
+				dash(okDO, "%.3f ms", dOpen.P50), dash(okDO, "%.3f ms", dOpen.P99), dash(okDM, "%.0f", dMax.AchievedRPS))
+		}
+		for _, c := range chains {
+			o, okO := find(rows, c, k.p, k.size, "open")
+			m, okM := find(rows, c, k.p, k.size, "max")
+			if !okO && !okM {
+				continue
+			}
+			var hops []string
+			if okM && m.Calls > m.Errors {
+				names := make([]string, 0, len(m.CPUSeconds))
+				for n := range m.CPUSeconds {
+					names = append(names, n)
+				}
+				sort.Strings(names)
+				for _, n := range names {
+					hops = append(hops, fmt.Sprintf("%s %.1f", n, m.CPUSeconds[n]/float64(m.Calls-m.Errors)*1e6))
+				}
+			}
+			errs := ""
+			if o.Errors+m.Errors > 0 {
+				errs = fmt.Sprintf("  (errors: open %d, max %d)", o.Errors, m.Errors)
+			}
+			fmt.Fprintf(w, "      %-8s %s / %s  max %s  %s%s\n", c,
+				dash(okO && okDO, "%+.3f ms", o.P50-dOpen.P50), dash(okO && okDO, "%+.3f ms", o.P99-dOpen.P99),
+				dash(okM, "%.0f", m.AchievedRPS), strings.Join(hops, ", "), errs)
 		}
 	}
 }

@@ -14,6 +14,12 @@
 //     application/grpc+proto), called with grpc-go.
 //   - triple-json: the same method in Triple's HTTP/1.1 mode, a JSON body.
 //   - http: POST /echo/load, HTTP/1.1, the body echoed back.
+//   - dubbo: org.apache.dubbo.strait.EchoService.Echo(String) (version 1.0.0, group strait)
+//     over the classic Dubbo protocol (dubbo://, hessian2), a string of -payload bytes:
+//     -conns connections, each with up to -concurrency/-conns requests in flight told apart
+//     by their IDs, as Dubbo consumers multiplex one connection. The request frames are
+//     built once (internal/dubbowire) and only their IDs change; every response must be OK
+//     and carry the argument back, or the call counts as failed.
 //
 // It prints {"event":"start"} when measuring starts (after a warm-up), then the result; the
 // result includes load_cpu_seconds, the CPU this process used while measuring.
@@ -47,7 +53,7 @@ import (
 )
 
 // protocols are the values -protocol accepts.
-var protocols = []string{"grpc-unary", "grpc-bidi", "triple-grpc", "triple-json", "http"}
+var protocols = []string{"grpc-unary", "grpc-bidi", "triple-grpc", "triple-json", "http", "dubbo"}
 
 func main() {
 	target := flag.String("target", "", "host:port to call")
@@ -58,7 +64,7 @@ func main() {
 	rate := flag.Int("rate", 1000, "calls per second (open)")
 	duration := flag.Duration("duration", 10*time.Second, "how long")
 	concurrency := flag.Int("concurrency", 80, "callers (max); workers (open)")
-	conns := flag.Int("conns", 4, "client connections (gRPC and Triple gRPC)")
+	conns := flag.Int("conns", 4, "client connections (gRPC, Triple gRPC and Dubbo)")
 	flag.Parse()
 	switch {
 	case *target == "":
@@ -142,6 +148,12 @@ func cpuSeconds() float64 {
 func caller(target, protocol string, payload, conns, callers int) (loadtest.Call, func(), error) {
 	body := bytes.Repeat([]byte{'x'}, payload)
 	switch protocol {
+	case "dubbo":
+		d, err := newDubboClient(target, payload, conns, callers)
+		if err != nil {
+			return nil, nil, err
+		}
+		return d.call, d.close, nil
 	case "grpc-unary", "grpc-bidi", "triple-grpc":
 		var ccs []*grpc.ClientConn
 		closeAll := func() {
