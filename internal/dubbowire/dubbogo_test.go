@@ -482,3 +482,19 @@ func TestParseDubbogoResponses(t *testing.T) {
 		})
 	}
 }
+
+// TestReadonlyEvent: the readonly event is a oneway event request whose body is the
+// hessian2 string "R", as Dubbo Java's HeaderExchangeServer sends it; dubbo-go decodes it
+// as such.
+func TestReadonlyEvent(t *testing.T) {
+	f := AppendReadonlyEvent(nil, 9)
+	h, err := ParseHeader(f)
+	if err != nil || !h.IsRequest() || !h.Event() || h.TwoWay() || h.ID() != 9 || !IsReadonlyEvent(f) {
+		t.Fatalf("readonly event % x: %v", f, err)
+	}
+	if IsReadonlyEvent(AppendHeartbeatRequest(nil, 9)) {
+		t.Fatal("a heartbeat reads as a readonly event")
+	}
+	pkg := dubbogoDecode(t, f, nil)
+	t.Logf("dubbo-go reads: type %v, body %v", pkg.Header.Type, pkg.Body)
+}

@@ -50,6 +50,28 @@ func AppendHeartbeatRequest(dst []byte, id uint64) []byte {
 	return dst
 }
 
+// ReadonlyEvent is the data of the event a Dubbo server sends its consumers when it shuts
+// down (Java's Request.READONLY_EVENT): a consumer sends no new request on a connection
+// that announced it, and picks another provider.
+const ReadonlyEvent = "R"
+
+// AppendReadonlyEvent appends a oneway readonly event request (body: the hessian2 string
+// "R"), as Dubbo Java's HeaderExchangeServer sends to every channel when it closes.
+func AppendReadonlyEvent(dst []byte, id uint64) []byte {
+	start := len(dst)
+	dst = appendHeader(dst, FlagRequest|FlagEvent|byte(SerializationHessian2), 0, id)
+	dst = appendString(dst, ReadonlyEvent)
+	setBodyLen(dst[start:])
+	return dst
+}
+
+// IsReadonlyEvent reports whether frame is a readonly event (AppendReadonlyEvent).
+func IsReadonlyEvent(frame []byte) bool {
+	h, err := ParseHeader(frame)
+	return err == nil && h.IsRequest() && h.Event() && h.Serialization() == SerializationHessian2 &&
+		string(frame[HeaderLen:]) == "\x01"+ReadonlyEvent
+}
+
 // AppendRequest appends a hessian2 request: req's five strings (DubboVersion defaults to
 // DubboProtocolVersion), args encoded by dubbo-go-hessian2 (register Go types that stand
 // for Java classes with hessian.RegisterPOJO), and req.Attachments completed as Dubbo

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/strait-mesh/strait/internal/balance"
 	"github.com/strait-mesh/strait/internal/config"
+	"github.com/strait-mesh/strait/internal/dubbopool"
 	"github.com/strait-mesh/strait/internal/dubbowire"
 	"github.com/strait-mesh/strait/internal/mesh"
 	"github.com/strait-mesh/strait/internal/proxy"
@@ -33,11 +35,13 @@ import (
 // answered where they arrive; a oneway request gets no answer. A refusal or a failure is a
 // Dubbo response with a status and a message that a Java or Go consumer shows.
 
-// DubboUpstream carries a Dubbo request frame to the provider at addr and returns its
-// response frame, with the request's ID (nil for a oneway request). It may modify frame.
-// An error that is a *tunnel.DialError means the request was not sent.
+// DubboUpstream carries a Dubbo request frame to addr and returns its response frame, with
+// the request's ID (nil for a oneway request), waiting until deadline (none if zero) or
+// ctx ends. It takes req, except when the error is a *tunnel.DialError (the request was
+// not sent and stays the caller's, to try elsewhere) or dubbopool.ErrClosed.
+// dubbopool.Pool is one.
 type DubboUpstream interface {
-	RoundTrip(ctx context.Context, addr string, frame []byte) ([]byte, error)
+	Exchange(ctx context.Context, addr string, req *dubbowire.Buffer, deadline time.Time) (*dubbowire.Buffer, error)
 }
 
 // dubboIdle closes a consumer connection that sent nothing, not even a heartbeat (Dubbo
@@ -93,11 +97,13 @@ type dubboConn struct {
 	core   *Core
 	nc     net.Conn
 	caller spiffeid.ID // the peer gateway, on a Dubbo tunnel connection
-	wmu    sync.Mutex
+	w      *dubbowire.Writer
 	sem    chan struct{} // bounds the calls in flight
 	wg     sync.WaitGroup
 	stop   chan struct{} // closed to stop reading (drain)
 	once   sync.Once
+	// lastRead is when the last request arrived (Unix nanoseconds).
+	lastRead atomic.Int64
 }
 
 // ServeDubbo serves a consumer connection of the classic Dubbo protocol whose first bytes
@@ -114,7 +120,8 @@ func (c *Core) ServeDubboTunnel(nc net.Conn, caller spiffeid.ID) {
 
 func (c *Core) serveDubboConn(nc net.Conn, br *bufio.Reader, caller spiffeid.ID) {
 	l := c.limits()
-	dc := &dubboConn{core: c, nc: nc, caller: caller, sem: make(chan struct{}, max(1, int(l.MaxConcurrentStreams))), stop: make(chan struct{})}
+	dc := &dubboConn{core: c, nc: nc, caller: caller, sem: make(chan struct{}, max(1, int(l.MaxConcurrentStreams))), stop: make(chan struct{}),
+		w: dubbowire.NewWriter(nc, l.StallTimeout.D())}
 	c.dubbo.mu.Lock()
 	if c.dubbo.closing {
 		c.dubbo.mu.Unlock()
@@ -132,12 +139,23 @@ func (c *Core) serveDubboConn(nc net.Conn, br *bufio.Reader, caller spiffeid.ID)
 		c.dubbo.mu.Unlock()
 	}()
 	defer nc.Close()
-	defer dc.wg.Wait() // every call answered before the connection closes
+	defer dc.w.Close() // what is queued is written before the connection closes
+	defer dc.wg.Wait() // every call answered first
 	dc.readLoop(br)
 }
 
-// ShutdownDubbo drains the Dubbo consumer connections: they stop reading, their calls in
-// flight are answered until ctx ends, then they close.
+// dubboQuiet is how long a draining connection must send no request before it stops
+// reading: a consumer that got the readonly event may still have requests on the way.
+const dubboQuiet = 200 * time.Millisecond
+
+// dubboDrainMax bounds how long a drain waits for its connections to fall quiet.
+const dubboDrainMax = 5 * time.Second
+
+// ShutdownDubbo drains the Dubbo connections, as a Dubbo server shuts down: each is sent
+// the readonly event (Java consumers then send new calls to another provider, here
+// another gateway instance) and is still served until it has sent nothing for
+// dubboQuiet; then it stops reading, its calls in flight are answered until ctx ends, and
+// it closes.
 func (c *Core) ShutdownDubbo(ctx context.Context) {
 	c.dubbo.mu.Lock()
 	c.dubbo.closing = true
@@ -146,6 +164,30 @@ func (c *Core) ShutdownDubbo(ctx context.Context) {
 		conns = append(conns, dc)
 	}
 	c.dubbo.mu.Unlock()
+	for i, dc := range conns {
+		b := dubbowire.NewBuffer()
+		b.B = dubbowire.AppendReadonlyEvent(b.B, uint64(i+1))
+		_ = dc.w.Write(b)
+	}
+	quiet := time.NewTicker(dubboQuiet / 4)
+	limit := time.NewTimer(dubboDrainMax)
+	for busy := len(conns) > 0; busy; {
+		select {
+		case <-ctx.Done():
+			busy = false
+		case <-limit.C:
+			busy = false
+		case now := <-quiet.C:
+			busy = false
+			for _, dc := range conns {
+				if now.Sub(time.Unix(0, dc.lastRead.Load())) < dubboQuiet {
+					busy = true
+				}
+			}
+		}
+	}
+	quiet.Stop()
+	limit.Stop()
 	for _, dc := range conns {
 		dc.once.Do(func() { close(dc.stop) })
 		_ = dc.nc.SetReadDeadline(time.Now()) // wakes the read loop
@@ -173,19 +215,22 @@ func (dc *dubboConn) stopping() bool {
 
 func (dc *dubboConn) readLoop(br *bufio.Reader) {
 	c := dc.core
-	var parser dubbowire.RequestParser
+	var (
+		parser dubbowire.RequestParser
+		req    dubbowire.Request
+	)
 	for {
 		if dc.stopping() {
 			return
 		}
 		l := c.limits()
 		_ = dc.nc.SetReadDeadline(time.Now().Add(dubboIdle))
-		frame, h, err := dubbowire.ReadFrame(br, int(l.MaxBodyBytes), nil)
+		b, h, err := dubbowire.ReadBuffer(br, int(l.MaxBodyBytes))
 		if err != nil {
 			var big *dubbowire.BodyTooLargeError
 			if errors.As(err, &big) && big.Header.IsRequest() && big.Header.TwoWay() {
-				dc.write(dubbowire.AppendErrorResponse(nil, big.Header.ID(), dubbowire.StatusBadRequest,
-					fmt.Sprintf("strait: request body of %d bytes is over the limit of %d", big.Header.BodyLen(), big.Max)))
+				dc.fail(big.Header.ID(), dubbowire.StatusBadRequest,
+					fmt.Sprintf("strait: request body of %d bytes is over the limit of %d", big.Header.BodyLen(), big.Max))
 			}
 			if !errors.Is(err, io.EOF) && !dc.stopping() {
 				c.log.Debug("dubbo connection ended", "err", err)
@@ -193,25 +238,30 @@ func (dc *dubboConn) readLoop(br *bufio.Reader) {
 			return
 		}
 		if !h.IsRequest() {
+			b.Free()
 			continue // a response to nothing we sent (a heartbeat's)
 		}
+		dc.lastRead.Store(time.Now().UnixNano())
 		if h.Event() {
+			b.Free()
 			if h.TwoWay() {
-				dc.write(dubbowire.AppendHeartbeatResponse(nil, h.ID()))
+				hb := dubbowire.NewBuffer()
+				hb.B = dubbowire.AppendHeartbeatResponse(hb.B, h.ID())
+				_ = dc.w.Write(hb)
 			}
 			continue
 		}
-		var req dubbowire.Request
-		if err := parser.Parse(frame, &req); err != nil {
+		if err := parser.Parse(b.B, &req); err != nil {
+			b.Free()
 			if h.TwoWay() {
-				dc.write(dubbowire.AppendErrorResponse(nil, h.ID(), dubbowire.StatusBadRequest, "strait: "+err.Error()))
+				dc.fail(h.ID(), dubbowire.StatusBadRequest, "strait: "+err.Error())
 			}
 			continue
 		}
 		call := Call{
 			Call: proxy.Call{Protocol: mesh.ProtocolDubbo, Style: proxy.StyleDubbo, Method: req.Method,
 				Service: mesh.ServiceKey{Name: req.Path, Version: dubboVersion(req.Version), Group: req.Group()}},
-			RPC: true, HTTPMethod: http.MethodPost, Path: "/" + req.Path + "/" + req.Method, Caller: dc.caller,
+			RPC: true, HTTPMethod: http.MethodPost, Caller: dc.caller,
 		}
 		timeout := l.CallTimeout.D()
 		if ms, err := strconv.Atoi(req.Attachments["timeout"]); err == nil && ms > 0 && (timeout <= 0 || time.Duration(ms)*time.Millisecond < timeout) {
@@ -220,8 +270,9 @@ func (dc *dubboConn) readLoop(br *bufio.Reader) {
 		select {
 		case dc.sem <- struct{}{}:
 		case <-dc.stop:
+			b.Free()
 			if h.TwoWay() {
-				dc.write(dubbowire.AppendErrorResponse(nil, h.ID(), dubbowire.StatusChannelInactive, "strait: the gateway is shutting down"))
+				dc.fail(h.ID(), dubbowire.StatusChannelInactive, "strait: the gateway is shutting down")
 			}
 			return
 		}
@@ -229,12 +280,18 @@ func (dc *dubboConn) readLoop(br *bufio.Reader) {
 		go func() {
 			defer dc.wg.Done()
 			defer func() { <-dc.sem }()
-			resp := c.dubboCall(call, frame, h, timeout)
-			if resp != nil && h.TwoWay() {
-				dc.write(resp)
+			if resp := c.dubboCall(call, b, h, timeout); resp != nil {
+				_ = dc.w.Write(resp)
 			}
 		}()
 	}
+}
+
+// fail answers request id with an error status.
+func (dc *dubboConn) fail(id uint64, st dubbowire.Status, msg string) {
+	b := dubbowire.NewBuffer()
+	b.B = dubbowire.AppendErrorResponse(b.B, id, st, msg)
+	_ = dc.w.Write(b)
 }
 
 // dubboVersion is the service version a request names: Java consumers write "0.0.0" for
@@ -246,44 +303,33 @@ func dubboVersion(v string) string {
 	return v
 }
 
-// write writes one frame; a failed write closes the connection (its reader ends).
-func (dc *dubboConn) write(frame []byte) {
-	dc.wmu.Lock()
-	defer dc.wmu.Unlock()
-	_ = dc.nc.SetWriteDeadline(time.Now().Add(dc.core.limits().StallTimeout.D()))
-	if _, err := dc.nc.Write(frame); err != nil {
-		dc.nc.Close()
-	}
-}
-
-// dubboCall decides and forwards one consumer request; it returns the response frame to
-// write (nil for none).
-func (c *Core) dubboCall(call Call, frame []byte, h dubbowire.Header, timeout time.Duration) []byte {
+// dubboCall decides and forwards one request (it takes req); it returns the response
+// frame to write (nil for none).
+func (c *Core) dubboCall(call Call, req *dubbowire.Buffer, h dubbowire.Header, timeout time.Duration) *dubbowire.Buffer {
 	start := time.Now()
 	c.obs.CallStarted()
 	defer c.obs.CallEnded()
 	d := c.kind.Decide(call)
-	ctx, cancel := context.Background(), context.CancelFunc(func() {})
-	if timeout > 0 {
-		ctx, cancel = context.WithTimeout(ctx, timeout)
-	}
-	defer cancel()
-	resp, code := c.forwardDubbo(ctx, &d, frame, h, timeout)
+	resp, code := c.forwardDubbo(context.Background(), &d, req, h, timeout)
 	c.obs.Observe(string(mesh.ProtocolDubbo), d.Peer, code.String(), time.Since(start))
 	return resp
 }
 
-// forwardDubbo serves a decision for a Dubbo request frame: a refusal or a failure as a
-// Dubbo error response, else the upstream's response frame (nil for a oneway request).
-func (c *Core) forwardDubbo(ctx context.Context, d *Decision, frame []byte, h dubbowire.Header, timeout time.Duration) ([]byte, codes.Code) {
+// forwardDubbo serves a decision for a Dubbo request frame (it takes req): a refusal or a
+// failure as a Dubbo error response, else the upstream's response frame (nil for a oneway
+// request).
+func (c *Core) forwardDubbo(ctx context.Context, d *Decision, req *dubbowire.Buffer, h dubbowire.Header, timeout time.Duration) (*dubbowire.Buffer, codes.Code) {
 	call := d.Call
-	fail := func(code codes.Code, msg string) ([]byte, codes.Code) {
+	fail := func(code codes.Code, msg string) (*dubbowire.Buffer, codes.Code) {
 		if !h.TwoWay() {
 			return nil, code
 		}
-		return dubbowire.AppendErrorResponse(nil, h.ID(), DubboStatus(code), msg), code
+		b := dubbowire.NewBuffer()
+		b.B = dubbowire.AppendErrorResponse(b.B, h.ID(), DubboStatus(code), msg)
+		return b, code
 	}
 	if d.Code != codes.OK {
+		req.Free()
 		if d.Warn {
 			c.log.Warn("call refused", "peer", d.Peer, "service", call.Service.Name, "method", call.Method, "reason", d.Message)
 		}
@@ -292,26 +338,33 @@ func (c *Core) forwardDubbo(ctx context.Context, d *Decision, frame []byte, h du
 	up := d.Dubbo
 	if up == nil {
 		if d.Transport == nil {
+			req.Free()
 			return fail(codes.Internal, "strait: no way to the next hop for a dubbo call")
 		}
 		up = &tunnelDubbo{rt: d.Transport, scheme: d.Scheme, call: call, timeout: timeout, meta: d.Metadata}
 	}
+	var deadline time.Time
+	if timeout > 0 {
+		deadline = time.Now().Add(timeout)
+	}
 	var tried *balance.Endpoint
 	for attempt := 0; ; attempt++ {
 		ep := d.Set.Pick(tried)
-		resp, err := up.RoundTrip(ctx, ep.Addr, frame)
+		resp, err := up.Exchange(ctx, ep.Addr, req, deadline)
 		ep.Done()
 		if err == nil {
 			if resp == nil {
 				return nil, codes.OK
 			}
-			rh, perr := dubbowire.ParseHeader(resp)
+			rh, perr := dubbowire.ParseHeader(resp.B)
 			if perr != nil {
+				resp.Free()
 				return fail(codes.Internal, fmt.Sprintf("strait: %s answered what is not a Dubbo response: %v", nextHop(d, ep.Addr), perr))
 			}
 			return resp, dubboCode(rh.Status())
 		}
-		if proxy.NotSent(err) {
+		notSent := proxy.NotSent(err)
+		if notSent {
 			ep.MarkDown(time.Second)
 			if d.Retry && attempt == 0 && d.Set.Len() > 1 {
 				c.log.Warn("next hop unreachable, trying another", "peer", d.Peer, "service", call.Service.Name, "instance", ep.Addr, "err", err)
@@ -319,8 +372,11 @@ func (c *Core) forwardDubbo(ctx context.Context, d *Decision, frame []byte, h du
 				continue
 			}
 		}
+		if notSent || errors.Is(err, dubbopool.ErrClosed) {
+			req.Free() // not taken
+		}
 		c.log.Warn("call failed", "peer", d.Peer, "service", call.Service.Name, "method", call.Method, "instance", ep.Addr, "err", err)
-		if errors.Is(err, context.DeadlineExceeded) || errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		if errors.Is(err, context.DeadlineExceeded) {
 			return fail(codes.DeadlineExceeded, fmt.Sprintf("strait: %s did not answer %s/%s within %s", nextHop(d, ep.Addr), call.Service.String(), call.Method, timeout))
 		}
 		return fail(codes.Unavailable, fmt.Sprintf("strait: %s: %v", nextHop(d, ep.Addr), err))
@@ -335,13 +391,18 @@ func (c *Core) serveDubbo(w http.ResponseWriter, r *http.Request, d *Decision) s
 	if d.Limits != nil {
 		l = d.Limits
 	}
-	frame, err := io.ReadAll(io.LimitReader(r.Body, dubbowire.HeaderLen+l.MaxBodyBytes+1))
+	req := dubbowire.NewBuffer()
+	var err error
+	req.B, err = readAllInto(req.B, io.LimitReader(r.Body, dubbowire.HeaderLen+l.MaxBodyBytes+1))
 	if err != nil {
+		req.Free()
 		return proxy.Fail(w, d.Call.Call, codes.InvalidArgument, "strait: reading the dubbo request: "+err.Error())
 	}
-	h, err := dubbowire.ParseHeader(frame)
-	if err != nil || !h.IsRequest() || h.Event() || len(frame) != dubbowire.HeaderLen+h.BodyLen() {
-		return proxy.Fail(w, d.Call.Call, codes.InvalidArgument, fmt.Sprintf("strait: the body is not one dubbo request frame (%d bytes)", len(frame)))
+	h, err := dubbowire.ParseHeader(req.B)
+	if err != nil || !h.IsRequest() || h.Event() || len(req.B) != dubbowire.HeaderLen+h.BodyLen() {
+		n := len(req.B)
+		req.Free()
+		return proxy.Fail(w, d.Call.Call, codes.InvalidArgument, fmt.Sprintf("strait: the body is not one dubbo request frame (%d bytes)", n))
 	}
 	ctx, cancel := proxy.CallContext(r, d.Call.Call, l.CallTimeout.D())
 	defer cancel()
@@ -349,19 +410,38 @@ func (c *Core) serveDubbo(w http.ResponseWriter, r *http.Request, d *Decision) s
 	if dl, ok := ctx.Deadline(); ok {
 		timeout = time.Until(dl).Round(time.Millisecond)
 	}
-	resp, code := c.forwardDubbo(ctx, d, frame, h, timeout)
+	resp, code := c.forwardDubbo(ctx, d, req, h, timeout)
 	if resp == nil {
 		w.WriteHeader(http.StatusNoContent)
 		return code.String()
 	}
+	defer resp.Free()
 	w.Header().Set("Content-Type", proxy.ContentTypeDubbo)
-	w.Header().Set("Content-Length", strconv.Itoa(len(resp)))
+	w.Header().Set("Content-Length", strconv.Itoa(len(resp.B)))
 	w.WriteHeader(http.StatusOK)
-	_, _ = w.Write(resp)
+	_, _ = w.Write(resp.B)
 	return code.String()
 }
 
-// tunnelDubbo carries a Dubbo request over a tunnel to a peer's ingress.
+// readAllInto appends what r holds to b.
+func readAllInto(b []byte, r io.Reader) ([]byte, error) {
+	for {
+		if len(b) == cap(b) {
+			b = append(b, 0)[:len(b)]
+		}
+		n, err := r.Read(b[len(b):cap(b)])
+		b = b[:len(b)+n]
+		if err == io.EOF {
+			return b, nil
+		}
+		if err != nil {
+			return b, err
+		}
+	}
+}
+
+// tunnelDubbo carries a Dubbo request as an HTTP/2 or HTTP/3 stream over a tunnel to a
+// peer's ingress (for QUIC peers; HTTP/2 peers get Dubbo tunnel connections).
 type tunnelDubbo struct {
 	rt      http.RoundTripper
 	scheme  string
@@ -370,45 +450,59 @@ type tunnelDubbo struct {
 	meta    bool
 }
 
-func (t *tunnelDubbo) RoundTrip(ctx context.Context, addr string, frame []byte) ([]byte, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, t.scheme+"://"+addr+t.call.Path, bytes.NewReader(frame))
+func (t *tunnelDubbo) Exchange(ctx context.Context, addr string, req *dubbowire.Buffer, deadline time.Time) (*dubbowire.Buffer, error) {
+	if !deadline.IsZero() {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadline(ctx, deadline)
+		defer cancel()
+	}
+	hr, err := http.NewRequestWithContext(ctx, http.MethodPost, t.scheme+"://"+addr+"/"+t.call.Service.Name+"/"+t.call.Method, bytes.NewReader(req.B))
 	if err != nil {
+		req.Free()
 		return nil, err
 	}
-	req.Header.Set("Content-Type", proxy.ContentTypeDubbo)
+	hr.Header.Set("Content-Type", proxy.ContentTypeDubbo)
 	if t.call.Service.Version != "" {
-		req.Header.Set(proxy.HeaderTriVersion, t.call.Service.Version)
+		hr.Header.Set(proxy.HeaderTriVersion, t.call.Service.Version)
 	}
 	if t.call.Service.Group != "" {
-		req.Header.Set(proxy.HeaderTriGroup, t.call.Service.Group)
+		hr.Header.Set(proxy.HeaderTriGroup, t.call.Service.Group)
 	}
 	if t.timeout > 0 {
-		req.Header.Set("Triple-Timeout-Ms", strconv.FormatInt(t.timeout.Milliseconds(), 10))
+		hr.Header.Set("Triple-Timeout-Ms", strconv.FormatInt(t.timeout.Milliseconds(), 10))
 	}
 	if t.meta {
-		req.Header.Set(proxy.HeaderProtocol, string(mesh.ProtocolDubbo))
-		req.Header.Set(proxy.HeaderService, t.call.Service.Name)
+		hr.Header.Set(proxy.HeaderProtocol, string(mesh.ProtocolDubbo))
+		hr.Header.Set(proxy.HeaderService, t.call.Service.Name)
 	}
-	resp, err := t.rt.RoundTrip(req)
+	resp, err := t.rt.RoundTrip(hr)
 	if err != nil {
+		if !proxy.NotSent(err) {
+			req.Free()
+		}
 		return nil, err
 	}
+	req.Free()
 	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, dubbowire.HeaderLen+dubbowire.DefaultMaxBody+1))
+	out := dubbowire.NewBuffer()
+	out.B, err = readAllInto(out.B, io.LimitReader(resp.Body, dubbowire.HeaderLen+dubbowire.DefaultMaxBody+1))
 	if err != nil {
+		out.Free()
 		return nil, fmt.Errorf("reading the answer: %w", err)
 	}
 	switch {
 	case resp.StatusCode == http.StatusNoContent:
+		out.Free()
 		return nil, nil
 	case resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Type") != proxy.ContentTypeDubbo:
-		msg := string(bytes.TrimSpace(body))
+		msg := string(bytes.TrimSpace(out.B))
+		out.Free()
 		if len(msg) > 512 {
 			msg = msg[:512]
 		}
 		return nil, fmt.Errorf("answered HTTP %d: %s", resp.StatusCode, msg)
 	}
-	return body, nil
+	return out, nil
 }
 
 // limits returns the limits in force.
