@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,6 +14,7 @@ import (
 	"time"
 
 	"github.com/strait-mesh/strait/internal/config"
+	"github.com/strait-mesh/strait/internal/dubbowire"
 	"github.com/strait-mesh/strait/internal/mesh"
 	"github.com/strait-mesh/strait/test/dubbogo"
 	"github.com/strait-mesh/strait/test/ports"
@@ -168,4 +171,54 @@ func tail(b []byte) string {
 		b = b[len(b)-4000:]
 	}
 	return string(b)
+}
+
+// TestDubboProviderUnreachable: a Dubbo call whose only provider in beta cannot be reached
+// is answered, at once, with a Dubbo SERVICE_ERROR response whose message names the
+// provider; the consumer's connection keeps serving.
+func TestDubboProviderUnreachable(t *testing.T) {
+	res := ports.Reserve(t, 1)[0]
+	dead := res.Addr()
+	res.Release() // nobody listens there
+	key := mesh.ServiceKey{Name: "org.apache.dubbo.strait.Unreachable", Version: "1.0.0"}
+	inst := mesh.Instance{Service: key, Protocol: mesh.ProtocolDubbo, Address: dead, Metadata: map[string]string{"application": "gone"}}
+	ctx := context.Background()
+	if err := topo.BetaRegistry.Register(ctx, inst); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = topo.BetaRegistry.Deregister(context.Background(), inst) })
+	setDomains(t, topo, nil, func(b *config.Domain) {
+		b.Exports = append(b.Exports, config.Export{Service: key.Name, Protocol: mesh.ProtocolDubbo, To: []string{"alpha"}})
+	})
+	wait.For(t, 30*time.Second, "the unreachable service routed and known", func() bool {
+		for _, g := range topo.Gateways {
+			if eg := g.Egress(); eg != nil {
+				if _, ok := eg.Routes().LookupDubbo(key); !ok {
+					return false
+				}
+			}
+			if ig := g.Ingress(); ig != nil && len(ig.Endpoints(key, mesh.ProtocolDubbo)) == 0 {
+				return false
+			}
+		}
+		return true
+	})
+	conn, err := net.DialTimeout("tcp", topo.Egress[0], 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	req := dubbowire.Request{Path: key.Name, Version: key.Version, Method: "Echo", ParamTypes: "Ljava/lang/String;"}
+	for id := uint64(1); id <= 2; id++ {
+		start := time.Now()
+		resp, err := dubbowire.Call(ctx, conn, id, req, []any{"x"}, 10*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var re *dubbowire.RemoteError
+		if !errors.As(resp.Err(), &re) || re.Status != dubbowire.StatusServiceError || !strings.Contains(re.Message, dead) {
+			t.Fatalf("call %d: %v, want SERVICE_ERROR naming %s", id, resp.Err(), dead)
+		}
+		t.Logf("call %d answered in %v: %s %q", id, time.Since(start).Round(time.Millisecond), re.Status, re.Message)
+	}
 }
