@@ -5,7 +5,9 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,6 +18,7 @@ import (
 	"github.com/strait-mesh/strait/internal/config"
 	"github.com/strait-mesh/strait/internal/dubbowire"
 	"github.com/strait-mesh/strait/internal/mesh"
+	"github.com/strait-mesh/strait/launch"
 	"github.com/strait-mesh/strait/test/dubbogo"
 	"github.com/strait-mesh/strait/test/ports"
 	"github.com/strait-mesh/strait/test/wait"
@@ -175,7 +178,8 @@ func tail(b []byte) string {
 
 // TestDubboProviderUnreachable: a Dubbo call whose only provider in beta cannot be reached
 // is answered, at once, with a Dubbo SERVICE_ERROR response whose message names the
-// provider; the consumer's connection keeps serving.
+// provider; the consumer's connection keeps serving. A method the export does not allow
+// is refused by beta's ingress, naming the calling domain. Both are counted as dubbo calls.
 func TestDubboProviderUnreachable(t *testing.T) {
 	res := ports.Reserve(t, 1)[0]
 	dead := res.Addr()
@@ -188,7 +192,7 @@ func TestDubboProviderUnreachable(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = topo.BetaRegistry.Deregister(context.Background(), inst) })
 	setDomains(t, topo, nil, func(b *config.Domain) {
-		b.Exports = append(b.Exports, config.Export{Service: key.Name, Protocol: mesh.ProtocolDubbo, To: []string{"alpha"}})
+		b.Exports = append(b.Exports, config.Export{Service: key.Name, Protocol: mesh.ProtocolDubbo, To: []string{"alpha"}, Methods: []string{"Echo"}})
 	})
 	wait.For(t, 30*time.Second, "the unreachable service routed and known", func() bool {
 		for _, g := range topo.Gateways {
@@ -221,4 +225,38 @@ func TestDubboProviderUnreachable(t *testing.T) {
 		}
 		t.Logf("call %d answered in %v: %s %q", id, time.Since(start).Round(time.Millisecond), re.Status, re.Message)
 	}
+	req.Method = "Refund"
+	resp, err := dubbowire.Call(ctx, conn, 3, req, []any{"x"}, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var re *dubbowire.RemoteError
+	if !errors.As(resp.Err(), &re) || re.Status != dubbowire.StatusServiceError || !strings.Contains(re.Message, "may not call") {
+		t.Fatalf("a method the export does not allow: %v", resp.Err())
+	}
+	t.Logf("method not allowed: %s %q", re.Status, re.Message)
+	var egress, ingress bool
+	for _, g := range topo.Gateways {
+		m := metricsText(t, g)
+		egress = egress || (g.Egress() != nil && strings.Contains(m, `protocol="dubbo",role="egress"`))
+		ingress = ingress || (g.Ingress() != nil && strings.Contains(m, `strait_calls_total{code="PermissionDenied",peer="alpha",protocol="dubbo",role="ingress"}`))
+	}
+	if !egress || !ingress {
+		t.Fatalf("dubbo calls counted: egress %v, ingress (PermissionDenied) %v", egress, ingress)
+	}
+}
+
+// metricsText is g's /metrics.
+func metricsText(t *testing.T, g *launch.Gateway) string {
+	t.Helper()
+	resp, err := http.Get("http://" + g.AdminAddr() + "/metrics")
+	if err != nil {
+		t.Fatalf("%s /metrics: %v", g.Name(), err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
 }
