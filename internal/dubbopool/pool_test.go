@@ -1,12 +1,10 @@
 package dubbopool_test
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"sync"
 	"testing"
 	"time"
@@ -32,63 +30,8 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// provider runs the dubbo-go provider on a port of its own until the test ends.
-func provider(t *testing.T) string {
-	t.Helper()
-	if testing.Short() {
-		t.Skip("builds and starts a dubbo-go process")
-	}
-	prog := dubbogo.Program(t)
-	r := ports.Reserve(t, 1)[0]
-	addr := r.Addr()
-	r.Release()
-	cmd := exec.Command(prog, "provider", addr)
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	ready := make(chan bool, 1)
-	go func() { // ends with the process (EOF on its stdout)
-		sc := bufio.NewScanner(stdout)
-		ok := false
-		for sc.Scan() {
-			if !ok && sc.Text() == "ready" {
-				ok = true
-				ready <- true
-			}
-		}
-		if !ok {
-			ready <- false
-		}
-	}()
-	t.Cleanup(func() {
-		_ = stdin.Close()
-		done := make(chan struct{})
-		go func() { _ = cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			_ = cmd.Process.Kill()
-			<-done
-		}
-	})
-	select {
-	case ok := <-ready:
-		if !ok {
-			t.Fatal("dubbo-go provider exited before it was ready")
-		}
-	case <-time.After(60 * time.Second):
-		t.Fatal("dubbo-go provider not ready in 60 s")
-	}
-	return addr
-}
+// provider runs the dubbo-go provider until the test ends.
+func provider(t *testing.T) string { return dubbogo.Provider(t) }
 
 func echo(t testing.TB, id uint64, s string, twoWay bool) []byte {
 	t.Helper()

@@ -6,15 +6,19 @@
 package dubbogo
 
 import (
+	"bufio"
 	"context"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/strait-mesh/strait/test/ports"
 )
 
 // The service the program provides and calls.
@@ -76,4 +80,97 @@ func Remove() {
 func Dir() string {
 	_, file, _, _ := runtime.Caller(0)
 	return filepath.Join(filepath.Dir(file), "prog")
+}
+
+// Provider runs the program's provider on a port of its own until the test ends, and
+// returns its address once it accepts connections.
+func Provider(t testing.TB) string {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("builds and starts a dubbo-go process")
+	}
+	prog := Program(t)
+	r := ports.Reserve(t, 1)[0]
+	addr := r.Addr()
+	r.Release()
+	cmd := exec.Command(prog, "provider", addr)
+	errLog, err := os.Create(filepath.Join(t.TempDir(), "provider.stderr"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer errLog.Close()
+	cmd.Stderr = errLog
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	ready := make(chan bool, 1)
+	go func() { // ends with the process (EOF on its stdout)
+		sc := bufio.NewScanner(stdout)
+		ok := false
+		for sc.Scan() {
+			if !ok && sc.Text() == "ready" {
+				ok = true
+				ready <- true
+			}
+		}
+		if !ok {
+			ready <- false
+		}
+	}()
+	t.Cleanup(func() {
+		_ = stdin.Close() // the provider exits at EOF on stdin
+		done := make(chan struct{})
+		go func() { _ = cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			_ = cmd.Process.Kill()
+			<-done
+		}
+		if t.Failed() {
+			b, _ := os.ReadFile(errLog.Name())
+			t.Logf("dubbo-go provider stderr:\n%s", tail(b))
+		}
+	})
+	select {
+	case ok := <-ready:
+		if !ok {
+			b, _ := os.ReadFile(errLog.Name())
+			t.Fatalf("dubbo-go provider exited before it was ready:\n%s", tail(b))
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatal("dubbo-go provider not ready in 60 s")
+	}
+	return addr
+}
+
+// Consumer runs the program's consumer against addr (a provider, or a gateway that
+// carries the service) and returns its result: a JSON object.
+func Consumer(t testing.TB, addr string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, Program(t), "consumer", addr).CombinedOutput()
+	for _, line := range strings.Split(string(out), "\n") {
+		if rest, ok := strings.CutPrefix(line, "result "); ok {
+			return rest
+		}
+	}
+	t.Fatalf("dubbo-go consumer %s: %v, no result:\n%s", addr, err, tail(out))
+	return ""
+}
+
+func tail(b []byte) string {
+	if len(b) > 4000 {
+		b = b[len(b)-4000:]
+	}
+	return string(b)
 }

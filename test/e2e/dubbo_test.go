@@ -1,16 +1,12 @@
 package e2e
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
 	"io"
 	"net"
 	"net/http"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -34,11 +30,7 @@ func TestDubboAcrossDomains(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and starts dubbo-go processes")
 	}
-	prog := dubbogo.Program(t)
-	res := ports.Reserve(t, 1)[0]
-	addr := res.Addr()
-	res.Release()
-	startDubbogoProvider(t, prog, addr)
+	addr := dubbogo.Provider(t)
 
 	key := mesh.ServiceKey{Name: dubbogo.Interface, Version: dubbogo.Version, Group: dubbogo.Group}
 	inst := mesh.Instance{Service: key, Protocol: mesh.ProtocolDubbo, Address: addr,
@@ -76,7 +68,7 @@ func TestDubboAcrossDomains(t *testing.T) {
 		UnknownErr string `json:"unknownErr"`
 	}
 	for i, egress := range topo.Egress {
-		out := runDubbogo(t, prog, "consumer", egress)
+		out := dubbogo.Consumer(t, egress)
 		if err := json.Unmarshal([]byte(out), &r); err != nil {
 			t.Fatalf("consumer via egress %d: %v: %s", i, err, out)
 		}
@@ -91,89 +83,6 @@ func TestDubboAcrossDomains(t *testing.T) {
 			t.Fatalf("a service alpha does not route: %q", r.UnknownErr)
 		}
 	}
-}
-
-// startDubbogoProvider runs the dubbo-go provider on addr until the test ends.
-func startDubbogoProvider(t *testing.T, prog, addr string) {
-	t.Helper()
-	cmd := exec.Command(prog, "provider", addr)
-	errLog, err := os.Create(filepath.Join(t.TempDir(), "provider.stderr"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer errLog.Close()
-	cmd.Stderr = errLog
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	ready := make(chan bool, 1)
-	go func() { // ends at the provider's exit (EOF on its stdout)
-		sc := bufio.NewScanner(stdout)
-		ok := false
-		for sc.Scan() {
-			if !ok && sc.Text() == "ready" {
-				ok = true
-				ready <- true
-			}
-		}
-		if !ok {
-			ready <- false
-		}
-	}()
-	t.Cleanup(func() {
-		_ = stdin.Close() // the provider exits at EOF on stdin
-		done := make(chan struct{})
-		go func() { _ = cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			_ = cmd.Process.Kill()
-			<-done
-		}
-		if t.Failed() {
-			b, _ := os.ReadFile(errLog.Name())
-			t.Logf("dubbo-go provider stderr:\n%s", tail(b))
-		}
-	})
-	select {
-	case ok := <-ready:
-		if !ok {
-			b, _ := os.ReadFile(errLog.Name())
-			t.Fatalf("dubbo-go provider exited before it was ready:\n%s", tail(b))
-		}
-	case <-time.After(60 * time.Second):
-		t.Fatal("dubbo-go provider not ready in 60 s")
-	}
-}
-
-// runDubbogo runs the program in mode against addr and returns its result line.
-func runDubbogo(t *testing.T, prog, mode, addr string) string {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-	defer cancel()
-	out, err := exec.CommandContext(ctx, prog, mode, addr).CombinedOutput()
-	for _, line := range strings.Split(string(out), "\n") {
-		if rest, ok := strings.CutPrefix(line, "result "); ok {
-			return rest
-		}
-	}
-	t.Fatalf("dubbo-go %s %s: %v, no result:\n%s", mode, addr, err, tail(out))
-	return ""
-}
-
-func tail(b []byte) string {
-	if len(b) > 4000 {
-		b = b[len(b)-4000:]
-	}
-	return string(b)
 }
 
 // TestDubboProviderUnreachable: a Dubbo call whose only provider in beta cannot be reached
