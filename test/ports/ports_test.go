@@ -202,25 +202,39 @@ func TestPattern(t *testing.T) {
 	}
 }
 
-// TestConcurrent: allocations from many goroutines at once never share a port.
+// TestConcurrent: allocations from many goroutines at once never share a port. Every
+// reservation is kept until all goroutines are done: a port released by one may rightly be
+// handed out again.
 func TestConcurrent(t *testing.T) {
 	var (
-		mu   sync.Mutex
-		seen = map[int]bool{}
-		wg   sync.WaitGroup
+		mu     sync.Mutex
+		seen   = map[int]bool{}
+		closer []func()
+		wg     sync.WaitGroup
 	)
+	defer func() {
+		for _, c := range closer {
+			c()
+		}
+	}()
 	for range 8 {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			var got []int
+			var held []func()
+			defer func() {
+				mu.Lock()
+				closer = append(closer, held...)
+				mu.Unlock()
+			}()
 			for range 5 {
 				r, err := ReservePort()
 				if err != nil {
 					t.Error(err)
 					return
 				}
-				defer r.Close()
+				held = append(held, r.Close)
 				got = append(got, r.Port())
 			}
 			g, err := HoldPattern(0, 1, 2)
@@ -228,7 +242,7 @@ func TestConcurrent(t *testing.T) {
 				t.Error(err)
 				return
 			}
-			defer g.Close()
+			held = append(held, g.Close)
 			got = append(got, g.Ports()...)
 			mu.Lock()
 			defer mu.Unlock()

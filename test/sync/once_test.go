@@ -287,7 +287,7 @@ leader: {ttl: 2s}
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(resp.Kvs) != 1 || resp.Kvs[0].Lease != 0 || !strings.Contains(string(resp.Kvs[0].Value), "strait.owner=sync%2Fzk-etcd") {
+	if len(resp.Kvs) != 1 || resp.Kvs[0].Lease != 0 || !strings.Contains(string(resp.Kvs[0].Value), "strait.owner=sync/zk-etcd") {
 		t.Fatalf("etcd holds %v, want one key without a lease, owned by the job", resp.Kvs)
 	}
 	if err := zk.Deregister(ctx, p); err != nil {
