@@ -70,6 +70,25 @@ func Run(t *testing.T, o Options) {
 		eventually(t, o.Propagation, func() string { return diff(list(t, r, prefix+".List"), want[1:]) })
 	})
 
+	t.Run("TwoProtocolsAtOneAddress", func(t *testing.T) {
+		// A gateway port serves a service over Triple and over dubbo:// (Strait's egress
+		// does): two instances, neither hiding the other.
+		r := o.New(t)
+		defer r.Close()
+		ctx := ctxT(t)
+		want := []mesh.Instance{inst("Both", "1.0.0", "", mesh.ProtocolTriple, 22000), inst("Both", "1.0.0", "", mesh.ProtocolDubbo, 22000)}
+		for _, i := range want {
+			if err := r.Register(ctx, i); err != nil {
+				t.Fatalf("register %s: %v", i, err)
+			}
+		}
+		eventually(t, o.Propagation, func() string { return diff(list(t, r, prefix+".Both"), want) })
+		if err := r.Deregister(ctx, want[1]); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, o.Propagation, func() string { return diff(list(t, r, prefix+".Both"), want[:1]) })
+	})
+
 	t.Run("WatchSeesChanges", func(t *testing.T) {
 		owner, watcher := o.New(t), o.New(t)
 		defer watcher.Close()

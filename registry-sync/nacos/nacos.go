@@ -69,6 +69,17 @@ const (
 	pageSize = 500
 )
 
+// clusterOf is the Nacos cluster of an instance of protocol p. Nacos takes ip, port and
+// cluster for one instance: the classic Dubbo protocol's instances have a cluster of their
+// own, so that a gateway port serving a service over Triple and over dubbo:// (Strait's
+// egress does) is two instances, as Dubbo consumers expect (they read every cluster).
+func clusterOf(p mesh.Protocol) string {
+	if p == mesh.ProtocolDubbo {
+		return "DUBBO"
+	}
+	return cluster
+}
+
 // Metadata keys the adapter sets itself: they describe the service and protocol, and are
 // not part of an Instance's Metadata when read back.
 var reserved = map[string]bool{
@@ -251,7 +262,7 @@ func Instance(inst mesh.Instance) (model.Instance, error) {
 	}
 	return model.Instance{
 		Ip: host, Port: port, Weight: 1, Enable: true, Healthy: true, Ephemeral: true,
-		ClusterName: cluster, Metadata: md,
+		ClusterName: clusterOf(inst.Protocol), Metadata: md,
 	}, nil
 }
 
@@ -307,10 +318,19 @@ func (r *Registry) Register(ctx context.Context, inst mesh.Instance) error {
 	if err != nil {
 		return fmt.Errorf("nacos registry: register %s: %w", inst, err)
 	}
-	if err := r.put(ServiceName(inst.Service), inst.Address, ni); err != nil {
+	if err := r.put(ServiceName(inst.Service), setKey(inst), ni); err != nil {
 		return fmt.Errorf("nacos registry: register %s: %w", inst, err)
 	}
 	return nil
+}
+
+// setKey names an instance in the set of its service: its address, and its protocol when
+// that has a cluster of its own (one address may serve Triple and dubbo://).
+func setKey(inst mesh.Instance) string {
+	if c := clusterOf(inst.Protocol); c != cluster {
+		return c + "|" + inst.Address
+	}
+	return inst.Address
 }
 
 // put adds (or replaces) address in the set this Registry provides for service, and sends
@@ -343,7 +363,7 @@ func (r *Registry) Deregister(ctx context.Context, inst mesh.Instance) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	if err := r.remove(ServiceName(inst.Service), inst.Address); err != nil {
+	if err := r.remove(ServiceName(inst.Service), setKey(inst)); err != nil {
 		return fmt.Errorf("nacos registry: deregister %s: %w", inst, err)
 	}
 	return nil

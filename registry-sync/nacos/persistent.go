@@ -67,7 +67,7 @@ func (w *PersistentWriter) Register(ctx context.Context, inst mesh.Instance) err
 	if err != nil {
 		return fmt.Errorf("nacos registry: register %s: %w", inst, err)
 	}
-	q := w.params(inst.Service, ni.Ip, ni.Port)
+	q := w.params(inst.Service, ni.ClusterName, ni.Ip, ni.Port)
 	q.Set("weight", "1")
 	q.Set("enabled", "true")
 	q.Set("healthy", "true")
@@ -84,18 +84,18 @@ func (w *PersistentWriter) Deregister(ctx context.Context, inst mesh.Instance) e
 	if err != nil {
 		return fmt.Errorf("nacos registry: deregister %s: %w", inst, err)
 	}
-	if err := w.do(ctx, http.MethodDelete, w.params(inst.Service, ni.Ip, ni.Port)); err != nil {
+	if err := w.do(ctx, http.MethodDelete, w.params(inst.Service, ni.ClusterName, ni.Ip, ni.Port)); err != nil {
 		return fmt.Errorf("nacos registry: deregister %s: %w", inst, err)
 	}
 	return nil
 }
 
-func (w *PersistentWriter) params(k mesh.ServiceKey, ip string, port uint64) url.Values {
+func (w *PersistentWriter) params(k mesh.ServiceKey, clusterName, ip string, port uint64) url.Values {
 	q := url.Values{}
 	q.Set("namespaceId", w.o.Namespace)
 	q.Set("serviceName", ServiceName(k))
 	q.Set("groupName", Group)
-	q.Set("clusterName", cluster)
+	q.Set("clusterName", clusterName)
 	q.Set("ip", ip)
 	q.Set("port", strconv.FormatUint(port, 10))
 	q.Set("ephemeral", "false")

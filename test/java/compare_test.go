@@ -32,27 +32,29 @@ type entry struct {
 	Raw string
 }
 
-// TestImportedEntryMatchesProvider: a Java Triple provider (1.0.0, group g1, interface
-// level) registers in beta's registry; the entries alpha's controlplane imported into
-// alpha's registry for it (one per egress instance) carry the same parameters, except the
-// address (an egress instance), application (strait-beta), pid (absent) and Strait's own
-// strait.* marks (added). ZooKeeper: the URL nodes under
+// TestImportedEntryMatchesProvider: per protocol (Triple, dubbo) and registry kind, a Java
+// provider (1.0.0, group g1, interface level) registers in beta's registry; the entries
+// alpha's controlplane imported into alpha's registry for it (one per egress instance, of
+// the provider's protocol) carry the same parameters, except the address (an egress
+// instance), application (strait-beta), pid (absent) and Strait's own strait.* marks
+// (added); over dubbo also prefer.serialization and serialization, which say hessian2 (the
+// only serialization the egress reads). ZooKeeper: the URL nodes under
 // /dubbo/org.strait.interop.EchoService/providers; Nacos: the instance metadata of service
 // providers:org.strait.interop.EchoService:1.0.0:g1.
 func TestImportedEntryMatchesProvider(t *testing.T) {
-	t.Parallel()
-	for _, kind := range kinds {
-		t.Run(kind, func(t *testing.T) {
-			t.Parallel()
+	var reqs []providerReq
+	for _, protocol := range protocols {
+		for _, kind := range kinds {
+			reqs = append(reqs, providerReq{kind, providerSpec{protocol: protocol, mode: "interface", version: "1.0.0", group: "g1"}})
+		}
+	}
+	ps := providers(t, reqs...)
+	for _, p := range ps {
+		protocol, kind := p.spec.protocol, p.spec.kind
+		t.Run(protocol+"-"+kind, func(t *testing.T) {
 			e := getEnv(t, kind)
-			p := e.provider(t, providerSpec{mode: "interface", version: "1.0.0", group: "g1"})
-			read := func(addr string) ([]entry, error) {
-				if kind == "zookeeper" {
-					return zkEntries(addr, echoService)
-				}
-				return nacosEntries(addr, "providers:"+echoService+":1.0.0:g1")
-			}
-			beta, err := read(e.beta.Addr)
+			e.waitImported(t, p)
+			beta, err := e.interfaceEntries(e.beta.Addr, "1.0.0", "g1")
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -65,37 +67,64 @@ func TestImportedEntryMatchesProvider(t *testing.T) {
 			if prov == nil {
 				t.Fatalf("beta's %s has no entry of the provider at %s: %v", kind, p.Addr(), addresses(beta))
 			}
+			if got := prov.protocol(); got != protocol {
+				t.Fatalf("beta's %s: the provider at %s registered protocol %q, want %q: %s", kind, p.Addr(), got, protocol, prov.Raw)
+			}
 			t.Logf("beta's %s: the Java provider's entry:\n%s\n%s", kind, prov.Raw, formatParams(prov.Params))
 
-			alpha, err := read(e.alpha.Addr)
+			alpha, err := e.interfaceEntries(e.alpha.Addr, "1.0.0", "g1")
 			if err != nil {
 				t.Fatal(err)
 			}
 			var imported []entry
 			for _, en := range alpha {
-				if en.Params["strait.managed"] == "true" && en.Params["version"] == "1.0.0" && en.Params["group"] == "g1" {
+				if en.Params["strait.managed"] == "true" && en.protocol() == protocol {
 					imported = append(imported, en)
 				}
 			}
 			if got := addresses(imported); !sameSet(got, e.topo.Egress) {
-				t.Fatalf("alpha's %s: imported entries of %s 1.0.0/g1 at %v, want one per egress instance %v (all entries: %v)",
-					kind, echoService, got, e.topo.Egress, addresses(alpha))
+				t.Fatalf("alpha's %s: imported %s entries of %s 1.0.0/g1 at %v, want one per egress instance %v (all entries: %v)",
+					kind, protocol, echoService, got, e.topo.Egress, describeEntries(alpha))
 			}
 			for _, imp := range imported {
 				t.Logf("alpha's %s: the imported entry at %s:\n%s\n%s", kind, imp.Address, imp.Raw, formatParams(imp.Params))
-				if diffs := compareEntries(*prov, imp); len(diffs) > 0 {
-					t.Errorf("alpha's %s: the entry imported at %s differs from the provider's in beta beyond address, application, pid and strait.*:\n  %s",
-						kind, imp.Address, strings.Join(diffs, "\n  "))
+				if diffs := compareEntries(*prov, imp, protocol); len(diffs) > 0 {
+					t.Errorf("alpha's %s: the %s entry imported at %s differs from the provider's in beta beyond what an import changes:\n  %s",
+						kind, protocol, imp.Address, strings.Join(diffs, "\n  "))
 				}
 			}
 		})
 	}
 }
 
-// compareEntries lists how imp, an imported entry, differs from prov, the provider's own,
-// beyond what an import changes: the address, application (strait-beta), pid (absent) and
-// the strait.* marks (added; strait.managed=true among them).
-func compareEntries(prov, imp entry) []string {
+// protocol is the entry's protocol as Dubbo names it: the URL's scheme (ZooKeeper), the
+// protocol parameter (Nacos).
+func (e entry) protocol() string {
+	if e.Scheme != "" {
+		return e.Scheme
+	}
+	return e.Params["protocol"]
+}
+
+// describeEntries lists entries as protocol://address.
+func describeEntries(es []entry) []string {
+	out := make([]string, 0, len(es))
+	for _, e := range es {
+		out = append(out, e.protocol()+"://"+e.Address)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// hessian2Only are the parameters an import of a dubbo service sets to hessian2, whatever
+// the provider registered: the egress reads hessian2 bodies only.
+var hessian2Only = []string{"prefer.serialization", "serialization"}
+
+// compareEntries lists how imp, an imported entry of protocol (tri or dubbo), differs from
+// prov, the provider's own, beyond what an import changes: the address, application
+// (strait-beta), pid (absent) and the strait.* marks (added; strait.managed=true among
+// them); over dubbo, prefer.serialization and serialization (hessian2).
+func compareEntries(prov, imp entry, protocol string) []string {
 	var diffs []string
 	if prov.Scheme != imp.Scheme {
 		diffs = append(diffs, fmt.Sprintf("(scheme): provider %q, import %q", prov.Scheme, imp.Scheme))
@@ -109,6 +138,11 @@ func compareEntries(prov, imp entry) []string {
 	}
 	for k := range imp.Params {
 		keys[k] = true
+	}
+	if protocol == "dubbo" {
+		for _, k := range hessian2Only {
+			keys[k] = true
+		}
 	}
 	sorted := make([]string, 0, len(keys))
 	for k := range keys {
@@ -130,6 +164,10 @@ func compareEntries(prov, imp entry) []string {
 		case strings.HasPrefix(k, "strait."):
 			if inProv {
 				diffs = append(diffs, fmt.Sprintf("%s: set by the provider itself (%q)", k, pv))
+			}
+		case protocol == "dubbo" && slices.Contains(hessian2Only, k):
+			if iv != "hessian2" {
+				diffs = append(diffs, fmt.Sprintf("%s: import %s, want \"hessian2\" (provider %s)", k, show(iv, inImp), show(pv, inProv)))
 			}
 		case !inImp || !inProv || pv != iv:
 			diffs = append(diffs, fmt.Sprintf("%s: provider %s, import %s", k, show(pv, inProv), show(iv, inImp)))

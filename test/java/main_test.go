@@ -1,18 +1,24 @@
 // Package java checks Strait against real Java Apache Dubbo 3.3 peers: Java EchoService
-// providers (test/java/peer, a plain Java interface over Triple) register in beta's
-// ZooKeeper or Nacos, beta exports the service to alpha, and a Java consumer that knows only
-// alpha's registry finds it there (at interface or application level) and calls it through
-// alpha's egress and beta's ingress: strings, a nested object, 1 MiB of bytes, a business
-// exception, a timeout, one-way calls, two versions behind one export, a load run. It also
-// compares, parameter by parameter, a Java provider's registry entry in beta with the entry
-// alpha's controlplane imported into alpha's registry.
+// providers (test/java/peer, a plain Java interface over Triple or the dubbo protocol)
+// register in beta's ZooKeeper or Nacos, beta exports the service to alpha once per
+// protocol, and a Java consumer of either protocol that knows only alpha's registry finds
+// it there (at interface or application level) and calls it through alpha's egress and
+// beta's ingress: strings, a nested object, 1 MiB of bytes, a business exception, a
+// timeout, one-way calls, a method beta does not export and a service nobody exports (both
+// refused, and what the consumer sees logged), two versions behind one export, a load run,
+// and a load run while every gateway is restarted in turn. It also compares, parameter by
+// parameter, a Java provider's registry entry in beta with the entry alpha's controlplane
+// imported into alpha's registry.
 //
 // The registries (a ZooKeeper and a Nacos server per domain, test/registries), the
 // topologies (launch/demo, one per registry kind) and the Java providers are started once
-// per test binary, when a test first needs them, and shared by the tests; all of them are
-// stopped when the binary ends (the Java processes also exit by themselves if it dies). The
-// peer jar is built by build.sh (cached; offline once Maven's repository has what the pom
-// names); without java or mvn the tests are skipped.
+// per test binary, when a test first needs them (the providers a test needs all at once),
+// and shared by the tests, which run one after the other; all of them are stopped when the
+// binary ends (the Java processes also exit by themselves if it dies). The peer jar is built
+// by build.sh (cached; offline once Maven's repository has what the pom names); without
+// java or mvn the tests are skipped. STRAIT_JAVA_TEST_LOG sets the level of Strait's logs
+// (none by default), STRAIT_JAVA_PEER_LOG that of the Java peers' (warn), shown for the
+// peers of a failed test.
 package java
 
 import (

@@ -2,7 +2,6 @@ package java
 
 import (
 	"bufio"
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -84,6 +83,10 @@ type process struct {
 	stopOnce sync.Once
 }
 
+// peerLogEnv names the environment variable that sets the SLF4J level of the Java peers'
+// logs (trace, debug, info, warn, error; default warn), which a failed test shows.
+const peerLogEnv = "STRAIT_JAVA_PEER_LOG"
+
 // startJava starts a JVM running main of the peer jar with args (and --parent-pid, so it
 // exits if this test binary dies), in its own directory under the run's directory.
 func startJava(name, main string, args ...string) (*process, error) {
@@ -97,6 +100,9 @@ func startJava(name, main string, args ...string) (*process, error) {
 	argv := append(jvmFlags(home), "-cp", suite.jar, main)
 	argv = append(argv, args...)
 	argv = append(argv, "--parent-pid="+strconv.Itoa(os.Getpid()))
+	if lvl := os.Getenv(peerLogEnv); lvl != "" {
+		argv = append(argv, "--log-level="+lvl)
+	}
 	p := &process{name: name, lines: make(chan string, 64), done: make(chan struct{})}
 	p.cmd = exec.Command("java", argv...)
 	p.cmd.Dir = home
@@ -158,6 +164,7 @@ func (p *process) logOnFailure(t testing.TB) {
 
 // providerSpec is a Java EchoService provider.
 type providerSpec struct {
+	protocol     string // tri or dubbo, as Dubbo names them
 	kind         string // the registry kind of beta: zookeeper or nacos
 	mode         string // register mode: interface, instance or all
 	version      string
@@ -170,7 +177,7 @@ func (s providerSpec) String() string {
 	if md == "" {
 		md = "local"
 	}
-	return fmt.Sprintf("%s-%s-%s-%s-%s", s.kind, s.mode, s.version, s.group, md)
+	return fmt.Sprintf("%s-%s-%s-%s-%s-%s", s.protocol, s.kind, s.mode, s.version, s.group, md)
 }
 
 // provider is a running Java provider.
@@ -181,6 +188,8 @@ type provider struct {
 	// err is why it could not start (then proc may be nil).
 	err  error
 	once sync.Once
+	// took is how long it took to start: from its JVM's start until beta's controlplane listed it.
+	took time.Duration
 }
 
 // Addr is the provider's address, as it registers it.
@@ -204,7 +213,7 @@ func (p *provider) start(registry string) {
 	}
 	port.Release()
 	p.proc, p.err = startJava("provider-"+spec.String(), providerMain,
-		"--registry="+registry, "--protocol=tri", "--port="+strconv.Itoa(p.port),
+		"--registry="+registry, "--protocol="+spec.protocol, "--port="+strconv.Itoa(p.port),
 		"--version="+spec.version, "--group="+spec.group,
 		"--register-mode="+spec.mode, "--metadata-type="+md,
 		"--application=java-provider-"+spec.String(),
@@ -248,67 +257,144 @@ type check struct {
 
 // consumerSpec is a run of the Java consumer.
 type consumerSpec struct {
+	protocol  string // tri or dubbo
 	registry  string // zookeeper://… or nacos://… (alpha's)
 	discovery string // interface or instance
 	version   string
 	group     string
-	plan      string // checks, whoami, load:N (comma-separated)
+	plan      string // checks, whoami, load:N, load:N:Dms, … (comma-separated)
+	egress    string // the egress the missing check calls directly (host:port)
 }
 
-// runConsumer runs the Java consumer to its end (3 minutes at most) and returns its
-// checks, in order, each logged. The consumer failing a check is for the caller to judge;
-// a consumer that reports nothing, or fails without a failed check, fails the test.
-func runConsumer(t *testing.T, name string, spec consumerSpec) []check {
+// consumerLimit bounds a consumer's run.
+const consumerLimit = 3 * time.Minute
+
+// consumer is a running Java consumer. Its checks are read as they come, by a goroutine that
+// ends with the process's stdout.
+type consumer struct {
+	name string
+	p    *process
+	// seen receives each check as it comes (buffered: nobody has to read it).
+	seen chan check
+	// done is closed once the process's stdout ended; checks is then complete.
+	done   chan struct{}
+	checks []check
+}
+
+// startConsumer starts the Java consumer; every check it reports is logged as it comes. It
+// is stopped at the end of t, and its output logged if t failed.
+func startConsumer(t *testing.T, name string, spec consumerSpec) *consumer {
 	t.Helper()
-	p, err := startJava("consumer-"+name, consumerMain,
-		"--registry="+spec.registry, "--protocol=tri", "--discovery="+spec.discovery,
-		"--version="+spec.version, "--group="+spec.group, "--plan="+spec.plan,
-		"--application=java-consumer-"+name, "--wait-ms=60000",
-	)
+	args := []string{
+		"--registry=" + spec.registry, "--protocol=" + spec.protocol, "--discovery=" + spec.discovery,
+		"--version=" + spec.version, "--group=" + spec.group, "--plan=" + spec.plan,
+		"--application=java-consumer-" + name, "--wait-ms=60000",
+	}
+	if spec.egress != "" {
+		args = append(args, "--egress="+spec.egress)
+	}
+	p, err := startJava("consumer-"+name, consumerMain, args...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(p.stop)
+	c := &consumer{name: name, p: p, seen: make(chan check, 256), done: make(chan struct{})}
+	go c.read(t) // ends with the process's stdout
+	t.Cleanup(func() {
+		p.stop()
+		<-c.done // no logging after t ends
+	})
 	p.logOnFailure(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	var checks []check
-	for done := false; !done; {
+	return c
+}
+
+// read collects and logs the consumer's checks until its stdout ends.
+func (c *consumer) read(t *testing.T) {
+	defer close(c.done)
+	for line := range c.p.lines {
+		var ch check
+		if !strings.HasPrefix(line, "{") || json.Unmarshal([]byte(line), &ch) != nil || ch.Check == "" {
+			continue // not a report line
+		}
+		c.checks = append(c.checks, ch)
+		verdict := "ok"
+		if !ch.OK {
+			verdict = "FAILED"
+		}
+		t.Logf("%s: %s %s (%d ms): %s", c.name, ch.Check, verdict, ch.MS, ch.Detail)
 		select {
-		case line, ok := <-p.lines:
-			if !ok {
-				done = true
-				break
-			}
-			var c check
-			if !strings.HasPrefix(line, "{") || json.Unmarshal([]byte(line), &c) != nil || c.Check == "" {
-				continue // not a report line
-			}
-			checks = append(checks, c)
-			verdict := "ok"
-			if !c.OK {
-				verdict = "FAILED"
-			}
-			t.Logf("%s: %s %s (%d ms): %s", name, c.Check, verdict, c.MS, c.Detail)
-		case <-ctx.Done():
-			p.stop()
-			t.Fatalf("consumer %s: still running after 3m", name)
+		case c.seen <- ch:
+		default:
 		}
 	}
-	<-p.done
+}
+
+// ended reports whether the consumer's stdout ended (it exited, or is exiting).
+func (c *consumer) ended() bool {
+	select {
+	case <-c.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// waitCheck waits (limit at most) until the consumer reports the check named name and
+// fails t unless it passed.
+func (c *consumer) waitCheck(t *testing.T, name string, limit time.Duration) check {
+	t.Helper()
+	timer := time.NewTimer(limit)
+	defer timer.Stop()
+	for {
+		select {
+		case ch := <-c.seen:
+			if ch.Check != name {
+				continue
+			}
+			if !ch.OK {
+				t.Fatalf("consumer %s: %s failed: %s", c.name, name, ch.Detail)
+			}
+			return ch
+		case <-c.done:
+			t.Fatalf("consumer %s ended without reporting %s (exit: %v)", c.name, name, c.p.err)
+		case <-timer.C:
+			t.Fatalf("consumer %s: no %s within %v", c.name, name, limit)
+		}
+	}
+}
+
+// wait waits for the consumer's end (consumerLimit at most) and returns
+// its checks, in order. The consumer failing a check is for the caller to judge; a
+// consumer that reports nothing, or fails without a failed check, fails the test.
+func (c *consumer) wait(t *testing.T) []check {
+	t.Helper()
+	timer := time.NewTimer(consumerLimit)
+	defer timer.Stop()
+	select {
+	case <-c.done:
+	case <-timer.C:
+		c.p.stop()
+		t.Fatalf("consumer %s: still running after %v", c.name, consumerLimit)
+	}
+	<-c.p.done
 	failedCheck := false
-	for _, c := range checks {
-		failedCheck = failedCheck || !c.OK
+	for _, ch := range c.checks {
+		failedCheck = failedCheck || !ch.OK
 	}
 	switch {
-	case len(checks) == 0:
-		t.Fatalf("consumer %s reported no check (exit: %v)", name, p.err)
-	case p.err != nil && !failedCheck:
-		t.Fatalf("consumer %s failed without a failed check: %v", name, p.err)
-	case p.err == nil && failedCheck:
-		t.Fatalf("consumer %s exited 0 with a failed check", name)
+	case len(c.checks) == 0:
+		t.Fatalf("consumer %s reported no check (exit: %v)", c.name, c.p.err)
+	case c.p.err != nil && !failedCheck:
+		t.Fatalf("consumer %s failed without a failed check: %v", c.name, c.p.err)
+	case c.p.err == nil && failedCheck:
+		t.Fatalf("consumer %s exited 0 with a failed check", c.name)
 	}
-	return checks
+	return c.checks
+}
+
+// runConsumer runs the Java consumer to its end and returns its checks (see wait).
+func runConsumer(t *testing.T, name string, spec consumerSpec) []check {
+	t.Helper()
+	return startConsumer(t, name, spec).wait(t)
 }
 
 // requireChecks fails t unless every check passed and each of want was made.

@@ -1,16 +1,25 @@
 package org.strait.interop;
 
+import java.time.LocalTime;
+import java.time.format.DateTimeFormatter;
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.Collections;
 import java.util.List;
+import java.util.Map;
 import java.util.Random;
 import java.util.Set;
+import java.util.TreeMap;
+import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.ExecutorService;
 import java.util.concurrent.Executors;
 import java.util.concurrent.Future;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicInteger;
+import java.util.concurrent.atomic.AtomicLong;
+import java.util.concurrent.locks.LockSupport;
+import java.util.regex.Matcher;
+import java.util.regex.Pattern;
 
 import org.apache.dubbo.config.ApplicationConfig;
 import org.apache.dubbo.config.MethodConfig;
@@ -31,8 +40,10 @@ import org.apache.dubbo.rpc.RpcException;
  *   --version=1.0.0 --group=g1    what to ask for (none)
  *   --discovery=interface | instance   migration step FORCE_INTERFACE | FORCE_APPLICATION (interface)
  *   --plan=checks,load:500        comma-separated steps: checks (all the checks below), one check by
- *                                 name (whoami, echo, echoPojo, fail, echoBytes, timeout, notify),
- *                                 load:N (checks)
+ *                                 name (whoami, echo, echoPojo, fail, forbidden, missing, echoBytes,
+ *                                 timeout, notify), load:N or load:N:Dms (checks)
+ *   --egress=HOST:PORT            the egress gateway the missing check calls directly (required by
+ *                                 checks and missing)
  *   --wait-ms=60000               how long the first call may wait for a provider to appear
  *   --timeout-ms=10000            timeout of every call but slow
  *   --concurrency=8               threads of load:N
@@ -42,26 +53,38 @@ import org.apache.dubbo.rpc.RpcException;
  *
  * The checks: discover (a first call answers), whoami (the provider that answered has the
  * version and group asked for), echo, echoPojo (a nested object round trip), fail (the
- * provider's InteropException comes back with its message), echoBytes (1 MiB), timeout
- * (slow(3000) with a 500 ms timeout fails as a timeout, within 2.5 s), afterTimeout (the next
- * call works), notify (calls configured one-way, return=false, are all received: the
- * provider's notified() count rises by as many). load:N makes N echo calls from
- * --concurrency threads and fails if any call did.
+ * provider's InteropException comes back with its message), forbidden (hidden(), a method the
+ * providers' domain does not export, is refused: an RpcException whose message says the caller
+ * "may not call" it), missing (echo of org.strait.interop.Missing, a service nobody exports,
+ * called through a direct URL to --egress, no registry: an RpcException whose message says
+ * "unknown service"), echoBytes (1 MiB), timeout (slow(3000) with a 500 ms timeout fails as a
+ * timeout, within 2.5 s), afterTimeout (the next call works), notify (calls configured one-way,
+ * return=false, are all received: the provider's notified() count rises by as many). load:N
+ * makes N echo calls from --concurrency threads, as fast as they go; load:N:Dms starts call i
+ * D*i ms after the first (a steady rate, for a run that lasts N*D ms); either fails if any
+ * call did, and reports each failure with the time it happened.
  */
 public final class ConsumerMain {
     private static final int NOTIFICATIONS = 3;
 
-    /** The plan's steps, besides load:N. */
-    private static final Set<String> STEPS =
-            Set.of("checks", "whoami", "echo", "echoPojo", "fail", "echoBytes", "timeout", "notify");
+    /** The plan's steps, besides load. */
+    private static final Set<String> STEPS = Set.of(
+            "checks", "whoami", "echo", "echoPojo", "fail", "forbidden", "missing", "echoBytes", "timeout", "notify");
+
+    /** A load step: load:N, or load:N:Dms. */
+    private static final Pattern LOAD = Pattern.compile("load:([0-9]+)(?::([0-9]+)ms)?");
+
+    private static final DateTimeFormatter CLOCK = DateTimeFormatter.ofPattern("HH:mm:ss.SSS");
 
     private final EchoService echo;
+    private final Missing missing; // null unless the plan calls it
     private final String version;
     private final String group;
     private boolean failed;
 
-    private ConsumerMain(EchoService echo, String version, String group) {
+    private ConsumerMain(EchoService echo, Missing missing, String version, String group) {
         this.echo = echo;
+        this.missing = missing;
         this.version = version;
         this.group = group;
     }
@@ -94,12 +117,20 @@ public final class ConsumerMain {
                 return;
         }
         String[] plan = p.opt("plan", "checks").split(",");
+        boolean callsMissing = false;
         for (String s : plan) {
-            if (!STEPS.contains(s.trim()) && !s.trim().matches("load:[0-9]+")) {
+            if (!STEPS.contains(s.trim()) && !LOAD.matcher(s.trim()).matches()) {
                 System.err.println("strait consumer: unknown plan step " + s);
                 System.exit(2);
                 return;
             }
+            callsMissing |= s.trim().equals("checks") || s.trim().equals("missing");
+        }
+        String egress = p.opt("egress", "");
+        if (callsMissing && egress.isEmpty()) {
+            System.err.println("strait consumer: the missing check (also in checks) needs --egress");
+            System.exit(2);
+            return;
         }
         System.setProperty("dubbo.application.migration.step", step);
 
@@ -135,9 +166,20 @@ public final class ConsumerMain {
                 .application(application)
                 .registry(reg)
                 .reference(ref);
+        // Missing, through a direct URL to the egress: the registry is not asked.
+        ReferenceConfig<Missing> missingRef = null;
+        if (callsMissing) {
+            missingRef = new ReferenceConfig<>();
+            missingRef.setInterface(Missing.class);
+            missingRef.setUrl(protocol + "://" + egress + "/" + Missing.class.getName());
+            missingRef.setCheck(false);
+            missingRef.setRetries(0);
+            missingRef.setTimeout(p.intOpt("timeout-ms", 10000));
+            bootstrap.reference(missingRef);
+        }
         bootstrap.start();
 
-        ConsumerMain c = new ConsumerMain(ref.get(), version, group);
+        ConsumerMain c = new ConsumerMain(ref.get(), missingRef == null ? null : missingRef.get(), version, group);
         if (c.discover(p.intOpt("wait-ms", 60000))) {
             for (String s : plan) {
                 c.run(s.trim(), p.intOpt("concurrency", 8));
@@ -167,6 +209,8 @@ public final class ConsumerMain {
                 echo();
                 echoPojo();
                 fail();
+                forbidden();
+                missing();
                 echoBytes();
                 timeout();
                 afterTimeout();
@@ -184,6 +228,12 @@ public final class ConsumerMain {
             case "fail":
                 fail();
                 break;
+            case "forbidden":
+                forbidden();
+                break;
+            case "missing":
+                missing();
+                break;
             case "echoBytes":
                 echoBytes();
                 break;
@@ -195,10 +245,11 @@ public final class ConsumerMain {
                 notifyOneway();
                 break;
             default:
-                if (!step.startsWith("load:")) {
+                Matcher m = LOAD.matcher(step);
+                if (!m.matches()) {
                     throw new IllegalArgumentException("unknown plan step " + step);
                 }
-                load(Integer.parseInt(step.substring(5)), concurrency);
+                load(Integer.parseInt(m.group(1)), concurrency, m.group(2) == null ? 0 : Long.parseLong(m.group(2)));
         }
     }
 
@@ -295,6 +346,34 @@ public final class ConsumerMain {
         }
     }
 
+    /** Calls hidden(), which the providers' domain does not export: the call is refused. */
+    private void forbidden() {
+        long start = System.nanoTime();
+        try {
+            String out = echo.hidden();
+            report("forbidden", false, "hidden() returned " + quoteShort(out) + ", want a refusal", start);
+        } catch (RpcException e) {
+            String msg = String.valueOf(e.getMessage());
+            report("forbidden", msg.contains("may not call"), describe(e, 1500), start);
+        } catch (RuntimeException e) {
+            report("forbidden", false, "want an RpcException, got " + describe(e, 1500), start);
+        }
+    }
+
+    /** Calls Missing, a service nobody exports, at the egress: the egress does not know it. */
+    private void missing() {
+        long start = System.nanoTime();
+        try {
+            String out = missing.echo("anyone there?");
+            report("missing", false, "Missing.echo returned " + quoteShort(out) + ", want a refusal", start);
+        } catch (RpcException e) {
+            String msg = String.valueOf(e.getMessage());
+            report("missing", msg.contains("unknown service"), describe(e, 1500), start);
+        } catch (RuntimeException e) {
+            report("missing", false, "want an RpcException, got " + describe(e, 1500), start);
+        }
+    }
+
     private void echoBytes() {
         long start = System.nanoTime();
         byte[] in = new byte[1 << 20];
@@ -357,28 +436,44 @@ public final class ConsumerMain {
         }
     }
 
-    /** Makes n echo calls from concurrency threads; fails if any call did. */
-    private void load(int n, int concurrency) {
+    /**
+     * Makes n echo calls from concurrency threads: as fast as they go if intervalMs is 0, else
+     * call i starts i*intervalMs after the first. Fails if any call did; reports how many calls
+     * each provider address answered and every failure with when it happened (also on stderr).
+     */
+    private void load(int n, int concurrency, long intervalMs) {
         long start = System.nanoTime();
+        long interval = TimeUnit.MILLISECONDS.toNanos(intervalMs);
         AtomicInteger next = new AtomicInteger();
         AtomicInteger failures = new AtomicInteger();
         List<String> errors = Collections.synchronizedList(new ArrayList<>());
+        Map<String, AtomicLong> byAddress = new ConcurrentHashMap<>();
         long[] nanos = new long[n];
         ExecutorService pool = Executors.newFixedThreadPool(concurrency);
         List<Future<?>> workers = new ArrayList<>();
         for (int w = 0; w < concurrency; w++) {
             workers.add(pool.submit(() -> {
                 for (int i = next.getAndIncrement(); i < n; i = next.getAndIncrement()) {
+                    // Pacing, not waiting for a condition: call i is due at start + i*interval.
+                    for (long due = start + i * interval, d; (d = due - System.nanoTime()) > 0; ) {
+                        LockSupport.parkNanos(d);
+                    }
                     String in = "load " + i;
                     long t0 = System.nanoTime();
+                    AddressFilter.clear();
                     try {
                         if (!in.equals(echo.echo(in))) {
                             throw new IllegalStateException("wrong answer to " + in);
                         }
+                        byAddress.computeIfAbsent(AddressFilter.last(), k -> new AtomicLong()).incrementAndGet();
                     } catch (RuntimeException e) {
                         failures.incrementAndGet();
-                        if (errors.size() < 3) {
-                            errors.add(describe(e));
+                        String what = String.format("call %d at +%d ms (%s) to %s: %s", i,
+                                TimeUnit.NANOSECONDS.toMillis(System.nanoTime() - start), LocalTime.now().format(CLOCK),
+                                AddressFilter.last(), describe(e));
+                        System.err.println("strait consumer: load: " + what);
+                        if (errors.size() < 10) {
+                            errors.add(what);
                         }
                     }
                     nanos[i] = System.nanoTime() - t0;
@@ -396,8 +491,11 @@ public final class ConsumerMain {
         pool.shutdown();
         long took = TimeUnit.NANOSECONDS.toMillis(System.nanoTime() - start);
         Arrays.sort(nanos);
-        String detail = String.format("%d calls from %d threads in %d ms, %d failures, p50 %.2f ms, p99 %.2f ms, max %.2f ms%s",
-                n, concurrency, took, failures.get(), pct(nanos, 0.50), pct(nanos, 0.99), pct(nanos, 1.0),
+        Map<String, Long> answered = new TreeMap<>();
+        byAddress.forEach((k, v) -> answered.put(k, v.get()));
+        String detail = String.format("%d calls from %d threads%s in %d ms, %d failures, p50 %.2f ms, p99 %.2f ms, max %.2f ms, answered by %s%s",
+                n, concurrency, intervalMs > 0 ? ", one every " + intervalMs + " ms," : "", took, failures.get(),
+                pct(nanos, 0.50), pct(nanos, 0.99), pct(nanos, 1.0), answered,
                 errors.isEmpty() ? "" : "; first errors: " + errors);
         report("load", failures.get() == 0, detail, start);
     }
@@ -411,11 +509,30 @@ public final class ConsumerMain {
     }
 
     private static String describe(Throwable e) {
+        return describe(e, 600);
+    }
+
+    /**
+     * The exception's class (or RpcException code) and message, cut at limit characters, and
+     * its root cause's (Dubbo's messages end with the cause, after a long URL).
+     */
+    private static String describe(Throwable e, int limit) {
         String s = e.getClass().getName() + ": " + e.getMessage();
         if (e instanceof RpcException) {
             s = "RpcException(code " + ((RpcException) e).getCode() + "): " + e.getMessage();
         }
-        return s.length() > 600 ? s.substring(0, 600) + "…" : s;
+        if (s.length() > limit) {
+            s = s.substring(0, limit) + "…";
+        }
+        Throwable root = e;
+        for (int i = 0; i < 16 && root.getCause() != null && root.getCause() != root; i++) {
+            root = root.getCause();
+        }
+        if (root != e) {
+            String m = root.getClass().getName() + ": " + root.getMessage();
+            s += " [root cause " + (m.length() > 400 ? m.substring(0, 400) + "…" : m) + "]";
+        }
+        return s;
     }
 
     private static String quoteShort(String s) {

@@ -31,4 +31,10 @@ public interface EchoService {
 
     /** How many notifications this provider has received. */
     long notified();
+
+    /**
+     * Returns "hidden". The interop tests' export of EchoService allows every method but
+     * this one: a call of it is refused by the providers' domain.
+     */
+    String hidden();
 }

@@ -57,4 +57,9 @@ public final class EchoServiceImpl implements EchoService {
     public long notified() {
         return notifications.get();
     }
+
+    @Override
+    public String hidden() {
+        return "hidden";
+    }
 }
