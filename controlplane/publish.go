@@ -37,10 +37,10 @@ func (c *Server) publishImports(ctx context.Context, domain string) {
 		case <-c.republishCh:
 		case <-retry.C:
 		}
-		var egress []string
+		var egress []membership.Member
 		for _, m := range membership.Serving(c.gossip["egress"].Members()) {
 			if m.Meta.Addr != "" {
-				egress = append(egress, m.Meta.Addr)
+				egress = append(egress, m)
 			}
 		}
 		var desired []mesh.Instance
@@ -56,7 +56,7 @@ func (c *Server) publishImports(ctx context.Context, domain string) {
 				if !p.Routed() || native[s.GetName()] {
 					continue
 				}
-				for _, addr := range egress {
+				for _, m := range egress {
 					md := map[string]string{}
 					for k, v := range s.GetMetadata() {
 						md[k] = v
@@ -67,6 +67,7 @@ func (c *Server) publishImports(ctx context.Context, domain string) {
 					// level (registrysync.AppName); Dubbo's routers want one.
 					md["application"] = "strait-" + peer
 					md[registrysync.MetaOwner] = domain + "/controlplane"
+					md[registrysync.MetaGateway] = m.Name // one name per start
 					if p == mesh.ProtocolDubbo {
 						// The egress reads hessian2 bodies only: a Java Dubbo 3.2+
 						// consumer would otherwise pick fastjson2, the provider's first
@@ -76,7 +77,7 @@ func (c *Server) publishImports(ctx context.Context, domain string) {
 					}
 					desired = append(desired, mesh.Instance{
 						Service:  mesh.ServiceKey{Name: s.GetName(), Version: s.GetVersion(), Group: s.GetGroup()},
-						Protocol: p, Address: addr, Metadata: md,
+						Protocol: p, Address: m.Meta.Addr, Metadata: md,
 					})
 				}
 			}

@@ -327,6 +327,10 @@ func (g *Gateway) Close() {
 	g.closePeers(true)
 }
 
+// AnnounceDrain tells the consumers that can hear it that this instance drains (Dubbo's
+// readonly event); it keeps serving.
+func (g *Gateway) AnnounceDrain() { g.core.AnnounceDubboDrain() }
+
 // ServeHTTP serves one consumer call on the general path.
 func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) { g.core.ServeHTTP(w, r) }
 

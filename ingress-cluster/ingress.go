@@ -269,6 +269,10 @@ func (g *Gateway) TunnelsEstablished() uint64 { return g.srv.Established() + g.q
 // QUICTunnelsEstablished counts the QUIC tunnel connections peers have opened.
 func (g *Gateway) QUICTunnelsEstablished() uint64 { return g.quic.Established() }
 
+// AnnounceDrain tells the peer egress instances on Dubbo tunnel connections that this
+// instance drains (Dubbo's readonly event: they open new connections); it keeps serving.
+func (g *Gateway) AnnounceDrain() { g.core.AnnounceDubboDrain() }
+
 // Close stops at once.
 func (g *Gateway) Close() error {
 	g.fedCancel()

@@ -287,6 +287,24 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 			if err := g.gossip.UpdateMeta(m); err != nil {
 				g.log.Warn("gossip: announce draining", "err", err)
 			}
+		}
+		if d := g.cfg.DrainDelay.D(); d > 0 {
+			// Still serving, new connections too, while consumers learn that we go: the
+			// controlplane has withdrawn us from the registry, Dubbo consumers are told.
+			if g.eg != nil {
+				g.eg.AnnounceDrain()
+			} else {
+				g.ig.AnnounceDrain()
+			}
+			g.log.Info("draining: serving for the drain delay", "delay", d.String())
+			t := time.NewTimer(d)
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+			}
+			t.Stop()
+		}
+		if g.gossip != nil {
 			_ = g.gossip.Close()
 		}
 		if g.eg != nil {

@@ -21,6 +21,10 @@ const (
 	MetaManaged = "strait.managed" // "true"
 	MetaOrigin  = "strait.origin"  // the domain that exported the service
 	MetaOwner   = "strait.owner"   // the process that registered it, e.g. "alpha/egress-1"
+	// MetaGateway names the gateway instance, one name per start, that serves a managed
+	// entry: a restarted egress is a new entry, so that Dubbo consumers drop their
+	// connection to the old one and open one to the new (same address, new URL).
+	MetaGateway = "strait.gateway"
 )
 
 // Managed reports whether i was registered by Strait for another domain.

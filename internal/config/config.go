@@ -136,6 +136,11 @@ type Gateway struct {
 	Limits Limits `yaml:"limits"`
 	// DrainTimeout bounds how long SIGTERM waits for calls in flight. Default 15s.
 	DrainTimeout Duration `yaml:"drainTimeout"`
+	// DrainDelay is how long a gateway told to stop keeps serving, new connections too,
+	// after it has announced that it drains (its controlplane withdraws it from the
+	// registry, Dubbo consumers get the readonly event), before it stops accepting. Dubbo
+	// consumers hear of registry changes up to 5 s late: 5s to 10s suits them. Default 0.
+	DrainDelay Duration `yaml:"drainDelay"`
 	// Gossip, if set, makes the instance a member of its cluster's gossip.
 	Gossip *Gossip `yaml:"gossip"`
 	// DataPath is "relay" (the default: gRPC-style calls over HTTP/2 take the relay, the
@@ -251,6 +256,9 @@ func (g *Gateway) Validate() error {
 	g.Limits.validate(add)
 	if g.DrainTimeout < 0 {
 		add("drainTimeout", "must not be negative")
+	}
+	if g.DrainDelay < 0 {
+		add("drainDelay", "must not be negative")
 	}
 	g.Gossip.validate(add, "gossip")
 	return es.Err()

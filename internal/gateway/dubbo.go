@@ -151,6 +151,22 @@ const dubboQuiet = 200 * time.Millisecond
 // dubboDrainMax bounds how long a drain waits for its connections to fall quiet.
 const dubboDrainMax = 5 * time.Second
 
+// AnnounceDubboDrain sends the readonly event to every Dubbo connection, which keeps being
+// served: Java consumers send their new calls to another provider (gateway instance).
+func (c *Core) AnnounceDubboDrain() {
+	c.dubbo.mu.Lock()
+	conns := make([]*dubboConn, 0, len(c.dubbo.conns))
+	for dc := range c.dubbo.conns {
+		conns = append(conns, dc)
+	}
+	c.dubbo.mu.Unlock()
+	for i, dc := range conns {
+		b := dubbowire.NewBuffer()
+		b.B = dubbowire.AppendReadonlyEvent(b.B, uint64(i+1))
+		_ = dc.w.Write(b)
+	}
+}
+
 // ShutdownDubbo drains the Dubbo connections, as a Dubbo server shuts down: each is sent
 // the readonly event (Java consumers then send new calls to another provider, here
 // another gateway instance) and is still served until it has sent nothing for

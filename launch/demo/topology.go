@@ -63,6 +63,8 @@ type TopologyOptions struct {
 	// EgressListen and EgressAdvertise are the listen address (default 127.0.0.1:0) and
 	// the advertise setting of alpha's egress instances.
 	EgressListen, EgressAdvertise string
+	// DrainDelay is every gateway's drainDelay (default 0).
+	DrainDelay time.Duration
 	// Registry is the kind of registry of both domains: "embedded" (default: an embedded
 	// etcd per domain, in Dir), or "etcd", "zookeeper" or "nacos", servers that run already
 	// at AlphaRegistry and BetaRegistry (host:port; for Nacos its HTTP port), one per domain.
@@ -97,6 +99,7 @@ type Topology struct {
 	dataPath string
 	// egressListen and egressAdvertise: TopologyOptions' EgressListen and EgressAdvertise.
 	egressListen, egressAdvertise string
+	drainDelay                    time.Duration
 	closers                       []func(context.Context) // run in reverse order
 	closed                        sync.Once
 }
@@ -141,7 +144,7 @@ func StartTopology(ctx context.Context, o TopologyOptions) (t *Topology, err err
 	if o.Registry != "" && o.Registry != "embedded" && (len(o.AlphaRegistry) == 0 || len(o.BetaRegistry) == 0) {
 		return nil, fmt.Errorf("topology: a %s registry needs AlphaRegistry and BetaRegistry addresses", o.Registry)
 	}
-	t = &Topology{Dir: o.Dir, dataPath: o.DataPath, egressListen: o.EgressListen, egressAdvertise: o.EgressAdvertise}
+	t = &Topology{Dir: o.Dir, dataPath: o.DataPath, egressListen: o.EgressListen, egressAdvertise: o.EgressAdvertise, drainDelay: o.DrainDelay}
 	if t.Dir == "" {
 		if t.Dir, err = os.MkdirTemp("", "strait-demo-"); err != nil {
 			return nil, fmt.Errorf("topology: %w", err)
@@ -354,7 +357,7 @@ func (t *Topology) startGatewayOn(ln net.Listener, domain, role string, i int, s
 	gw := &config.Gateway{
 		Domain: domain, Role: role, Instance: fmt.Sprintf("%s-%d", role, i+1),
 		Listen: listen, Advertise: adv, Admin: "127.0.0.1:0", Controlplane: config.ControlplaneLink{XDS: xds}, Gossip: gossip,
-		DataPath: t.dataPath,
+		DataPath: t.dataPath, DrainDelay: config.Duration(t.drainDelay),
 	}
 	gw.Identity.Cert, gw.Identity.Key = svid.Cert, svid.Key
 	gw.Identity.Bundle = t.Certs.AlphaOwnBundle

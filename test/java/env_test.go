@@ -123,6 +123,9 @@ func (e *env) start() {
 	tp, err := demo.StartTopology(ctx, demo.TopologyOptions{
 		Registry: e.kind, AlphaRegistry: []string{e.alpha.Addr}, BetaRegistry: []string{e.beta.Addr},
 		Logger: logger(),
+		// Gateways told to stop serve on while Java consumers learn it: Dubbo's registry
+		// client passes changes on up to 5 s late (delay-notification).
+		DrainDelay: 6 * time.Second,
 	})
 	if err != nil {
 		e.err = fmt.Errorf("java: %s topology: %w", e.kind, err)
