@@ -779,3 +779,27 @@ func startHealthProvider() (*healthProvider, error) {
 
 // Stop closes the provider's listener and connections.
 func (h *healthProvider) Stop() { h.srv.Stop() }
+
+// WaitServiceRouted waits up to limit until every egress instance of alpha routes service
+// k over protocol p and every ingress instance of beta knows a provider of it.
+func (t *Topology) WaitServiceRouted(ctx context.Context, limit time.Duration, k mesh.ServiceKey, p mesh.Protocol) error {
+	return t.waitFor(ctx, limit, k.String()+" routed and its providers known", func() bool {
+		for _, g := range t.Gateways {
+			if eg := g.Egress(); eg != nil {
+				var ok bool
+				if p == mesh.ProtocolDubbo {
+					_, ok = eg.Routes().LookupDubbo(k)
+				} else {
+					_, ok = eg.Routes().LookupRPC(k)
+				}
+				if !ok {
+					return false
+				}
+			}
+			if ig := g.Ingress(); ig != nil && len(ig.Endpoints(k, p)) == 0 {
+				return false
+			}
+		}
+		return true
+	})
+}

@@ -1,11 +1,9 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/binary"
 	"os"
-	"os/exec"
 	"strings"
 	"sync"
 	"testing"
@@ -15,7 +13,6 @@ import (
 
 	"github.com/strait-mesh/strait/internal/dubbowire"
 	"github.com/strait-mesh/strait/test/dubbogo"
-	"github.com/strait-mesh/strait/test/ports"
 )
 
 func TestMain(m *testing.M) {
@@ -118,59 +115,5 @@ func frame(st dubbowire.Status, body []byte) []byte {
 	return append(f, body...)
 }
 
-// startDubbogo runs the dubbo-go provider on a free loopback port until the test ends and
-// returns its address.
-func startDubbogo(t *testing.T) string {
-	t.Helper()
-	prog := dubbogo.Program(t)
-	res := ports.Reserve(t, 1)[0]
-	addr := res.Addr()
-	res.Release()
-	cmd := exec.Command(prog, "provider", addr)
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	ready := make(chan bool, 1)
-	exited := make(chan struct{})
-	go func() { // ends with the provider (EOF on its stdout)
-		defer close(exited)
-		sc := bufio.NewScanner(stdout)
-		seen := false
-		for sc.Scan() {
-			if !seen && sc.Text() == "ready" {
-				seen = true
-				ready <- true
-			}
-		}
-		if !seen {
-			ready <- false
-		}
-		_ = cmd.Wait()
-	}()
-	t.Cleanup(func() {
-		_ = stdin.Close() // the provider exits at EOF on stdin
-		select {
-		case <-exited:
-		case <-time.After(10 * time.Second):
-			_ = cmd.Process.Kill()
-			<-exited
-		}
-	})
-	select {
-	case ok := <-ready:
-		if !ok {
-			t.Fatal("the dubbo-go provider exited before it was ready")
-		}
-	case <-time.After(60 * time.Second):
-		t.Fatal("the dubbo-go provider was not ready within 60 s")
-	}
-	return addr
-}
+// startDubbogo runs the dubbo-go provider until the test ends and returns its address.
+func startDubbogo(t *testing.T) string { return dubbogo.Provider(t) }

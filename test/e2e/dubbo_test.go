@@ -17,7 +17,6 @@ import (
 	"github.com/strait-mesh/strait/launch"
 	"github.com/strait-mesh/strait/test/dubbogo"
 	"github.com/strait-mesh/strait/test/ports"
-	"github.com/strait-mesh/strait/test/wait"
 )
 
 // TestDubboAcrossDomains: a real dubbo-go v3.3.2 consumer calls a real dubbo-go provider
@@ -43,19 +42,9 @@ func TestDubboAcrossDomains(t *testing.T) {
 	setDomains(t, topo, nil, func(b *config.Domain) {
 		b.Exports = append(b.Exports, config.Export{Service: dubbogo.Interface, Protocol: mesh.ProtocolDubbo, To: []string{"alpha"}})
 	})
-	wait.For(t, 30*time.Second, "alpha's egress instances routing the dubbo service, beta's ingress knowing its provider", func() bool {
-		for _, g := range topo.Gateways {
-			if eg := g.Egress(); eg != nil {
-				if _, ok := eg.Routes().LookupDubbo(key); !ok {
-					return false
-				}
-			}
-			if ig := g.Ingress(); ig != nil && len(ig.Endpoints(key, mesh.ProtocolDubbo)) == 0 {
-				return false
-			}
-		}
-		return true
-	})
+	if err := topo.WaitServiceRouted(ctx, 30*time.Second, key, mesh.ProtocolDubbo); err != nil {
+		t.Fatal(err)
+	}
 
 	var r struct {
 		Echo       string `json:"echo"`
@@ -103,19 +92,9 @@ func TestDubboProviderUnreachable(t *testing.T) {
 	setDomains(t, topo, nil, func(b *config.Domain) {
 		b.Exports = append(b.Exports, config.Export{Service: key.Name, Protocol: mesh.ProtocolDubbo, To: []string{"alpha"}, Methods: []string{"Echo"}})
 	})
-	wait.For(t, 30*time.Second, "the unreachable service routed and known", func() bool {
-		for _, g := range topo.Gateways {
-			if eg := g.Egress(); eg != nil {
-				if _, ok := eg.Routes().LookupDubbo(key); !ok {
-					return false
-				}
-			}
-			if ig := g.Ingress(); ig != nil && len(ig.Endpoints(key, mesh.ProtocolDubbo)) == 0 {
-				return false
-			}
-		}
-		return true
-	})
+	if err := topo.WaitServiceRouted(ctx, 30*time.Second, key, mesh.ProtocolDubbo); err != nil {
+		t.Fatal(err)
+	}
 	conn, err := net.DialTimeout("tcp", topo.Egress[0], 5*time.Second)
 	if err != nil {
 		t.Fatal(err)

@@ -9,7 +9,6 @@ import (
 	"github.com/strait-mesh/strait/internal/config"
 	"github.com/strait-mesh/strait/internal/mesh"
 	"github.com/strait-mesh/strait/test/dubbogo"
-	"github.com/strait-mesh/strait/test/wait"
 )
 
 // TestDubboOverQUIC: with a QUIC peer, Dubbo calls ride HTTP/3 streams (the frame as the
@@ -35,19 +34,9 @@ func TestDubboOverQUIC(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	wait.For(t, 30*time.Second, "the dubbo service routed and its provider known", func() bool {
-		for _, g := range topo.Gateways {
-			if eg := g.Egress(); eg != nil {
-				if _, ok := eg.Routes().LookupDubbo(key); !ok {
-					return false
-				}
-			}
-			if ig := g.Ingress(); ig != nil && len(ig.Endpoints(key, mesh.ProtocolDubbo)) == 0 {
-				return false
-			}
-		}
-		return true
-	})
+	if err := topo.WaitServiceRouted(ctx, 30*time.Second, key, mesh.ProtocolDubbo); err != nil {
+		t.Fatal(err)
+	}
 	var r struct {
 		Echo    string `json:"echo"`
 		BytesOK bool   `json:"bytesOK"`
