@@ -195,7 +195,7 @@ func (p *Pool) get(ctx context.Context, addr string) (*conn, error) {
 		return other, nil
 	}
 	p.conns[addr] = c
-	c.w = dubbowire.NewWriter(nc, p.o.Stall)
+	c.w = dubbowire.NewWriter(nc, p.o.Stall, 0)
 	p.wg.Add(2)
 	p.mu.Unlock()
 	go c.readLoop()
@@ -423,7 +423,7 @@ func (c *conn) readLoop() {
 			if h.Event() && h.TwoWay() {
 				hb := dubbowire.NewBuffer()
 				hb.B = dubbowire.AppendHeartbeatResponse(hb.B, h.ID())
-				if err := c.w.Write(hb); err != nil {
+				if err := c.w.WriteNow(hb); err != nil {
 					c.fail(fmt.Errorf("dubbopool: write to %s: %w", c.addr, err))
 					return
 				}

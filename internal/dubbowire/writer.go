@@ -53,33 +53,55 @@ var ErrWriterClosed = errors.New("dubbowire: connection closed")
 // Writer writes frames to a connection from one goroutine of its own, as many as are
 // queued in one system call: a Dubbo connection carries many calls at once, and one
 // write per frame would cost a system call (and a TLS record) each. A write that makes
-// no progress for the stall timeout fails the writer and closes the connection.
+// no progress for the stall timeout fails the writer and closes the connection. The
+// queue is bounded in bytes: Write waits while it is full, so that a peer that does not
+// read holds up only the calls that answer it (and, through them, its own requests).
 type Writer struct {
 	nc    net.Conn
 	stall time.Duration
+	max   int // bytes queued beyond which Write waits
 
 	mu     sync.Mutex
+	room   *sync.Cond // signalled when the queue is taken, or the writer ends
 	q      []*Buffer
+	queued int
 	err    error
 	closed bool
 	wake   chan struct{}
 	done   chan struct{}
 }
 
-// NewWriter starts a writer on nc; Close stops it.
-func NewWriter(nc net.Conn, stall time.Duration) *Writer {
+// DefaultMaxQueued bounds what a Writer queues (NewWriter's maxQueued if 0).
+const DefaultMaxQueued = 8 << 20
+
+// NewWriter starts a writer on nc that queues at most maxQueued bytes (one frame of any
+// size when the queue is empty); Close stops it.
+func NewWriter(nc net.Conn, stall time.Duration, maxQueued int) *Writer {
 	if stall <= 0 {
 		stall = 30 * time.Second
 	}
-	w := &Writer{nc: nc, stall: stall, wake: make(chan struct{}, 1), done: make(chan struct{})}
+	if maxQueued <= 0 {
+		maxQueued = DefaultMaxQueued
+	}
+	w := &Writer{nc: nc, stall: stall, max: maxQueued, wake: make(chan struct{}, 1), done: make(chan struct{})}
+	w.room = sync.NewCond(&w.mu)
 	go w.loop()
 	return w
 }
 
-// Write queues b; the writer frees it once written (or dropped). It fails only if the
-// writer is closed or has failed.
-func (w *Writer) Write(b *Buffer) error {
+// Write queues b, waiting while the queue is full; the writer frees b once written (or
+// dropped). It fails only if the writer is closed or has failed.
+func (w *Writer) Write(b *Buffer) error { return w.write(b, true) }
+
+// WriteNow queues b even if the queue is full (a small frame a read loop must not wait
+// for: a heartbeat's answer).
+func (w *Writer) WriteNow(b *Buffer) error { return w.write(b, false) }
+
+func (w *Writer) write(b *Buffer, wait bool) error {
 	w.mu.Lock()
+	for wait && !w.closed && w.err == nil && w.queued > 0 && w.queued+len(b.B) > w.max {
+		w.room.Wait()
+	}
 	if w.closed || w.err != nil {
 		err := w.err
 		w.mu.Unlock()
@@ -90,6 +112,7 @@ func (w *Writer) Write(b *Buffer) error {
 		return err
 	}
 	w.q = append(w.q, b)
+	w.queued += len(b.B)
 	w.mu.Unlock()
 	select {
 	case w.wake <- struct{}{}:
@@ -113,6 +136,7 @@ func (w *Writer) Close() {
 		w.closed = true
 		close(w.wake)
 	}
+	w.room.Broadcast()
 	w.mu.Unlock()
 	<-w.done
 }
@@ -132,7 +156,9 @@ func (w *Writer) loop() {
 		_, open := <-w.wake
 		w.mu.Lock()
 		batch, w.q = w.q, batch[:0]
+		w.queued = 0
 		failed := w.err != nil
+		w.room.Broadcast()
 		w.mu.Unlock()
 		if len(batch) > 0 && !failed {
 			_ = w.nc.SetWriteDeadline(time.Now().Add(w.stall))
@@ -149,6 +175,7 @@ func (w *Writer) loop() {
 			if err != nil {
 				w.mu.Lock()
 				w.err = err
+				w.room.Broadcast()
 				w.mu.Unlock()
 				w.nc.Close()
 			}

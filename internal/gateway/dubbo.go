@@ -121,7 +121,7 @@ func (c *Core) ServeDubboTunnel(nc net.Conn, caller spiffeid.ID) {
 func (c *Core) serveDubboConn(nc net.Conn, br *bufio.Reader, caller spiffeid.ID) {
 	l := c.limits()
 	dc := &dubboConn{core: c, nc: nc, caller: caller, sem: make(chan struct{}, max(1, int(l.MaxConcurrentStreams))), stop: make(chan struct{}),
-		w: dubbowire.NewWriter(nc, l.StallTimeout.D())}
+		w: dubbowire.NewWriter(nc, l.StallTimeout.D(), 0)}
 	c.dubbo.mu.Lock()
 	if c.dubbo.closing {
 		c.dubbo.mu.Unlock()
@@ -163,7 +163,7 @@ func (c *Core) AnnounceDubboDrain() {
 	for i, dc := range conns {
 		b := dubbowire.NewBuffer()
 		b.B = dubbowire.AppendReadonlyEvent(b.B, uint64(i+1))
-		_ = dc.w.Write(b)
+		_ = dc.w.WriteNow(b)
 	}
 }
 
@@ -183,7 +183,7 @@ func (c *Core) ShutdownDubbo(ctx context.Context) {
 	for i, dc := range conns {
 		b := dubbowire.NewBuffer()
 		b.B = dubbowire.AppendReadonlyEvent(b.B, uint64(i+1))
-		_ = dc.w.Write(b)
+		_ = dc.w.WriteNow(b)
 	}
 	quiet := time.NewTicker(dubboQuiet / 4)
 	limit := time.NewTimer(dubboDrainMax)
@@ -263,7 +263,7 @@ func (dc *dubboConn) readLoop(br *bufio.Reader) {
 			if h.TwoWay() {
 				hb := dubbowire.NewBuffer()
 				hb.B = dubbowire.AppendHeartbeatResponse(hb.B, h.ID())
-				_ = dc.w.Write(hb)
+				_ = dc.w.WriteNow(hb)
 			}
 			continue
 		}
