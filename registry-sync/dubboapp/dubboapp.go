@@ -126,11 +126,15 @@ func Render(a registrysync.AppInstance) (Rendered, error) {
 		if params == nil {
 			params = map[string]string{}
 		}
+		// As Java Dubbo 3.3 writes a service's parameters into MetadataInfo: the path is
+		// the ServiceInfo's own field, and the provider's start time (timestamp) is the
+		// instance's, not the revision's (equal services, equal revision, across restarts).
 		delete(params, "version")
 		delete(params, "group")
+		delete(params, "path")
+		delete(params, "timestamp")
 		params["application"] = a.App
 		params["interface"] = s.Service.Name
-		params["path"] = s.Service.Name
 		params["side"] = "provider"
 		if s.Service.Version != "" {
 			params["version"] = s.Service.Version
