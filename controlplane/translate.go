@@ -87,7 +87,7 @@ func Translate(in Inputs) (*Resources, error) {
 	// and the imported services.
 	for _, p := range d.Peers {
 		name := xdsres.PeerCluster(p.Domain)
-		r.Egress[resource.ClusterType] = append(r.Egress[resource.ClusterType], peerCluster(p, l))
+		r.Egress[resource.ClusterType] = append(r.Egress[resource.ClusterType], peerCluster(p, l, d.Governance))
 		if imp, ok := in.Imports[p.Domain]; ok && len(imp.Ingress) > 0 {
 			p.Ingress = imp.Ingress
 		}
@@ -95,7 +95,7 @@ func Translate(in Inputs) (*Resources, error) {
 	}
 	routes, rerrs := ImportedRoutes(d, in.Imports, in.Providers)
 	errs = append(errs, rerrs...)
-	r.Egress[resource.RouteType] = []types.Resource{egressRoutes(routes)}
+	r.Egress[resource.RouteType] = []types.Resource{egressRoutes(routes, d.Governance)}
 	r.Egress[resource.ListenerType] = []types.Resource{listener(xdsres.RoleEgress, d, l)}
 
 	// Ingress: a cluster per exported service (pattern exports resolved against the
@@ -124,10 +124,10 @@ func Translate(in Inputs) (*Resources, error) {
 		eps[name] = append(eps[name], ep)
 	}
 	for _, name := range sortedKeys(clusters) {
-		r.Ingress[resource.ClusterType] = append(r.Ingress[resource.ClusterType], serviceCluster(name, clusters[name], l))
+		r.Ingress[resource.ClusterType] = append(r.Ingress[resource.ClusterType], serviceCluster(name, clusters[name], l, d.Governance))
 		r.Ingress[resource.EndpointType] = append(r.Ingress[resource.EndpointType], assignment(name, eps[name]))
 	}
-	r.Ingress[resource.RouteType] = []types.Resource{ingressRoutes(exports)}
+	r.Ingress[resource.RouteType] = []types.Resource{ingressRoutes(exports, d.Governance)}
 	r.Ingress[resource.ListenerType] = []types.Resource{listener(xdsres.RoleIngress, d, l)}
 	return r, errors.Join(errs...)
 }
@@ -171,7 +171,7 @@ func bundleSecret(td string, pem []byte) *tlsv3.Secret {
 	}
 }
 
-func peerCluster(p config.Peer, l config.Limits) *clusterv3.Cluster {
+func peerCluster(p config.Peer, l config.Limits, g config.Governance) *clusterv3.Cluster {
 	transport := p.Transport
 	if transport == "" {
 		transport = "h2"
@@ -195,11 +195,12 @@ func peerCluster(p config.Peer, l config.Limits) *clusterv3.Cluster {
 			Name:       "envoy.transport_sockets.tls",
 			ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: mustAny(tlsCtx)},
 		},
-		Metadata: md(map[string]any{"domain": p.Domain, "trustDomain": p.TrustDomain, "transport": transport}),
+		Metadata:        md(map[string]any{"domain": p.Domain, "trustDomain": p.TrustDomain, "transport": transport}),
+		CircuitBreakers: circuitBreakers(g.Retries),
 	}
 }
 
-func serviceCluster(name string, p mesh.Protocol, l config.Limits) *clusterv3.Cluster {
+func serviceCluster(name string, p mesh.Protocol, l config.Limits, g config.Governance) *clusterv3.Cluster {
 	family := p.Family()
 	return &clusterv3.Cluster{
 		Name:                 name,
@@ -208,6 +209,8 @@ func serviceCluster(name string, p mesh.Protocol, l config.Limits) *clusterv3.Cl
 		ConnectTimeout:       durationpb.New(l.DialTimeout.D()),
 		LbPolicy:             clusterv3.Cluster_ROUND_ROBIN,
 		Metadata:             md(map[string]any{"family": family}),
+		CircuitBreakers:      circuitBreakers(g.Retries),
+		OutlierDetection:     outlierDetection(g.OutlierDetection),
 	}
 }
 
@@ -373,7 +376,7 @@ func ImportedRoutes(d *config.Domain, imports map[string]Import, providers []mes
 	return routes, errs
 }
 
-func egressRoutes(rs []config.Route) *routev3.RouteConfiguration {
+func egressRoutes(rs []config.Route, g config.Governance) *routev3.RouteConfiguration {
 	def := &routev3.VirtualHost{Name: "default", Domains: []string{"*"}}
 	hosts := map[string]*routev3.VirtualHost{}
 	for _, r := range rs {
@@ -382,6 +385,7 @@ func egressRoutes(rs []config.Route) *routev3.RouteConfiguration {
 			"peer": r.Peer, "host": r.Host, "pathPrefix": r.PathPrefix,
 		})
 		rt := &routev3.Route{Name: routeName(r.Protocol, r.Service, r.Version, r.Group, r.Host, r.PathPrefix), Action: toCluster(xdsres.PeerCluster(r.Peer)), Metadata: meta}
+		govern(rt, xdsres.RoleEgress, r.Peer, r.Service, g)
 		if r.Protocol.Routed() {
 			rt.Match = rpcMatch(r.Service, r.Version, r.Group, "")
 			def.Routes = append(def.Routes, rt)
@@ -453,7 +457,7 @@ func specificFirst(rs []*routev3.Route) {
 	})
 }
 
-func ingressRoutes(exports []config.Export) *routev3.RouteConfiguration {
+func ingressRoutes(exports []config.Export, g config.Governance) *routev3.RouteConfiguration {
 	vh := &routev3.VirtualHost{Name: "exports", Domains: []string{"*"}}
 	for _, e := range exports {
 		meta := md(map[string]any{
@@ -461,6 +465,7 @@ func ingressRoutes(exports []config.Export) *routev3.RouteConfiguration {
 			"allow": strs(e.To), "methods": strs(e.Methods),
 		})
 		rt := &routev3.Route{Name: routeName(e.Protocol, e.Service, e.Version, e.Group, "", ""), Action: toCluster(xdsres.ServiceCluster(e.Protocol, e.Service)), Metadata: meta}
+		govern(rt, xdsres.RoleIngress, "", e.Service, g)
 		if e.Protocol.Routed() {
 			rt.Match = rpcMatch(e.Service, e.Version, e.Group, "")
 		} else {
@@ -489,7 +494,7 @@ func listener(role string, d *config.Domain, l config.Limits) *listenerv3.Listen
 			IdleTimeout: durationpb.New(l.IdleTimeout.D()),
 		},
 		Http2ProtocolOptions: &corev3.Http2ProtocolOptions{MaxConcurrentStreams: wrapperspb.UInt32(l.MaxConcurrentStreams)},
-		HttpFilters:          []*hcmv3.HttpFilter{{Name: "strait." + role}},
+		HttpFilters:          append(governanceFilters(role, d.Governance), &hcmv3.HttpFilter{Name: "strait." + role}),
 	}
 	peers := map[string]any{}
 	for _, p := range d.Peers {

@@ -5,8 +5,10 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"sort"
 	"strings"
@@ -266,6 +268,7 @@ func RouteTable(d *config.Domain, resolved []config.Export) *routing.Table {
 			Peer:       r.Peer,
 			Host:       r.Host,
 			PathPrefix: r.PathPrefix,
+			Deadline:   oracleDeadline(d.Governance, config.AtEgress, r.Peer, r.Service),
 		})
 	}
 	exports := make([]routing.Export, 0, len(resolved))
@@ -274,6 +277,7 @@ func RouteTable(d *config.Domain, resolved []config.Export) *routing.Table {
 			Service:  mesh.ServiceKey{Name: e.Service, Version: e.Version, Group: e.Group},
 			Protocol: e.Protocol,
 			Peers:    make(map[string]bool, len(e.To)),
+			Deadline: oracleDeadline(d.Governance, config.AtIngress, "", e.Service),
 		}
 		for _, to := range e.To {
 			x.Peers[to] = true
@@ -287,4 +291,62 @@ func RouteTable(d *config.Domain, resolved []config.Export) *routing.Table {
 		exports = append(exports, x)
 	}
 	return routing.NewTable(routes, exports)
+}
+
+// oracleDeadline is the deadline of a route of service (to peer, at the egress): the first
+// deadline policy of the gateway kind that matches.
+func oracleDeadline(g config.Governance, at, peer, service string) routing.Deadline {
+	for _, d := range g.Deadlines {
+		if d.WithDefaults().Gateway == at && d.Match.Matches(peer, service, "", "") {
+			return routing.Deadline{Default: d.Default.D(), Max: d.Max.D()}
+		}
+	}
+	return routing.Deadline{}
+}
+
+// TestGovernanceRoundTrip: the policies each gateway kind decodes are the domain file's
+// for that kind, with defaults filled in; so are the retry budget and outlier detection.
+func TestGovernanceRoundTrip(t *testing.T) {
+	in := loadInput(t, "testdata/in/governance-beta.yaml")
+	res, err := Translate(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := in.Domain.Governance
+	for role, rs := range map[string]map[resource.Type][]types.Resource{xdsres.RoleEgress: res.Egress, xdsres.RoleIngress: res.Ingress} {
+		c, err := xdsres.Decode(role, toResources(rs))
+		if err != nil {
+			t.Fatalf("%s: %v", role, err)
+		}
+		var want config.Governance
+		for _, r := range g.RateLimits {
+			if r = r.WithDefaults(); r.Gateway == role {
+				want.RateLimits = append(want.RateLimits, r)
+			}
+		}
+		for _, x := range g.Concurrency {
+			if x = x.WithDefaults(); x.Gateway == role {
+				want.Concurrency = append(want.Concurrency, x)
+			}
+		}
+		for _, b := range g.Breakers {
+			if b = b.WithDefaults(); b.Gateway == role {
+				want.Breakers = append(want.Breakers, b)
+			}
+		}
+		want.Retries = g.Retries.WithDefaults()
+		if role == xdsres.RoleIngress {
+			want.OutlierDetection = g.OutlierDetection.WithDefaults()
+		}
+		got := c.Governance
+		// A fractional rate travels as a fill interval in nanoseconds.
+		for i := range got.RateLimits {
+			if i < len(want.RateLimits) && math.Abs(got.RateLimits[i].Rate-want.RateLimits[i].Rate) < 1e-6 {
+				got.RateLimits[i].Rate = want.RateLimits[i].Rate
+			}
+		}
+		if !reflect.DeepEqual(got, want) {
+			t.Errorf("%s decodes\n%+v\nwant\n%+v", role, got, want)
+		}
+	}
 }

@@ -27,6 +27,7 @@ import (
 	"github.com/strait-mesh/strait/internal/config"
 	"github.com/strait-mesh/strait/internal/dubbopool"
 	"github.com/strait-mesh/strait/internal/gateway"
+	"github.com/strait-mesh/strait/internal/governance"
 	"github.com/strait-mesh/strait/internal/identity"
 	"github.com/strait-mesh/strait/internal/mesh"
 	"github.com/strait-mesh/strait/internal/proxy"
@@ -51,6 +52,8 @@ type Config struct {
 	// "http" (every call takes the general net/http path).
 	DataPath string
 	Logger   *slog.Logger
+	// Governance is told of refusals and breaker changes (metrics, logs); nil: nobody.
+	Governance governance.Observer
 }
 
 type peer struct {
@@ -90,6 +93,11 @@ type Gateway struct {
 	obs     proxy.Observer
 	// core classifies calls once and serves Decide's decisions on both data paths.
 	core *gateway.Core
+	// gov are the governance policies in force (compiled at each Apply).
+	gov    atomic.Pointer[governance.Policies]
+	govObs governance.Observer
+	// share is how many live instances of the cluster share cluster-wide rate limits.
+	share atomic.Int64
 }
 
 // New returns an egress gateway. Serve starts it; it answers UNAVAILABLE until the first
@@ -112,6 +120,8 @@ func New(c Config) (*Gateway, error) {
 		routes: routing.NewStore(routing.NewTable(nil, nil)),
 		log:    c.Logger.With("domain", c.Domain, "instance", c.Instance),
 	}
+	g.govObs = c.Governance
+	g.share.Store(1)
 	g.core = gateway.New(gateway.Options{Kind: g, Observer: g.obs, Logger: g.log, Limits: g.limits.Load})
 	g.budget = relay.NewBudget(l.MaxQueuedBytes)
 	g.limits.Store(&l)
@@ -186,6 +196,7 @@ func (g *Gateway) Apply(cfg *xdsres.GatewayConfig) error {
 		next[d] = np
 	}
 	g.limits.Store(&l)
+	g.applyGovernance(cfg)
 	g.routes.Set(cfg.Table)
 	g.peers.Store(&next)
 	g.ready.Store(true)
@@ -371,7 +382,8 @@ func (g *Gateway) Decide(c gateway.Call) gateway.Decision {
 	d := gateway.Decision{
 		Code: codes.OK, Call: c, Peer: p.domain,
 		Set: p.set, Pool: p.pool, Transport: p.rt, Scheme: "https",
-		Metadata: true, Retry: true, Limits: g.limits.Load(),
+		Metadata: true, Retry: true, Limits: g.limits.Load(), Gov: g.gov.Load(),
+		Deadline: route.Deadline,
 	}
 	if c.Protocol == mesh.ProtocolDubbo && p.dubbo != nil {
 		d.Dubbo = p.dubbo
@@ -391,3 +403,20 @@ func (g *Gateway) RelayStats() (relayed, fallback uint64) {
 }
 
 var _ gateway.Kind = (*Gateway)(nil)
+
+// SetClusterSize sets how many live instances of the gateway's cluster share its
+// cluster-wide rate limits (from its gossip membership; at least 1).
+func (g *Gateway) SetClusterSize(n int) {
+	g.share.Store(int64(max(n, 1)))
+	g.gov.Load().SetShare(n)
+}
+
+// Governance is the policies in force (nil before the first Apply).
+func (g *Gateway) Governance() *governance.Policies { return g.gov.Load() }
+
+// applyGovernance compiles the policies of cfg, carrying over the state of those in force.
+func (g *Gateway) applyGovernance(cfg *xdsres.GatewayConfig) {
+	p := governance.Compile(cfg.Governance, g.gov.Load(), g.govObs)
+	p.SetShare(int(g.share.Load()))
+	g.gov.Store(p)
+}

@@ -27,6 +27,7 @@ import (
 	"github.com/strait-mesh/strait/internal/config"
 	"github.com/strait-mesh/strait/internal/dubbopool"
 	"github.com/strait-mesh/strait/internal/gateway"
+	"github.com/strait-mesh/strait/internal/governance"
 	"github.com/strait-mesh/strait/internal/identity"
 	"github.com/strait-mesh/strait/internal/mesh"
 	"github.com/strait-mesh/strait/internal/proxy"
@@ -54,6 +55,8 @@ type Config struct {
 	// or "http" (every call takes the general net/http path).
 	DataPath string
 	Logger   *slog.Logger
+	// Governance is told of refusals and breaker changes (metrics, logs); nil: nobody.
+	Governance governance.Observer
 }
 
 // state is what one Apply installs; calls read it without locks.
@@ -79,7 +82,12 @@ type Gateway struct {
 	obs     proxy.Observer
 	// core classifies calls once and serves Decide's decisions on both data paths.
 	core *gateway.Core
-	cp   proxy.Upstream
+	// gov are the governance policies in force (compiled at each Apply).
+	gov    atomic.Pointer[governance.Policies]
+	govObs governance.Observer
+	// share is how many live instances of the cluster share cluster-wide rate limits.
+	share atomic.Int64
+	cp    proxy.Upstream
 	// relay and pool are the fast path (nil with DataPath "http"): the relay serves the
 	// tunnel connections of peer egress instances, pool holds h2c connections to providers.
 	relay *relay.Server
@@ -118,6 +126,8 @@ func New(c Config) (*Gateway, error) {
 		h1:        proxy.NewHTTP1Transport(l.DialTimeout.D(), int64(l.MaxHeaderBytes)),
 	}
 	g.dubbo = dubbopool.New(dubbopool.Options{DialTimeout: l.DialTimeout.D(), Logger: g.log})
+	g.govObs = c.Governance
+	g.share.Store(1)
 	g.core = gateway.New(gateway.Options{Kind: g, Tunnel: true, Observer: g.obs, Logger: g.log,
 		Limits: func() *config.Limits { return &g.state.Load().limits }})
 	g.state.Store(newState(nil, map[spiffeid.TrustDomain]string{}, l))
@@ -224,6 +234,7 @@ func (g *Gateway) Apply(cfg *xdsres.GatewayConfig) error {
 	for _, b := range bundles {
 		g.bundles.Add(b)
 	}
+	g.applyGovernance(cfg)
 	g.state.Store(newState(cfg, peers, cfg.Limits.WithDefaults()))
 	for _, b := range g.bundles.Bundles() {
 		if _, ok := peers[b.TrustDomain()]; !ok {
@@ -320,7 +331,8 @@ func (g *Gateway) Decide(c gateway.Call) gateway.Decision {
 	if c.Service.Name == "" {
 		return gateway.Refuse(c, src, codes.InvalidArgument, "strait: call names no service")
 	}
-	switch _, decision := st.cfg.Table.Authorize(src, c.Protocol, c.Service, c.Method); decision {
+	export, decision := st.cfg.Table.Authorize(src, c.Protocol, c.Service, c.Method)
+	switch decision {
 	case routing.UnknownService:
 		return gateway.Refuse(c, src, codes.Unimplemented, fmt.Sprintf("strait: unknown service %q in domain %s", c.Service.String(), g.domain))
 	case routing.Forbidden:
@@ -335,7 +347,8 @@ func (g *Gateway) Decide(c gateway.Call) gateway.Decision {
 	d := gateway.Decision{
 		Code: codes.OK, Call: c, Peer: src,
 		Set: set, Pool: g.pool, Transport: g.h2c, Scheme: "http",
-		Retry: true, Limits: &st.limits,
+		Retry: true, Limits: &st.limits, Gov: g.gov.Load(),
+		Deadline: export.Deadline,
 	}
 	switch c.Protocol {
 	case mesh.ProtocolHTTP:
@@ -384,4 +397,21 @@ func (g *Gateway) Endpoints(k mesh.ServiceKey, p mesh.Protocol) []mesh.Instance 
 		return nil
 	}
 	return st.cfg.Endpoints(k, p)
+}
+
+// SetClusterSize sets how many live instances of the gateway's cluster share its
+// cluster-wide rate limits (from its gossip membership; at least 1).
+func (g *Gateway) SetClusterSize(n int) {
+	g.share.Store(int64(max(n, 1)))
+	g.gov.Load().SetShare(n)
+}
+
+// Governance is the policies in force (nil before the first Apply).
+func (g *Gateway) Governance() *governance.Policies { return g.gov.Load() }
+
+// applyGovernance compiles the policies of cfg, carrying over the state of those in force.
+func (g *Gateway) applyGovernance(cfg *xdsres.GatewayConfig) {
+	p := governance.Compile(cfg.Governance, g.gov.Load(), g.govObs)
+	p.SetShare(int(g.share.Load()))
+	g.gov.Store(p)
 }

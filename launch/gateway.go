@@ -25,6 +25,7 @@ import (
 	"github.com/strait-mesh/strait/internal/admin"
 	"github.com/strait-mesh/strait/internal/advertise"
 	"github.com/strait-mesh/strait/internal/config"
+	"github.com/strait-mesh/strait/internal/governance"
 	"github.com/strait-mesh/strait/internal/identity"
 	"github.com/strait-mesh/strait/internal/membership"
 	"github.com/strait-mesh/strait/internal/proxy"
@@ -124,7 +125,7 @@ func startGateway(gw *config.Gateway, ln net.Listener, log *slog.Logger) (g *Gat
 	var serve func(net.Listener) error
 	switch gw.Role {
 	case xdsres.RoleEgress:
-		g.eg, err = egress.New(egress.Config{Domain: gw.Domain, Instance: gw.Instance, SVID: svid, Limits: gw.Limits, DataPath: gw.DataPath, Logger: g.log, Observer: g.metrics})
+		g.eg, err = egress.New(egress.Config{Domain: gw.Domain, Instance: gw.Instance, SVID: svid, Limits: gw.Limits, DataPath: gw.DataPath, Logger: g.log, Observer: g.metrics, Governance: govObserver{g.metrics, g.log}})
 		if err == nil {
 			apply, serve = g.eg.Apply, g.eg.Serve
 		}
@@ -134,7 +135,7 @@ func startGateway(gw *config.Gateway, ln net.Listener, log *slog.Logger) (g *Gat
 		if xdsTLS != nil {
 			cp = proxy.Upstream{Transport: &http2.Transport{TLSClientConfig: xdsTLS, ReadIdleTimeout: 15 * time.Second, PingTimeout: 5 * time.Second}, Scheme: "https", Addr: gw.Controlplane.XDS}
 		}
-		g.ig, err = ingress.New(ingress.Config{Domain: gw.Domain, Instance: gw.Instance, SVID: svid, Limits: gw.Limits, DataPath: gw.DataPath, Logger: g.log, Observer: g.metrics, Controlplane: cp})
+		g.ig, err = ingress.New(ingress.Config{Domain: gw.Domain, Instance: gw.Instance, SVID: svid, Limits: gw.Limits, DataPath: gw.DataPath, Logger: g.log, Observer: g.metrics, Controlplane: cp, Governance: govObserver{g.metrics, g.log}})
 		if err == nil {
 			apply, serve = g.ig.Apply, g.ig.Serve
 			// QUIC tunnels arrive on UDP at the same port number.
@@ -200,6 +201,20 @@ func startGateway(gw *config.Gateway, ln net.Listener, log *slog.Logger) (g *Gat
 			g.ln.Close()
 			return nil, err
 		}
+		// Cluster-wide rate limits are shared among the cluster's serving instances.
+		g.gossip.Watch(func(ms []membership.Member) {
+			n := 0
+			for _, m := range ms {
+				if m.Meta.Domain == gw.Domain && string(m.Meta.Role) == gw.Role && m.Meta.State == membership.StateServing {
+					n++
+				}
+			}
+			if g.eg != nil {
+				g.eg.SetClusterSize(n)
+			} else {
+				g.ig.SetClusterSize(n)
+			}
+		})
 	}
 
 	ctx, cancel := context.WithCancel(context.Background())
@@ -416,4 +431,24 @@ func (g *Gateway) debugConfig() any {
 		out["providers"] = prov
 	}
 	return out
+}
+
+// govObserver reports governance events: refusals to the metrics, breaker transitions
+// to the metrics and the log.
+type govObserver struct {
+	m   *admin.GatewayMetrics
+	log *slog.Logger
+}
+
+func (o govObserver) Refused(kind, policy, peer, service string) {
+	o.m.Refused(kind, policy, peer, service)
+}
+
+func (o govObserver) BreakerChanged(policy, peer, service string, from, to governance.State) {
+	o.m.BreakerChanged(policy, peer, service, int(to), to.String())
+	level := slog.LevelInfo
+	if to == governance.Open {
+		level = slog.LevelWarn
+	}
+	o.log.Log(context.Background(), level, "breaker "+to.String(), "policy", policy, "peer", peer, "service", service, "from", from.String())
 }

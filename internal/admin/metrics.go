@@ -26,6 +26,11 @@ var CallDurationBuckets = []float64{
 //	strait_tunnel_connections{role}                     gauge
 //	strait_config_version_info{role,version}            gauge, 1 for the current xDS version
 //	strait_config_updates_total{role,result="ack|nack"} counter
+//	strait_ratelimited_total{role,policy,peer}          counter, calls a rate limit refused
+//	strait_concurrency_refused_total{role,policy,peer}  counter, calls a concurrency limit refused
+//	strait_breaker_refused_total{role,policy,peer}      counter, calls an open breaker refused
+//	strait_breaker_state{role,policy,peer,service}      gauge: 0 closed, 1 open, 2 half-open
+//	strait_breaker_transitions_total{role,policy,to}    counter
 //
 // Its methods may be called concurrently. Observe, CallStarted/CallEnded and
 // TunnelOpened/TunnelClosed do not allocate once a label combination has been seen.
@@ -45,7 +50,14 @@ type GatewayMetrics struct {
 
 	counters  sync.Map // callKey → prometheus.Counter
 	observers sync.Map // protocol string → prometheus.Observer
+
+	refused     map[string]*prometheus.CounterVec // by policy kind, curried with role
+	refusedBy   sync.Map                          // refusedKey → prometheus.Counter
+	breakers    *prometheus.GaugeVec              // curried with role
+	transitions *prometheus.CounterVec            // curried with role
 }
+
+type refusedKey struct{ kind, policy, peer string }
 
 type callKey struct{ protocol, peer, code string }
 
@@ -86,7 +98,26 @@ func NewGatewayMetrics(reg prometheus.Registerer, role string) *GatewayMetrics {
 		Help: "HTTP/2 connections ended and streams refused for abuse or overload, by kind: rapid_reset, ping, settings, window_update, continuation, control_queue, protocol, overload, stalled.",
 	}, []string{"role", "kind"}))
 
+	refused := map[string]*prometheus.CounterVec{}
+	for kind, name := range map[string]string{"ratelimit": "strait_ratelimited_total", "concurrency": "strait_concurrency_refused_total", "breaker": "strait_breaker_refused_total"} {
+		refused[kind] = register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: name,
+			Help: "Calls refused by a governance policy of kind " + kind + ", by policy and peer domain (at the ingress the calling domain).",
+		}, []string{"role", "policy", "peer"})).MustCurryWith(roleLabel)
+	}
+	breakers := register(reg, prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "strait_breaker_state",
+		Help: "State of each breaker: 0 closed, 1 open, 2 half-open.",
+	}, []string{"role", "policy", "peer", "service"}))
+	transitions := register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "strait_breaker_transitions_total",
+		Help: "Breaker state changes, by policy and the state entered.",
+	}, []string{"role", "policy", "to"}))
+
 	return &GatewayMetrics{
+		refused:     refused,
+		breakers:    breakers.MustCurryWith(roleLabel),
+		transitions: transitions.MustCurryWith(roleLabel),
 		abuse:       abuse.MustCurryWith(roleLabel),
 		calls:       calls.MustCurryWith(roleLabel),
 		duration:    duration.MustCurryWith(roleLabel),
@@ -134,6 +165,29 @@ func (m *GatewayMetrics) CallEnded() { m.inflight.Dec() }
 // Abuse counts a connection ended or a stream refused for abuse of kind (a small fixed
 // set, see relay.Options.Abuse).
 func (m *GatewayMetrics) Abuse(kind string) { m.abuse.WithLabelValues(kind).Inc() }
+
+// Refused counts a call a governance policy refused: kind is ratelimit, concurrency or
+// breaker (governance.Kind*). It implements governance.Observer.
+func (m *GatewayMetrics) Refused(kind, policy, peer, _ string) {
+	k := refusedKey{kind, policy, peer}
+	if c, ok := m.refusedBy.Load(k); ok {
+		c.(prometheus.Counter).Inc()
+		return
+	}
+	vec := m.refused[kind]
+	if vec == nil {
+		return
+	}
+	c, _ := m.refusedBy.LoadOrStore(k, vec.WithLabelValues(policy, peer))
+	c.(prometheus.Counter).Inc()
+}
+
+// BreakerChanged records a breaker's transition to state to (0 closed, 1 open, 2
+// half-open, as governance.State numbers them; name is its String).
+func (m *GatewayMetrics) BreakerChanged(policy, peer, service string, to int, name string) {
+	m.breakers.WithLabelValues(policy, peer, service).Set(float64(to))
+	m.transitions.WithLabelValues(policy, name).Inc()
+}
 
 // TunnelOpened counts an open tunnel connection; TunnelClosed must follow.
 func (m *GatewayMetrics) TunnelOpened() { m.tunnels.Inc() }

@@ -35,6 +35,10 @@ type Domain struct {
 	// Routes are the peer services local consumers call through this domain's egress.
 	Routes []Route `yaml:"routes"`
 	Limits Limits  `yaml:"limits"`
+	// Governance holds the policies that protect this domain and its peers from each
+	// other: rate limits, concurrency limits, breakers, deadlines, retries, outlier
+	// detection.
+	Governance Governance `yaml:"governance"`
 	// Controlplane says where `strait controlplane` listens.
 	Controlplane Listeners `yaml:"controlplane"`
 	// Gossip is how the controlplane observes its gateway clusters: it joins each as a
@@ -289,6 +293,8 @@ type Peer struct {
 	// Transport is the tunnel transport: "h2" (HTTP/2 over TLS 1.3, the default) or "quic"
 	// (HTTP/3 over QUIC, UDP on the same port number as the peer's TCP listener).
 	Transport string `yaml:"transport"`
+	// Quota bounds what the peer may import into this domain.
+	Quota Quota `yaml:"quota"`
 }
 
 // Export lets peers call one local service, or every local service whose name matches a
@@ -602,6 +608,7 @@ func (d *Domain) Validate() error {
 		default:
 			add(path+".transport", "%q is not a supported transport (h2, quic)", p.Transport)
 		}
+		p.Quota.validate(add, path+".quota")
 	}
 
 	type skey struct {
@@ -698,6 +705,7 @@ func (d *Domain) Validate() error {
 	d.Gossip.Ingress.validate(add, "gossip.ingress")
 
 	d.Limits.validate(add)
+	d.Governance.validate(add, peers)
 
 	return es.Err()
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/strait-mesh/strait/internal/config"
 	"github.com/strait-mesh/strait/internal/dubbopool"
 	"github.com/strait-mesh/strait/internal/dubbowire"
+	"github.com/strait-mesh/strait/internal/governance"
 	"github.com/strait-mesh/strait/internal/mesh"
 	"github.com/strait-mesh/strait/internal/proxy"
 )
@@ -277,7 +278,7 @@ func (dc *dubboConn) readLoop(br *bufio.Reader) {
 		call := Call{
 			Call: proxy.Call{Protocol: mesh.ProtocolDubbo, Style: proxy.StyleDubbo, Method: req.Method,
 				Service: mesh.ServiceKey{Name: req.Path, Version: dubboVersion(req.Version), Group: req.Group()}},
-			RPC: true, HTTPMethod: http.MethodPost, Caller: dc.caller,
+			RPC: true, HTTPMethod: http.MethodPost, Caller: dc.caller, App: req.Attachments["remote.application"],
 		}
 		timeout := l.CallTimeout.D()
 		if ms, err := strconv.Atoi(req.Attachments["timeout"]); err == nil && ms > 0 && (timeout <= 0 || time.Duration(ms)*time.Millisecond < timeout) {
@@ -334,7 +335,7 @@ func (c *Core) dubboCall(call Call, req *dubbowire.Buffer, h dubbowire.Header, t
 // forwardDubbo serves a decision for a Dubbo request frame (it takes req): a refusal or a
 // failure as a Dubbo error response, else the upstream's response frame (nil for a oneway
 // request).
-func (c *Core) forwardDubbo(ctx context.Context, d *Decision, req *dubbowire.Buffer, h dubbowire.Header, timeout time.Duration) (*dubbowire.Buffer, codes.Code) {
+func (c *Core) forwardDubbo(ctx context.Context, d *Decision, req *dubbowire.Buffer, h dubbowire.Header, timeout time.Duration) (_ *dubbowire.Buffer, code codes.Code) {
 	call := d.Call
 	fail := func(code codes.Code, msg string) (*dubbowire.Buffer, codes.Code) {
 		if !h.TwoWay() {
@@ -350,6 +351,21 @@ func (c *Core) forwardDubbo(ctx context.Context, d *Decision, req *dubbowire.Buf
 			c.log.Warn("call refused", "peer", d.Peer, "service", call.Service.Name, "method", call.Method, "reason", d.Message)
 		}
 		return fail(d.Code, d.Message)
+	}
+	if !d.Gov.Empty() {
+		gc := d.govCall()
+		var t governance.Ticket
+		if ref := d.Gov.AdmitWait(ctx, &gc, &t); ref.Refused() {
+			req.Free()
+			return fail(ref.Code, ref.Message(&gc))
+		}
+		start := time.Now()
+		defer func() { t.Done(governance.Failed(code), time.Since(start)) }()
+	}
+	if m := d.Deadline.Max; m > 0 && (timeout <= 0 || timeout > m) {
+		// The route's maximum: the gateway gives up then (the request's own timeout
+		// attachment travels unchanged, as the payload is never re-encoded).
+		timeout = m
 	}
 	up := d.Dubbo
 	if up == nil {

@@ -13,7 +13,9 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"math"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -24,10 +26,12 @@ import (
 
 	"github.com/strait-mesh/strait/internal/balance"
 	"github.com/strait-mesh/strait/internal/config"
+	"github.com/strait-mesh/strait/internal/governance"
 	"github.com/strait-mesh/strait/internal/identity"
 	"github.com/strait-mesh/strait/internal/mesh"
 	"github.com/strait-mesh/strait/internal/proxy"
 	"github.com/strait-mesh/strait/internal/relay"
+	"github.com/strait-mesh/strait/internal/routing"
 	"github.com/strait-mesh/strait/internal/tunnel"
 )
 
@@ -43,6 +47,9 @@ type Call struct {
 	// Caller is the SPIFFE ID of the immediate caller over a tunnel (a peer's egress or
 	// controlplane); zero when it presented none (a consumer at the egress).
 	Caller spiffeid.ID
+	// App is the calling application as the call declares it (Triple's
+	// tri-consumer-appname, Dubbo's remote.application); empty when it declares none.
+	App string
 	// Relayed is true for a call that came by the relay.
 	Relayed bool
 }
@@ -80,6 +87,17 @@ type Decision struct {
 	// Dubbo reaches Set's endpoints for a classic Dubbo call (the ingress' providers);
 	// nil carries it over Transport (the egress' tunnel).
 	Dubbo DubboUpstream
+	// Deadline is the route's: a default for calls that carry none, a maximum for those
+	// that do.
+	Deadline routing.Deadline
+	// Gov are the gateway kind's governance policies: the core admits a call it forwards
+	// against them once, on the data path that serves it (nil: none).
+	Gov *governance.Policies
+}
+
+// govCall is what governance policies match d's call on.
+func (d *Decision) govCall() governance.Call {
+	return governance.Call{Peer: d.Peer, Service: d.Call.Service.Name, Method: d.Call.Method, Caller: d.Call.App}
 }
 
 // Local serves a call that a gateway answers itself.
@@ -172,9 +190,9 @@ func (c *Core) ShutdownHTTP(ctx context.Context, srv *http.Server) error {
 }
 
 // classify describes a call from the parts of its request both data paths read.
-func (c *Core) classify(method, path, host, contentType, triVersion, triGroup, tunnelProtocol, tunnelService string) Call {
+func (c *Core) classify(method, path, host, contentType, triVersion, triGroup, tunnelProtocol, tunnelService, app string) Call {
 	pc, rpc := proxy.ClassifyParts(method, path, contentType, triVersion, triGroup)
-	call := Call{Call: pc, RPC: rpc, HTTPMethod: method, Host: host, Path: path}
+	call := Call{Call: pc, RPC: rpc, HTTPMethod: method, Host: host, Path: path, App: app}
 	if !c.tunnel {
 		return call
 	}
@@ -196,7 +214,7 @@ func (c *Core) classify(method, path, host, contentType, triVersion, triGroup, t
 // relay pool goes to it; everything else (plain HTTP, Triple's unary mode, refusals,
 // QUIC peers, federation) takes the general path, which decides it again and answers.
 func (c *Core) Route(r *relay.Request) relay.Decision {
-	call := c.classify(r.Method, r.Path, r.Authority, r.ContentType, r.TriVersion, r.TriGroup, r.Protocol, r.Service)
+	call := c.classify(r.Method, r.Path, r.Authority, r.ContentType, r.TriVersion, r.TriGroup, r.Protocol, r.Service, r.App)
 	if call.Style != proxy.StyleGRPC || call.Service.Name == "" {
 		return relay.Decision{}
 	}
@@ -214,6 +232,21 @@ func (c *Core) Route(r *relay.Request) relay.Decision {
 		rd.Add[1] = hpack.HeaderField{Name: "strait-service", Value: d.Call.Service.Name}
 		rd.NAdd = 2
 	}
+	if dl := d.Deadline; dl.Default > 0 || dl.Max > 0 {
+		own, hasOwn := proxy.ParseGRPCTimeout(r.Timeout)
+		if t, ok := proxy.RouteDeadline(own, hasOwn && r.Timeout != "", dl.Default, dl.Max); ok && (!hasOwn || t != own) {
+			rd.Add[rd.NAdd] = hpack.HeaderField{Name: "grpc-timeout", Value: proxy.EncodeGRPCTimeout(t)}
+			rd.NAdd++
+			rd.ReplaceTimeout = true
+		}
+	}
+	if !d.Gov.Empty() {
+		gc := d.govCall()
+		if ref := d.Gov.Admit(&gc, &rd.Ticket); ref.Refused() {
+			// The general path answers the refusal, or queues the call for a slot.
+			return relay.Decision{}
+		}
+	}
 	return rd
 }
 
@@ -225,7 +258,7 @@ func (c *Core) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	c.obs.CallStarted()
 	defer c.obs.CallEnded()
 	call := c.classify(r.Method, r.URL.Path, r.Host, r.Header.Get("Content-Type"), r.Header.Get(proxy.HeaderTriVersion), r.Header.Get(proxy.HeaderTriGroup),
-		r.Header.Get(proxy.HeaderProtocol), r.Header.Get(proxy.HeaderService))
+		r.Header.Get(proxy.HeaderProtocol), r.Header.Get(proxy.HeaderService), r.Header.Get(proxy.HeaderTriApp))
 	if c.tunnel {
 		if id, err := identity.PeerID(tunnel.ConnectionState(r)); err == nil {
 			call.Caller = id
@@ -236,7 +269,7 @@ func (c *Core) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	c.obs.Observe(string(d.Call.Protocol), d.Peer, outcome, time.Since(start))
 }
 
-func (c *Core) serve(w http.ResponseWriter, r *http.Request, d *Decision) string {
+func (c *Core) serve(w http.ResponseWriter, r *http.Request, d *Decision) (outcome string) {
 	call := d.Call
 	if call.Style == proxy.StyleDubbo && d.Local == nil {
 		return c.serveDubbo(w, r, d)
@@ -250,16 +283,36 @@ func (c *Core) serve(w http.ResponseWriter, r *http.Request, d *Decision) string
 	if d.Local != nil {
 		return d.Local.ServeCall(w, r, d)
 	}
+	if !d.Gov.Empty() {
+		gc := d.govCall()
+		var t governance.Ticket
+		if ref := d.Gov.AdmitWait(r.Context(), &gc, &t); ref.Refused() {
+			return refuse(w, call.Call, ref, &gc)
+		}
+		start := time.Now()
+		defer func() { t.Done(failedOutcome(outcome), time.Since(start)) }()
+	}
 	if !proxy.LimitBody(w, r, call.Call, d.Limits.MaxBodyBytes) {
 		return proxy.Outcome(call.Style, codes.ResourceExhausted)
 	}
-	ctx, cancel := proxy.CallContext(r, call.Call, d.Limits.CallTimeout.D())
+	ctx, cancel, timeout, timed := proxy.DeadlineContext(r, call.Call, d.Limits.CallTimeout.D(), d.Deadline.Default, d.Deadline.Max)
 	defer cancel()
 	var meta func(http.Header)
-	if d.Metadata {
+	routeDeadline := timed && (d.Deadline.Default > 0 || d.Deadline.Max > 0)
+	if d.Metadata || routeDeadline {
 		meta = func(h http.Header) {
-			h.Set(proxy.HeaderProtocol, string(call.Protocol))
-			h.Set(proxy.HeaderService, call.Service.Name)
+			if d.Metadata {
+				h.Set(proxy.HeaderProtocol, string(call.Protocol))
+				h.Set(proxy.HeaderService, call.Service.Name)
+			}
+			if routeDeadline {
+				// The remaining time under the route's deadline travels on.
+				left := timeout
+				if dl, ok := ctx.Deadline(); ok {
+					left = time.Until(dl)
+				}
+				proxy.SetTimeoutHeader(h, call.Call, left)
+			}
 		}
 	}
 	var tried *balance.Endpoint
@@ -282,6 +335,39 @@ func (c *Core) serve(w http.ResponseWriter, r *http.Request, d *Decision) string
 		c.log.Warn("call failed", "peer", d.Peer, "service", call.Service.Name, "method", call.Method, "instance", ep.Addr, "err", err)
 		return proxy.ForwardError(ctx, w, call.Call, nextHop(d, ep.Addr), err)
 	}
+}
+
+// refuse answers a call a governance policy refused: RESOURCE_EXHAUSTED or UNAVAILABLE
+// for gRPC and Triple; for plain HTTP 429 with Retry-After (a rate limit) or 503.
+func refuse(w http.ResponseWriter, call proxy.Call, ref governance.Refusal, gc *governance.Call) string {
+	msg := ref.Message(gc)
+	if ref.RetryAfter > 0 {
+		w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(ref.RetryAfter.Seconds()))))
+	}
+	if call.Style != proxy.StyleHTTP {
+		return proxy.Fail(w, call, ref.Code, msg)
+	}
+	status := http.StatusServiceUnavailable
+	if ref.Kind == governance.KindRateLimit {
+		status = http.StatusTooManyRequests
+	}
+	h := w.Header()
+	h.Set("Content-Type", "text/plain; charset=utf-8")
+	h.Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(status)
+	_, _ = w.Write([]byte(msg + "\n"))
+	return proxy.StatusClass(status)
+}
+
+// failedOutcome reports whether a call's outcome (a gRPC code name, or an HTTP status
+// class) is a failure of the service a breaker counts: the server's own errors, not the
+// caller's (invalid argument, not found, …) nor a refusal by a limit.
+func failedOutcome(outcome string) bool {
+	switch outcome {
+	case "Unknown", "DeadlineExceeded", "Internal", "Unavailable", "DataLoss", "5xx":
+		return true
+	}
+	return false
 }
 
 // nextHop names the next hop in an error message.

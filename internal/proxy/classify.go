@@ -24,8 +24,11 @@ const (
 
 // Triple's service key headers and timeout header.
 const (
-	HeaderTriVersion   = "Tri-Service-Version"
-	HeaderTriGroup     = "Tri-Service-Group"
+	HeaderTriVersion = "Tri-Service-Version"
+	HeaderTriGroup   = "Tri-Service-Group"
+	// HeaderTriApp is the calling application Triple clients (dubbo-go, Java Dubbo)
+	// declare.
+	HeaderTriApp       = "Tri-Consumer-Appname"
 	headerTripleTimout = "Triple-Timeout-Ms"
 	headerGRPCTimeout  = "Grpc-Timeout"
 )

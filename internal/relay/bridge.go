@@ -69,7 +69,7 @@ func (s *Server) fallback(lp *loop, c *conn, l *leg, fields []hpack.HeaderField,
 		if s.o.Fallback == nil {
 			status = "503"
 		}
-		c.writeHeadersLocked(l.id, []hpack.HeaderField{{Name: ":status", Value: status}}, "", nil, true)
+		c.writeHeadersLocked(l.id, []hpack.HeaderField{{Name: ":status", Value: status}}, "", false, nil, true)
 		l.sentEnd = true
 		if !end {
 			c.wbuf = appendRST(c.wbuf, l.id, http2.ErrCodeNo)
@@ -322,7 +322,7 @@ func (w *responseWriter) writeHeaders(fields []hpack.HeaderField, end bool) erro
 		c.wmu.Unlock()
 		return errReset
 	}
-	c.writeHeadersLocked(l.id, fields, "", nil, end)
+	c.writeHeadersLocked(l.id, fields, "", false, nil, end)
 	if end {
 		l.sentEnd = true
 	}
@@ -336,7 +336,7 @@ func (b *bridge) sendContinue() {
 	c, l := b.c, b.l
 	c.wmu.Lock()
 	if !c.dead && !l.reset && !l.sentEnd {
-		c.writeHeadersLocked(l.id, []hpack.HeaderField{{Name: ":status", Value: "100"}}, "", nil, false)
+		c.writeHeadersLocked(l.id, []hpack.HeaderField{{Name: ":status", Value: "100"}}, "", false, nil, false)
 	}
 	c.wmu.Unlock()
 	c.kick()

@@ -19,6 +19,7 @@ import (
 	"google.golang.org/grpc/codes"
 
 	"github.com/strait-mesh/strait/internal/balance"
+	"github.com/strait-mesh/strait/internal/governance"
 	"github.com/strait-mesh/strait/internal/proxy"
 )
 
@@ -89,6 +90,10 @@ type stream struct {
 	started atomic.Bool  // response headers went to the caller
 	code    atomic.Int32 // grpc-status for metrics; -1 while unknown
 	br      *bridge      // set for streams served by the fallback handler
+	// ticket holds the call's governance slots and breakers until it finishes.
+	ticket governance.Ticket
+	// skipTimeout: the request's grpc-timeout is replaced by one the router added.
+	skipTimeout bool
 
 	// A stream whose next hop has no connection yet waits for one (a dial, off the read
 	// loop); what the caller sends meanwhile is kept in wait. Guarded by amu; waiting is
@@ -136,8 +141,12 @@ func (s *stream) finish(lp *loop) {
 		if code < 0 {
 			code = int32(codes.Unknown)
 		}
+		elapsed := time.Since(s.start)
+		if s.ticket.Held() {
+			s.ticket.Done(governance.Failed(codes.Code(code)), elapsed)
+		}
 		s.srv.obs.CallEnded()
-		s.srv.obs.Observe(s.proto, s.peer, codes.Code(code).String(), time.Since(s.start))
+		s.srv.obs.Observe(s.proto, s.peer, codes.Code(code).String(), elapsed)
 	}
 }
 
@@ -896,7 +905,7 @@ func (c *conn) drainLocked(lp *loop) {
 		l.blocked = false
 		l.pend = nil
 		if l.hasTrl {
-			c.writeHeadersLocked(l.id, l.pendTrl, "", nil, true)
+			c.writeHeadersLocked(l.id, l.pendTrl, "", false, nil, true)
 			l.hasTrl, l.pendTrl = false, nil
 			fin = true
 		}
@@ -1037,11 +1046,12 @@ func (c *conn) onSettings(lp *loop, f *http2.SettingsFrame) error {
 }
 
 // writeHeadersLocked HPACK-encodes fields for this connection, without connection-specific
-// fields and fields whose name starts with drop, then add.
-func (c *conn) writeHeadersLocked(id uint32, fields []hpack.HeaderField, drop string, add []hpack.HeaderField, end bool) {
+// fields, fields whose name starts with drop and (skipTimeout) grpc-timeout, then add.
+func (c *conn) writeHeadersLocked(id uint32, fields []hpack.HeaderField, drop string, skipTimeout bool, add []hpack.HeaderField, end bool) {
 	c.hbuf.Reset()
 	for _, f := range fields {
-		if connectionSpecific(f.Name) || (drop != "" && len(f.Name) >= len(drop) && f.Name[:len(drop)] == drop) {
+		if connectionSpecific(f.Name) || (drop != "" && len(f.Name) >= len(drop) && f.Name[:len(drop)] == drop) ||
+			(skipTimeout && f.Name == "grpc-timeout") {
 			continue
 		}
 		if f.Name == "grpc-timeout" {
@@ -1170,7 +1180,7 @@ func (c *conn) onHeaders(lp *loop, h *headerBlock) error {
 		dst.hasTrl = true
 		dst.pendEnd = true
 	default:
-		dc.writeHeadersLocked(dst.id, h.Fields, drop, nil, end)
+		dc.writeHeadersLocked(dst.id, h.Fields, drop, false, nil, end)
 		if end {
 			dst.sentEnd = true
 			endSent = true
@@ -1456,7 +1466,7 @@ func (c *conn) failLeg(lp *loop, l *leg, started bool, code codes.Code, msg stri
 	c.wmu.Lock()
 	if !l.reset && !l.sentEnd && !c.dead {
 		c.dropPendLocked(l)
-		c.writeHeadersLocked(l.id, fields, "", nil, true)
+		c.writeHeadersLocked(l.id, fields, "", false, nil, true)
 		l.sentEnd = true
 		if !l.recvEnd {
 			c.wbuf = appendRST(c.wbuf, l.id, http2.ErrCodeNo)

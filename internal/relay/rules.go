@@ -92,6 +92,10 @@ func checkRequest(fields []hpack.HeaderField, req *Request) (int64, error) {
 			req.TriVersion = f.Value
 		case "tri-service-group":
 			req.TriGroup = f.Value
+		case "tri-consumer-appname":
+			req.App = f.Value
+		case "grpc-timeout":
+			req.Timeout = f.Value
 		case "strait-protocol":
 			req.Protocol = f.Value
 		case "strait-service":

@@ -35,6 +35,7 @@ import (
 	"google.golang.org/grpc/codes"
 
 	"github.com/strait-mesh/strait/internal/balance"
+	"github.com/strait-mesh/strait/internal/governance"
 	"github.com/strait-mesh/strait/internal/proxy"
 )
 
@@ -46,7 +47,11 @@ type Request struct {
 	TriVersion, TriGroup string
 	// The tunnel metadata (strait-protocol, strait-service), as the caller sent it.
 	Protocol, Service string
-	Info              any
+	// App is the calling application the caller declares (tri-consumer-appname).
+	App string
+	// Timeout is the request's grpc-timeout, as sent ("" for none).
+	Timeout string
+	Info    any
 }
 
 // Decision is where a Router sends a stream.
@@ -56,11 +61,17 @@ type Decision struct {
 	// Set holds the next hop's endpoints; one is picked per stream.
 	Set *balance.Set
 	// Add are header fields added to the request (lower-case names), after the caller's.
-	Add [2]hpack.HeaderField
+	Add [3]hpack.HeaderField
 	// NAdd is how many of Add are used.
 	NAdd int
 	// Protocol and Peer label the call in metrics.
 	Protocol, Peer string
+	// ReplaceTimeout drops the request's grpc-timeout: the router adds the one to
+	// forward among Add (its route's deadline).
+	ReplaceTimeout bool
+	// Ticket is the call's hold on its governance policies, released when the stream
+	// ends with its outcome.
+	Ticket governance.Ticket
 }
 
 // Router routes a new stream. It runs on the connection's read loop: it must be quick
@@ -277,7 +288,7 @@ func (s *Server) newStream(lp *loop, c *conn, f *headerBlock) {
 	if f.Truncated {
 		c.wmu.Lock()
 		if !c.dead {
-			c.writeHeadersLocked(id, []hpack.HeaderField{{Name: ":status", Value: "431"}}, "", nil, true)
+			c.writeHeadersLocked(id, []hpack.HeaderField{{Name: ":status", Value: "431"}}, "", false, nil, true)
 			if !end {
 				c.wbuf = appendRST(c.wbuf, id, http2.ErrCodeNo)
 			}
@@ -330,6 +341,8 @@ func (s *Server) newStream(lp *loop, c *conn, f *headerBlock) {
 	}
 	s.relayed.Add(1)
 	st.proto, st.peer, st.start = d.Protocol, d.Peer, time.Now()
+	st.ticket = d.Ticket
+	st.skipTimeout = d.ReplaceTimeout
 	s.obs.CallStarted()
 
 	ep := d.Set.Pick(nil)
@@ -396,7 +409,7 @@ func (st *stream) open(lp *loop, uc *conn, fields, add []hpack.HeaderField, end 
 	uc.streams[l1.id] = l1
 	uc.mu.Unlock()
 	l1.c = uc
-	uc.writeHeadersLocked(l1.id, fields, s.drop, add, end)
+	uc.writeHeadersLocked(l1.id, fields, s.drop, st.skipTimeout, add, end)
 	if end {
 		l1.sentEnd = true
 	}
@@ -436,7 +449,7 @@ func (st *stream) attach(lp *loop, uc *conn) {
 			case len(l1.pend) > 0:
 				l1.pendTrl, l1.hasTrl, l1.pendEnd = w.trl, true, true
 			default:
-				uc.writeHeadersLocked(l1.id, w.trl, st.srv.drop, nil, true)
+				uc.writeHeadersLocked(l1.id, w.trl, st.srv.drop, false, nil, true)
 				l1.sentEnd = true
 				endSent = true
 			}
@@ -499,7 +512,7 @@ func (s *Server) shed(lp *loop, c *conn, l *leg, contentType string, end bool) {
 	} else {
 		c.wmu.Lock()
 		if !c.dead {
-			c.writeHeadersLocked(l.id, []hpack.HeaderField{{Name: ":status", Value: "503"}, {Name: "retry-after", Value: "1"}}, "", nil, true)
+			c.writeHeadersLocked(l.id, []hpack.HeaderField{{Name: ":status", Value: "503"}, {Name: "retry-after", Value: "1"}}, "", false, nil, true)
 			l.sentEnd = true
 			if !end {
 				c.wbuf = appendRST(c.wbuf, l.id, http2.ErrCodeNo)

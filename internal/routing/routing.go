@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	"github.com/strait-mesh/strait/internal/mesh"
 )
@@ -21,6 +22,14 @@ type Route struct {
 	// Host and PathPrefix match plain HTTP requests.
 	Host       string
 	PathPrefix string
+	// Deadline bounds the route's calls.
+	Deadline Deadline
+}
+
+// Deadline bounds the calls of a route or export: a call that carries no deadline gets
+// Default, one that carries a longer one than Max is cut to Max (0: not set).
+type Deadline struct {
+	Default, Max time.Duration
 }
 
 // Export lets some peer domains call one local service.
@@ -31,6 +40,8 @@ type Export struct {
 	Peers map[string]bool
 	// Methods is the allow-list of methods; nil allows all.
 	Methods map[string]bool
+	// Deadline bounds the export's calls.
+	Deadline Deadline
 }
 
 // Table is an immutable route table.

@@ -50,6 +50,9 @@ type GatewayConfig struct {
 	// Providers holds each local service cluster's providers (ingress only).
 	Providers map[string][]mesh.Instance
 	Limits    config.Limits
+	// Governance holds the policies of the gateway's role, its retry budget and (ingress)
+	// outlier detection.
+	Governance config.Governance
 }
 
 // DanglingError is an inconsistency that more resources can mend: a reference to a
@@ -116,7 +119,24 @@ func Decode(role string, res Resources) (*GatewayConfig, error) {
 			return nil, fmt.Errorf("xds: cluster %q: wrong type or name", name)
 		}
 		clusters[name] = cl
+		r, err := retriesOf(cl)
+		if err != nil {
+			return nil, err
+		}
+		c.Governance.Retries = r
+		if role == RoleIngress {
+			if c.Governance.OutlierDetection, err = outliersOf(cl); err != nil {
+				return nil, err
+			}
+		}
 	}
+	if len(clusters) == 0 {
+		c.Governance.Retries = config.Retries{}.WithDefaults()
+	}
+	if role == RoleIngress && len(clusters) == 0 {
+		c.Governance.OutlierDetection = config.OutlierDetection{}.WithDefaults()
+	}
+	retried := false
 	endpoints := func(cluster string) ([]string, []*endpointv3.LbEndpoint, error) {
 		cla, _ := res[resource.EndpointType][cluster].(*endpointv3.ClusterLoadAssignment)
 		var addrs []string
@@ -170,9 +190,15 @@ func Decode(role string, res Resources) (*GatewayConfig, error) {
 				if rt.peer != peer {
 					return nil, fmt.Errorf("xds: route %q: peer %q but cluster %q", r.GetName(), rt.peer, r.GetRoute().GetCluster())
 				}
+				dl, err := deadlineOf(r)
+				if err != nil {
+					return nil, err
+				}
+				retried = retried || r.GetRoute().GetRetryPolicy() != nil
 				routes = append(routes, routing.Route{
 					Service: rt.key, Protocol: rt.protocol, Peer: rt.peer,
 					Host: str(r.GetMetadata(), "host"), PathPrefix: str(r.GetMetadata(), "pathPrefix"),
+					Deadline: dl,
 				})
 			}
 		}
@@ -221,7 +247,12 @@ func Decode(role string, res Resources) (*GatewayConfig, error) {
 				if want := ServiceCluster(rt.protocol, rt.key.Name); r.GetRoute().GetCluster() != want {
 					return nil, fmt.Errorf("xds: route %q: cluster %q, want %q", r.GetName(), r.GetRoute().GetCluster(), want)
 				}
-				e := routing.Export{Service: rt.key, Protocol: rt.protocol, Peers: map[string]bool{}}
+				dl, err := deadlineOf(r)
+				if err != nil {
+					return nil, err
+				}
+				retried = retried || r.GetRoute().GetRetryPolicy() != nil
+				e := routing.Export{Service: rt.key, Protocol: rt.protocol, Peers: map[string]bool{}, Deadline: dl}
 				for _, a := range list(r.GetMetadata(), "allow") {
 					if _, ok := c.Peers[a]; ok { // a peer not (or no longer) configured is never admitted
 						e.Peers[a] = true
@@ -238,6 +269,9 @@ func Decode(role string, res Resources) (*GatewayConfig, error) {
 		}
 		c.Table = routing.NewTable(nil, exports)
 	}
+	// Routes either all retry or none do (the domain's retries.disabled); with no route,
+	// nothing is retried anyway.
+	c.Governance.Retries.Disabled = !retried
 	return c, nil
 }
 
@@ -316,7 +350,7 @@ func decodeListener(c *GatewayConfig, lis *listenerv3.Listener) error {
 	}
 	c.Limits.MaxConcurrentStreams = hcm.GetHttp2ProtocolOptions().GetMaxConcurrentStreams().GetValue()
 	c.Limits = c.Limits.WithDefaults()
-	return nil
+	return decodeGovernance(c, lis.GetName(), hcm.GetHttpFilters())
 }
 
 func checkBundle(b []byte) error {

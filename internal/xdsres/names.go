@@ -7,6 +7,7 @@ package xdsres
 
 import (
 	"strings"
+	"time"
 
 	"github.com/strait-mesh/strait/internal/mesh"
 )
@@ -40,3 +41,22 @@ func trimPrefix(s, prefix string) (string, bool) {
 	}
 	return s[len(prefix):], true
 }
+
+// Names of the listener's HTTP filters that carry governance policies: each is
+// <prefix>/<policy name>. A rate limit's typed config is Envoy's LocalRateLimit; a
+// concurrency limit's and a breaker's a Struct of their fields.
+const (
+	FilterRateLimit   = "strait.ratelimit"
+	FilterConcurrency = "strait.concurrency"
+	FilterBreaker     = "strait.breaker"
+)
+
+// MaxRateLimitKeys bounds the buckets of one rate limit that counts by keys (Envoy's
+// max_dynamic_descriptors): beyond it, values not seen yet share one bucket.
+const MaxRateLimitKeys = 10000
+
+// RetryOn is the retry_on of every route: what provably never reached a provider.
+const RetryOn = "connect-failure,refused-stream,reset-before-request"
+
+// RetryBudgetTTL is the window over which a retry budget counts calls and retries.
+const RetryBudgetTTL = 10 * time.Second
