@@ -379,10 +379,11 @@ func (g *Gateway) Decide(c gateway.Call) gateway.Decision {
 	if p == nil || p.set.Len() == 0 {
 		return gateway.Refuse(c, route.Peer, codes.Unavailable, fmt.Sprintf("strait: peer domain %q has no reachable ingress", route.Peer))
 	}
+	gov := g.gov.Load()
 	d := gateway.Decision{
 		Code: codes.OK, Call: c, Peer: p.domain,
 		Set: p.set, Pool: p.pool, Transport: p.rt, Scheme: "https",
-		Metadata: true, Retry: true, Limits: g.limits.Load(), Gov: g.gov.Load(),
+		Metadata: true, Retry: gov.Retries(), Budget: gov.Budget(p.domain), Limits: g.limits.Load(), Gov: gov,
 		Deadline: route.Deadline,
 	}
 	if c.Protocol == mesh.ProtocolDubbo && p.dubbo != nil {

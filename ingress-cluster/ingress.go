@@ -344,10 +344,11 @@ func (g *Gateway) Decide(c gateway.Call) gateway.Decision {
 	if set.Len() == 0 {
 		return gateway.Refuse(c, src, codes.Unavailable, fmt.Sprintf("strait: no live provider of %s in domain %s", c.Service.String(), g.domain))
 	}
+	gov := g.gov.Load()
 	d := gateway.Decision{
 		Code: codes.OK, Call: c, Peer: src,
 		Set: set, Pool: g.pool, Transport: g.h2c, Scheme: "http",
-		Retry: true, Limits: &st.limits, Gov: g.gov.Load(),
+		Retry: gov.Retries(), Budget: gov.Budget(c.Service.Name), Limits: &st.limits, Gov: gov,
 		Deadline: export.Deadline,
 	}
 	switch c.Protocol {

@@ -379,6 +379,9 @@ func (c *Core) forwardDubbo(ctx context.Context, d *Decision, req *dubbowire.Buf
 	if timeout > 0 {
 		deadline = time.Now().Add(timeout)
 	}
+	if d.Budget != nil {
+		d.Budget.Deposit(time.Now().UnixNano())
+	}
 	var tried *balance.Endpoint
 	for attempt := 0; ; attempt++ {
 		ep := d.Set.Pick(tried)
@@ -398,7 +401,7 @@ func (c *Core) forwardDubbo(ctx context.Context, d *Decision, req *dubbowire.Buf
 		notSent := proxy.NotSent(err)
 		if notSent {
 			ep.MarkDown(time.Second)
-			if d.Retry && attempt == 0 && d.Set.Len() > 1 {
+			if d.mayRetry(attempt) {
 				c.log.Warn("next hop unreachable, trying another", "peer", d.Peer, "service", call.Service.Name, "instance", ep.Addr, "err", err)
 				tried = ep
 				continue

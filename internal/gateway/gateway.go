@@ -77,8 +77,10 @@ type Decision struct {
 	// Metadata adds the tunnel metadata (strait-protocol, strait-service) to the
 	// forwarded call.
 	Metadata bool
-	// Retry lets a call that never reached an endpoint try one other endpoint.
-	Retry bool
+	// Retry lets a call that never reached an endpoint try one other endpoint, within
+	// Budget (nil: unbounded).
+	Retry  bool
+	Budget *governance.RetryBudget
 	// Limits are the limits in force for the call.
 	Limits *config.Limits
 	// Local serves the call in the gateway itself (the ingress' Federation API) rather
@@ -93,6 +95,12 @@ type Decision struct {
 	// Gov are the gateway kind's governance policies: the core admits a call it forwards
 	// against them once, on the data path that serves it (nil: none).
 	Gov *governance.Policies
+}
+
+// mayRetry reports whether a call whose attempt (0 the first) never reached its endpoint
+// may try another: once, if there is another, within the retry budget.
+func (d *Decision) mayRetry(attempt int) bool {
+	return d.Retry && attempt == 0 && d.Set.Len() > 1 && (d.Budget == nil || d.Budget.Withdraw(time.Now().UnixNano()))
 }
 
 // govCall is what governance policies match d's call on.
@@ -226,7 +234,7 @@ func (c *Core) Route(r *relay.Request) relay.Decision {
 	if d.Code != codes.OK || d.Pool == nil || d.Local != nil || d.Set == nil || d.Set.Len() == 0 {
 		return relay.Decision{}
 	}
-	rd := relay.Decision{Pool: d.Pool, Set: d.Set, Protocol: string(d.Call.Protocol), Peer: d.Peer}
+	rd := relay.Decision{Pool: d.Pool, Set: d.Set, Protocol: string(d.Call.Protocol), Peer: d.Peer, Retry: d.Retry, Budget: d.Budget}
 	if d.Metadata {
 		rd.Add[0] = hpack.HeaderField{Name: "strait-protocol", Value: string(d.Call.Protocol)}
 		rd.Add[1] = hpack.HeaderField{Name: "strait-service", Value: d.Call.Service.Name}
@@ -315,6 +323,9 @@ func (c *Core) serve(w http.ResponseWriter, r *http.Request, d *Decision) (outco
 			}
 		}
 	}
+	if d.Budget != nil {
+		d.Budget.Deposit(time.Now().UnixNano())
+	}
 	var tried *balance.Endpoint
 	for attempt := 0; ; attempt++ {
 		ep := d.Set.Pick(tried)
@@ -326,7 +337,7 @@ func (c *Core) serve(w http.ResponseWriter, r *http.Request, d *Decision) (outco
 		if proxy.NotSent(err) {
 			// Unreachable: keep it out of picks for a second, try another at once.
 			ep.MarkDown(time.Second)
-			if d.Retry && attempt == 0 && d.Set.Len() > 1 {
+			if d.mayRetry(attempt) {
 				c.log.Warn("next hop unreachable, trying another", "peer", d.Peer, "service", call.Service.Name, "instance", ep.Addr, "err", err)
 				tried = ep
 				continue

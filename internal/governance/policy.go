@@ -127,6 +127,11 @@ type Policies struct {
 	// rare (a peer calls a service for the first time since the last Apply).
 	entries atomic.Pointer[map[[2]string]*entry]
 	entryMu sync.Mutex
+	// retries is the retry budget settings; budgets holds one budget per next-hop
+	// cluster (a peer at the egress, a service at the ingress), copy on write.
+	retries config.Retries
+	budgets atomic.Pointer[map[string]*RetryBudget]
+	budgetM sync.Mutex
 	// share divides the rate of cluster-wide limits: the live instances of the
 	// gateway's cluster.
 	share atomic.Int64
@@ -145,8 +150,17 @@ func Compile(g config.Governance, prev *Policies, obs Observer) *Policies {
 	if obs == nil {
 		obs = nopObserver{}
 	}
-	p := &Policies{obs: obs}
+	p := &Policies{obs: obs, retries: g.Retries}
 	p.entries.Store(&map[[2]string]*entry{})
+	budgets := map[string]*RetryBudget{}
+	if prev != nil && !g.Retries.Disabled {
+		r := g.Retries.WithDefaults()
+		for k, b := range *prev.budgets.Load() {
+			b.Set(r.BudgetRatio, r.MinPerSecond)
+			budgets[k] = b
+		}
+	}
+	p.budgets.Store(&budgets)
 	p.share.Store(1)
 	if prev != nil {
 		p.share.Store(prev.share.Load())
@@ -199,6 +213,38 @@ func Compile(g config.Governance, prev *Policies, obs Observer) *Policies {
 	p.breakers = p.breakers[:min(len(p.breakers), maxHeld)]
 	return p
 }
+
+// Retries reports whether calls that never reached a next hop may be retried.
+func (p *Policies) Retries() bool { return p == nil || !p.retries.Disabled }
+
+// Budget returns the retry budget of the next-hop cluster named key (nil when retries
+// are off; a nil p has one budget with the defaults per call, which is no bound).
+func (p *Policies) Budget(key string) *RetryBudget {
+	if p == nil || p.retries.Disabled {
+		return nil
+	}
+	if b, ok := (*p.budgets.Load())[key]; ok {
+		return b
+	}
+	p.budgetM.Lock()
+	defer p.budgetM.Unlock()
+	old := *p.budgets.Load()
+	if b, ok := old[key]; ok {
+		return b
+	}
+	r := p.retries.WithDefaults()
+	b := NewRetryBudget(r.BudgetRatio, r.MinPerSecond, budgetTTL)
+	next := make(map[string]*RetryBudget, len(old)+1)
+	for k, v := range old {
+		next[k] = v
+	}
+	next[strings.Clone(key)] = b
+	p.budgets.Store(&next)
+	return b
+}
+
+// budgetTTL is the window of retry budgets (Linkerd's ttl).
+const budgetTTL = 10 * time.Second
 
 // SetShare sets how many live instances share the rate of cluster-wide limits (at least 1).
 func (p *Policies) SetShare(n int) {
@@ -441,8 +487,8 @@ type key [4]string
 type rateLimit struct {
 	cfg   config.RateLimit
 	match matcher
-	by  [4]bool // counts by peer, service, method, caller
-	one *Bucket
+	by    [4]bool // counts by peer, service, method, caller
+	one   *Bucket
 	// keys holds the buckets of the values seen (at most config.MaxRateLimitKeys, then
 	// the rest share overflow).
 	keys     *shards[*Bucket]

@@ -94,6 +94,10 @@ type stream struct {
 	ticket governance.Ticket
 	// skipTimeout: the request's grpc-timeout is replaced by one the router added.
 	skipTimeout bool
+	// retry and budget: whether, and within which budget, a stream whose next hop
+	// cannot be reached tries another.
+	retry  bool
+	budget *governance.RetryBudget
 
 	// A stream whose next hop has no connection yet waits for one (a dial, off the read
 	// loop); what the caller sends meanwhile is kept in wait. Guarded by amu; waiting is

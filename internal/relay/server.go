@@ -66,6 +66,10 @@ type Decision struct {
 	NAdd int
 	// Protocol and Peer label the call in metrics.
 	Protocol, Peer string
+	// Retry lets a stream whose next hop cannot be reached before anything was sent try
+	// one other endpoint, within Budget (nil: unbounded).
+	Retry  bool
+	Budget *governance.RetryBudget
 	// ReplaceTimeout drops the request's grpc-timeout: the router adds the one to
 	// forward among Add (its route's deadline).
 	ReplaceTimeout bool
@@ -343,6 +347,10 @@ func (s *Server) newStream(lp *loop, c *conn, f *headerBlock) {
 	st.proto, st.peer, st.start = d.Protocol, d.Peer, time.Now()
 	st.ticket = d.Ticket
 	st.skipTimeout = d.ReplaceTimeout
+	st.retry, st.budget = d.Retry, d.Budget
+	if d.Budget != nil {
+		d.Budget.Deposit(st.start.UnixNano())
+	}
 	s.obs.CallStarted()
 
 	ep := d.Set.Pick(nil)
@@ -479,7 +487,7 @@ func (st *stream) dialFailed(lp *loop, addr string, err error) {
 	st.srv.log.Warn("next hop unreachable", "peer", st.peer, "instance", addr, "err", err)
 	ep := st.ep
 	ep.MarkDown(time.Second)
-	if w.tries == 0 && w.set.Len() > 1 && err != errClosed {
+	if w.tries == 0 && w.set.Len() > 1 && err != errClosed && st.retry && (st.budget == nil || st.budget.Withdraw(time.Now().UnixNano())) {
 		w.tries++
 		next := w.set.Pick(ep)
 		ep.Done()

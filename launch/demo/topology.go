@@ -1,6 +1,7 @@
 // Package demo is the two-domain topology `strait demo` runs and the tests use: alpha
 // (consumers) and beta (providers), their domain files and certificates, the sample
-// providers, and the checks tests make on it. Production commands do not link it (build
+// providers, and the checks tests make on it. Tests may add gamma, a second consumer
+// domain calling beta (TopologyOptions.Gamma). Production commands do not link it (build
 // the binary with -tags nodemo to leave it and the samples out).
 package demo
 
@@ -51,7 +52,8 @@ type TopologyOptions struct {
 	Dir     string
 	Egress  int // instances in alpha, default 2
 	Ingress int // instances in beta, default 2
-	// Transport is the tunnel transport from alpha to beta: "h2" (default) or "quic".
+	// Transport is the tunnel transport from alpha (and, with Gamma, from gamma) to beta:
+	// "h2" (default) or "quic".
 	Transport string
 	// BothWays makes calls cross in both directions: alpha gets ingress instances and a
 	// provider of its own (AlphaService, in alpha's registry), beta gets egress instances,
@@ -70,17 +72,30 @@ type TopologyOptions struct {
 	// at AlphaRegistry and BetaRegistry (host:port; for Nacos its HTTP port), one per domain.
 	Registry                    string
 	AlphaRegistry, BetaRegistry []string
-	Logger                      *slog.Logger
+	// Gamma adds a second consumer domain, gamma (trust domain GammaTrustDomain), shaped
+	// like alpha: its own CA, its own registry (of the kind Registry names; embedded, its
+	// own etcd in Dir), its own controlplane and GammaEgress egress instances. Gamma's
+	// only peer is beta, and it routes the sample services there as alpha does; beta takes
+	// gamma as a peer (gamma's trust bundle) and exports to it whatever it exports to
+	// alpha.
+	Gamma bool
+	// GammaEgress is the number of gamma's egress instances with Gamma, default 1.
+	GammaEgress int
+	// GammaRegistry is, with Gamma and a Registry other than "embedded", host:port of
+	// gamma's registry server, as AlphaRegistry is alpha's.
+	GammaRegistry []string
+	Logger        *slog.Logger
 }
 
-// Topology is a running two-domain topology.
+// Topology is a running topology: two domains, three with Gamma.
 type Topology struct {
 	Dir string
 	// Egress lists host:port of alpha's egress consumer listeners.
 	Egress []string
 	// Ingress lists host:port of beta's ingress tunnel listeners.
 	Ingress []string
-	// Gateways are every gateway instance: beta's ingress, then alpha's egress.
+	// Gateways are every gateway instance: beta's ingress, then alpha's egress, then (with
+	// Gamma) gamma's egress, then (with BothWays) alpha's ingress and beta's egress.
 	Gateways []*launch.Gateway
 	// AlphaCP and BetaCP are the domains' controlplanes.
 	AlphaCP, BetaCP *controlplane.Server
@@ -94,6 +109,10 @@ type Topology struct {
 	// egress consumer listeners, AlphaProviderAddr alpha's provider of AlphaService.
 	AlphaIngress, BetaEgress []string
 	AlphaProviderAddr        string
+	// With Gamma: GammaEgress lists host:port of gamma's egress consumer listeners, GammaCP
+	// is gamma's controlplane.
+	GammaEgress []string
+	GammaCP     *controlplane.Server
 
 	ownDir   bool
 	dataPath string
@@ -118,6 +137,13 @@ type Certs struct {
 	// which the peers hold).
 	AlphaOwnBundle, BetaOwnBundle       string
 	AlphaControlplane, BetaControlplane identity.Files
+	// With Gamma: gamma's CA; GammaBundle, its CA's certificate that beta holds, and
+	// GammaOwnBundle the same for gamma's own controlplane and gateways; the identities of
+	// gamma's controlplane and egress instances.
+	GammaCA                     *identity.CA
+	GammaBundle, GammaOwnBundle string
+	GammaControlplane           identity.Files
+	GammaEgress                 []identity.Files
 }
 
 // AlphaService is the service alpha provides with BothWays: gRPC's health service.
@@ -143,6 +169,12 @@ func StartTopology(ctx context.Context, o TopologyOptions) (t *Topology, err err
 	}
 	if o.Registry != "" && o.Registry != "embedded" && (len(o.AlphaRegistry) == 0 || len(o.BetaRegistry) == 0) {
 		return nil, fmt.Errorf("topology: a %s registry needs AlphaRegistry and BetaRegistry addresses", o.Registry)
+	}
+	if o.Gamma && o.GammaEgress <= 0 {
+		o.GammaEgress = 1
+	}
+	if o.Gamma && o.Registry != "" && o.Registry != "embedded" && len(o.GammaRegistry) == 0 {
+		return nil, fmt.Errorf("topology: gamma with a %s registry needs GammaRegistry addresses", o.Registry)
 	}
 	t = &Topology{Dir: o.Dir, dataPath: o.DataPath, egressListen: o.EgressListen, egressAdvertise: o.EgressAdvertise, drainDelay: o.DrainDelay}
 	if t.Dir == "" {
@@ -213,6 +245,9 @@ func StartTopology(ctx context.Context, o TopologyOptions) (t *Topology, err err
 		beta.Gossip.Egress = &config.Gossip{Bind: bind, KeyFile: betaEgressKey}
 		beta.Exports = append(beta.Exports, config.Export{Service: "*", Protocol: mesh.ProtocolGRPC, To: []string{"alpha"}})
 	}
+	if o.Gamma {
+		addGammaPeer(beta, t.Certs.GammaBundle)
+	}
 	betaGossip.release()
 	if t.BetaCP, err = controlplane.Start(controlplane.ServerOptions{
 		Domain: beta, DataDir: filepath.Join(t.Dir, "beta", "etcd"), Logger: o.Logger,
@@ -270,17 +305,30 @@ func StartTopology(ctx context.Context, o TopologyOptions) (t *Topology, err err
 		}
 		t.Egress = append(t.Egress, g.Advertised())
 	}
+	if o.Gamma {
+		if err := t.startGamma(o); err != nil {
+			return t, err
+		}
+	}
 	if o.BothWays {
 		if err := t.startOtherWay(ctx, o, alphaIngressLns, alphaIngressKey, betaEgressKey); err != nil {
 			return t, err
 		}
 	}
 
-	// Ready when every gateway is configured and the ingress sees every provider.
+	// Ready when every gateway is configured, the ingress sees every provider and gamma's
+	// egress routes the sample gRPC and Triple services.
 	return t, t.waitFor(ctx, 20*time.Second, "gateways configured and providers known", func() bool {
 		for _, g := range t.Gateways {
 			if !g.Ready() {
 				return false
+			}
+			if eg := g.Egress(); eg != nil && g.Config().Domain == "gamma" {
+				for _, n := range []string{GRPCService, TripleService} {
+					if _, ok := eg.Routes().LookupRPC(mesh.ServiceKey{Name: n}); !ok {
+						return false
+					}
+				}
 			}
 			if ig := g.Ingress(); ig != nil && g.Config().Domain == "alpha" {
 				if len(ig.Endpoints(mesh.ServiceKey{Name: AlphaService}, mesh.ProtocolGRPC)) == 0 {
@@ -360,9 +408,13 @@ func (t *Topology) startGatewayOn(ln net.Listener, domain, role string, i int, s
 		DataPath: t.dataPath, DrainDelay: config.Duration(t.drainDelay),
 	}
 	gw.Identity.Cert, gw.Identity.Key = svid.Cert, svid.Key
-	gw.Identity.Bundle = t.Certs.AlphaOwnBundle
-	if domain == "beta" {
+	switch domain {
+	case "beta":
 		gw.Identity.Bundle = t.Certs.BetaOwnBundle
+	case "gamma":
+		gw.Identity.Bundle = t.Certs.GammaOwnBundle
+	default:
+		gw.Identity.Bundle = t.Certs.AlphaOwnBundle
 	}
 	var (
 		g   *launch.Gateway
@@ -511,7 +563,7 @@ func (t *Topology) waitFor(ctx context.Context, limit time.Duration, what string
 // ChangeDomains applies changed copies of alpha's and beta's domain files (their routes
 // and exports may be appended to freely), beta's first so that a route never points at a
 // service the peer refuses, and returns what puts the previous ones back. A nil function
-// leaves that domain as it is.
+// leaves that domain as it is. Gamma's file changes with ChangeGamma.
 func (t *Topology) ChangeDomains(ctx context.Context, alpha, beta func(*config.Domain)) (restore func(context.Context) error, err error) {
 	oldA, oldB := t.AlphaCP.Core().Domain(), t.BetaCP.Core().Domain()
 	a, b := *oldA, *oldB
@@ -579,9 +631,12 @@ func (t *Topology) RestartGateway(ctx context.Context, i int, kill bool, log *sl
 // ReplaceControlplane puts cp in place of the controlplane of its domain (after a restart)
 // and closes it with the topology.
 func (t *Topology) ReplaceControlplane(cp *controlplane.Server) {
-	if cp.Core().Domain().Domain == "beta" {
+	switch cp.Core().Domain().Domain {
+	case "beta":
 		t.BetaCP = cp
-	} else {
+	case "gamma":
+		t.GammaCP = cp
+	default:
 		t.AlphaCP = cp
 	}
 	t.onClose(func(context.Context) { cp.Close() })
@@ -591,8 +646,14 @@ func (t *Topology) ReplaceControlplane(cp *controlplane.Server) {
 // until every gateway of that domain runs the new version.
 func (t *Topology) SetDomain(ctx context.Context, d *config.Domain) (string, error) {
 	cp := t.AlphaCP
-	if d.Domain == "beta" {
+	switch d.Domain {
+	case "beta":
 		cp = t.BetaCP
+	case "gamma":
+		if t.GammaCP == nil {
+			return "", errNoGamma
+		}
+		cp = t.GammaCP
 	}
 	if _, err := cp.Core().SetDomain(d); err != nil {
 		return "", err
@@ -695,6 +756,11 @@ func (t *Topology) makeCerts(o TopologyOptions) error {
 		}
 		c.Ingress = append(c.Ingress, f)
 	}
+	if o.Gamma {
+		if err := t.makeGammaCerts(o); err != nil {
+			return err
+		}
+	}
 	if !o.BothWays {
 		return nil
 	}
@@ -783,9 +849,16 @@ func (h *healthProvider) Stop() { h.srv.Stop() }
 // WaitServiceRouted waits up to limit until every egress instance of alpha routes service
 // k over protocol p and every ingress instance of beta knows a provider of it.
 func (t *Topology) WaitServiceRouted(ctx context.Context, limit time.Duration, k mesh.ServiceKey, p mesh.Protocol) error {
-	return t.waitFor(ctx, limit, k.String()+" routed and its providers known", func() bool {
+	return t.waitServiceRouted(ctx, "alpha", limit, k, p)
+}
+
+// waitServiceRouted waits up to limit until every egress instance of domain consumer
+// routes service k over protocol p and every ingress instance of beta knows a provider of
+// it.
+func (t *Topology) waitServiceRouted(ctx context.Context, consumer string, limit time.Duration, k mesh.ServiceKey, p mesh.Protocol) error {
+	return t.waitFor(ctx, limit, k.String()+" routed by "+consumer+" and its providers known", func() bool {
 		for _, g := range t.Gateways {
-			if eg := g.Egress(); eg != nil {
+			if eg := g.Egress(); eg != nil && g.Config().Domain == consumer {
 				var ok bool
 				if p == mesh.ProtocolDubbo {
 					_, ok = eg.Routes().LookupDubbo(k)
@@ -796,7 +869,7 @@ func (t *Topology) WaitServiceRouted(ctx context.Context, limit time.Duration, k
 					return false
 				}
 			}
-			if ig := g.Ingress(); ig != nil && len(ig.Endpoints(k, p)) == 0 {
+			if ig := g.Ingress(); ig != nil && g.Config().Domain == "beta" && len(ig.Endpoints(k, p)) == 0 {
 				return false
 			}
 		}

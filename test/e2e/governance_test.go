@@ -2,6 +2,8 @@ package e2e
 
 import (
 	"context"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -121,4 +123,149 @@ func TestRouteDeadline(t *testing.T) {
 		}
 		t.Logf("%s: %v after %v", c.name, status.Code(err), took.Round(time.Millisecond))
 	}
+}
+
+// TestBreakerOpensAndCloses: alpha's egress breaks calls to beta's gRPC sample when half
+// of them fail (window 2s, at least 10 calls). The provider fails every call that asks
+// it to (UnaryCall with a response status): after at most a window of failing calls, calls
+// fail at once with UNAVAILABLE naming the breaker (p99 under 5ms) without reaching the
+// provider; once open for 500ms it lets probes through, and good calls close it. Every
+// call is counted.
+func TestBreakerOpensAndCloses(t *testing.T) {
+	setDomains(t, topo, func(a *config.Domain) {
+		a.Governance.Breakers = append(a.Governance.Breakers, config.Breaker{
+			Name: "sample", Match: config.Match{Service: demo.GRPCService},
+			ErrorRatio: 0.5, MinCalls: 10, Window: config.Duration(2 * time.Second),
+			OpenFor: config.Duration(500 * time.Millisecond), Probes: 2,
+		})
+	}, nil)
+	tc := testgrpc.NewTestServiceClient(dialEgress(t, 0))
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	failing := &testgrpc.SimpleRequest{ResponseStatus: &testgrpc.EchoStatus{Code: int32(codes.Internal), Message: "provider broke"}}
+
+	// Failing calls until the breaker answers instead of the provider.
+	providerFailures, breaker := 0, 0
+	for i := 0; i < 200 && breaker == 0; i++ {
+		_, err := tc.UnaryCall(ctx, failing)
+		switch {
+		case status.Code(err) == codes.Internal:
+			providerFailures++
+		case status.Code(err) == codes.Unavailable && strings.Contains(err.Error(), `breaker "sample" is open`):
+			breaker++
+		default:
+			t.Fatalf("call %d: %v", i, err)
+		}
+	}
+	if breaker == 0 || providerFailures < 10 {
+		t.Fatalf("%d provider failures, %d breaker refusals: want it open after at least 10 calls", providerFailures, breaker)
+	}
+	// Open: 50 calls that would succeed fail fast.
+	var took []time.Duration
+	for range 50 {
+		start := time.Now()
+		_, err := tc.UnaryCall(ctx, &testgrpc.SimpleRequest{})
+		took = append(took, time.Since(start))
+		if status.Code(err) != codes.Unavailable {
+			if err == nil {
+				break // it went half-open already (a slow machine): fine, stop measuring
+			}
+			t.Fatalf("open breaker: %v", err)
+		}
+	}
+	slices.Sort(took)
+	p99 := took[len(took)*99/100]
+	t.Logf("after %d provider failures: %d refusals measured, p50 %v p99 %v", providerFailures, len(took), took[len(took)/2], p99)
+	if p99 > 5*time.Millisecond {
+		t.Errorf("refusals by the open breaker: p99 %v, want under 5ms", p99)
+	}
+	// After OpenFor, good calls are probes and close it.
+	closed := wait.ForNil(t, 10*time.Second, "the breaker closing on good calls", func() error {
+		for range 5 {
+			if _, err := tc.UnaryCall(ctx, &testgrpc.SimpleRequest{}); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	t.Logf("closed %v after the last refusal", closed.Round(time.Millisecond))
+	m := ""
+	for _, g := range topo.Gateways {
+		if g.Egress() != nil {
+			m += metricsText(t, g)
+		}
+	}
+	for _, want := range []string{`strait_breaker_refused_total{peer="beta",policy="sample",role="egress"}`, `strait_breaker_transitions_total{policy="sample",role="egress",to="open"}`, `strait_breaker_transitions_total{policy="sample",role="egress",to="closed"}`} {
+		if !strings.Contains(m, want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+}
+
+// TestConcurrencyLimit: alpha's egress lets at most 2 calls of the gRPC sample run at
+// once (per peer and service). With 2 slow streams open, a third call is refused at once
+// with RESOURCE_EXHAUSTED naming the limit; with a queue of 5s it waits for a slot and
+// succeeds once a stream ends.
+func TestConcurrencyLimit(t *testing.T) {
+	for _, queue := range []time.Duration{0, 5 * time.Second} {
+		t.Run("queue="+queue.String(), func(t *testing.T) {
+			setDomains(t, topo, func(a *config.Domain) {
+				a.Governance.Concurrency = append(a.Governance.Concurrency, config.Concurrency{
+					Name: "two-at-once", Gateway: config.AtEgress, Match: config.Match{Service: demo.GRPCService}, Max: 2, Queue: config.Duration(queue),
+				})
+			}, nil)
+			tc := testgrpc.NewTestServiceClient(dialEgress(t, 0))
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			// Two streams that hold their slots until they end: each answers once
+			// after 400ms, then the caller closes it.
+			hold := &testgrpc.StreamingOutputCallRequest{ResponseParameters: []*testgrpc.ResponseParameters{{Size: 1, IntervalUs: 400e3}}}
+			var streams []testgrpc.TestService_StreamingOutputCallClient
+			for range 2 {
+				st, err := tc.StreamingOutputCall(ctx, hold)
+				if err != nil {
+					t.Fatal(err)
+				}
+				streams = append(streams, st)
+			}
+			// The streams' headers reach the egress before the third call: wait until
+			// a call is refused or queued (both streams hold their slots).
+			wait.For(t, 5*time.Second, "both streams admitted", func() bool {
+				return inflight(t, 0) >= 2
+			})
+			start := time.Now()
+			_, err := tc.EmptyCall(ctx, &testgrpc.Empty{})
+			took := time.Since(start)
+			for _, st := range streams {
+				if _, err := st.Recv(); err != nil {
+					t.Fatalf("held stream: %v", err)
+				}
+			}
+			if queue == 0 {
+				if status.Code(err) != codes.ResourceExhausted || !strings.Contains(err.Error(), `concurrency limit "two-at-once"`) {
+					t.Fatalf("third call: %v, want RESOURCE_EXHAUSTED naming the limit", err)
+				}
+				if took > 200*time.Millisecond {
+					t.Errorf("refused after %v, want at once", took)
+				}
+				return
+			}
+			if err != nil || took < 200*time.Millisecond {
+				t.Fatalf("queued call: %v after %v, want success after a stream ended (400ms)", err, took)
+			}
+			t.Logf("queued call admitted after %v", took.Round(time.Millisecond))
+		})
+	}
+}
+
+// inflight is the number of calls alpha's egress i has in flight (strait_inflight_calls).
+func inflight(t *testing.T, i int) int {
+	t.Helper()
+	for _, line := range strings.Split(metricsText(t, egressGateways()[i]), "\n") {
+		if v, ok := strings.CutPrefix(line, `strait_inflight_calls{role="egress"} `); ok {
+			n, _ := strconv.Atoi(v)
+			return n
+		}
+	}
+	return 0
 }
