@@ -399,3 +399,87 @@ func TestExportsCarryVersions(t *testing.T) {
 		t.Fatalf("export of a version with no provider yet: %s, want %s", got, want)
 	}
 }
+
+// TestImportQuota: beta exports 50,000 services (a pattern export) to alpha, whose quota
+// of beta is 10,000 services and 2 ingress instances. Over a real Federation stream,
+// alpha's importer keeps 10,000 (the first by key), refuses the other 40,000 and says so
+// (a count and a sample of names), and keeps 2 of beta's 3 ingress instances. After beta
+// withdraws one kept service and adds one, the kept services stay and the refused count
+// follows; memory holds only what is kept.
+func TestImportQuota(t *testing.T) {
+	const total, quota = 50000, 10000
+	provs := make([]mesh.Instance, 0, total)
+	for i := range total {
+		provs = append(provs, mesh.Instance{Service: mesh.ServiceKey{Name: fmt.Sprintf("com.flood.S%05d", i)}, Protocol: mesh.ProtocolGRPC,
+			Address: "10.0.0.1:1", Metadata: map[string]string{"application": "flood"}})
+	}
+	d := betaDomain(config.Export{Service: "com.flood.*", Protocol: mesh.ProtocolGRPC, To: []string{"alpha"}})
+	fed := NewFederation(d, nil)
+	fed.Update(d, provs, []string{"10.1.0.1:15443", "10.1.0.2:15443", "10.1.0.3:15443"})
+	fs := serveFederation(t, fed)
+	defer fs.srv.Stop()
+	cc, err := grpc.NewClient("passthrough:///beta", grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, "tcp", fs.ln.Addr().String())
+		}),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(256<<20)),
+		grpc.WithStreamInterceptor(func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+			return streamer(metadata.AppendToOutgoingContext(ctx, PeerDomainHeader, "alpha"), desc, cc, method, opts...)
+		}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	im := NewImporter("alpha", "beta", federationv1.NewFederationClient(cc), nil, nil)
+	im.SetQuota(config.Quota{Services: quota, Instances: 2, UpdatesPerSecond: 1000})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); im.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+
+	var got Import
+	wait.ForNil(t, 60*time.Second, "the catalog, within the quota", func() error {
+		if got = im.Import(); got.Stale || len(got.Services) == 0 {
+			return fmt.Errorf("stale %v, %d services", got.Stale, len(got.Services))
+		}
+		return nil
+	})
+	if len(got.Services) != quota || got.Refused.Services != total-quota || len(got.Refused.Sample) == 0 {
+		t.Fatalf("kept %d, refused %d (sample %v): want %d and %d", len(got.Services), got.Refused.Services, got.Refused.Sample, quota, total-quota)
+	}
+	if got.Services[0].GetName() != "com.flood.S00000" || got.Services[quota-1].GetName() != fmt.Sprintf("com.flood.S%05d", quota-1) {
+		t.Fatalf("kept %s … %s, want the first by key", got.Services[0].GetName(), got.Services[quota-1].GetName())
+	}
+	if len(got.Ingress) != 2 || got.Refused.Ingress != 1 {
+		t.Fatalf("ingress %v, refused %d: want 2 kept, 1 refused", got.Ingress, got.Refused.Ingress)
+	}
+	im.mu.Lock()
+	held, tracked := len(im.services), len(im.refusedKeys)
+	im.mu.Unlock()
+	if held != quota || tracked > maxRefusedTracked {
+		t.Fatalf("the importer holds %d services and %d refused keys", held, tracked)
+	}
+
+	// Beta withdraws a kept service and adds a new one (sorting first): the other kept
+	// ones stay, and the quota has room for one, which the new one takes only if it comes
+	// while there is room — the refused count follows.
+	provs = append(provs[1:], mesh.Instance{Service: mesh.ServiceKey{Name: "com.flood.A0"}, Protocol: mesh.ProtocolGRPC, Address: "10.0.0.1:1"})
+	fed.Update(d, provs, []string{"10.1.0.1:15443"})
+	wait.ForNil(t, 30*time.Second, "the change", func() error {
+		got = im.Import()
+		if len(got.Ingress) != 1 {
+			return fmt.Errorf("ingress %v", got.Ingress)
+		}
+		return nil
+	})
+	names := map[string]bool{}
+	for _, s := range got.Services {
+		names[s.GetName()] = true
+	}
+	if names["com.flood.S00000"] || !names["com.flood.S00001"] || !names[fmt.Sprintf("com.flood.S%05d", quota-1)] || len(got.Services) > quota {
+		t.Fatalf("after the change: %d kept (S00000 %v, S00001 %v)", len(got.Services), names["com.flood.S00000"], names["com.flood.S00001"])
+	}
+	if got.Refused.Services+len(got.Services) != total {
+		t.Fatalf("kept %d + refused %d, want %d", len(got.Services), got.Refused.Services, total)
+	}
+}

@@ -5,11 +5,16 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"math"
+	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/strait-mesh/strait/internal/backoff"
+	"github.com/strait-mesh/strait/internal/config"
+	"github.com/strait-mesh/strait/internal/governance"
 	federationv1 "github.com/strait-mesh/strait/proto/federation/v1"
 )
 
@@ -27,7 +32,30 @@ type Import struct {
 	LastErr  string
 	// Withdrawn counts the services the peer withdrew since this importer started.
 	Withdrawn uint64
+	// Quota is the peer's quota; Refused what it refused in the catalog as last heard.
+	Quota   config.Quota
+	Refused Refused
 }
+
+// Refused is what a peer's quota keeps out of this domain.
+type Refused struct {
+	// Services counts the services refused (beyond the quota of services or of
+	// metadata bytes); Sample names the first of them (at most refusedSample).
+	Services int      `json:"services,omitempty"`
+	Sample   []string `json:"sample,omitempty"`
+	// Ingress counts the peer's ingress instances beyond the quota of instances.
+	Ingress int `json:"ingress,omitempty"`
+	// Updates counts catalog updates coalesced (over the quota of updates a second)
+	// since the importer started.
+	Updates uint64 `json:"updates,omitempty"`
+}
+
+// refusedSample bounds the names of refused services kept for /debug/config;
+// maxRefusedTracked the refused services told apart (beyond, they are only counted).
+const (
+	refusedSample     = 10
+	maxRefusedTracked = 100000
+)
 
 // Importer keeps one peer's catalog current over the Federation stream: a snapshot, then
 // deltas; after a broken stream it reconnects with backoff and resumes from its revision.
@@ -45,6 +73,20 @@ type Importer struct {
 	stale     bool
 	lastErr   string
 	withdrawn uint64
+	// quota bounds what is kept; mdBytes is the metadata the kept services hold;
+	// refused is what the quota keeps out; loggedRefused what was logged last.
+	quota         config.Quota
+	mdBytes       int64
+	refused       Refused
+	loggedRefused Refused
+	// refusedKeys are the services refused, by key (at most maxRefusedTracked; beyond,
+	// refusedMore counts them), so that a service the peer sends again is counted once.
+	refusedKeys map[string]bool
+	refusedMore int
+	// changes paces onChange at the quota's updates a second; pending is set while a
+	// change waits for its turn.
+	changes *governance.Bucket
+	pending bool
 }
 
 // NewImporter returns an importer of peer's catalog for the domain self. onChange (may be
@@ -56,10 +98,22 @@ func NewImporter(self, peer string, client federationv1.FederationClient, onChan
 	if onChange == nil {
 		onChange = func() {}
 	}
+	q := config.Quota{}.WithDefaults()
 	return &Importer{
 		peer: peer, self: self, client: client, onChange: onChange,
 		log: log.With("peer", peer), services: map[string]*federationv1.Service{}, stale: true,
+		quota: q, changes: governance.NewBucket(q.UpdatesPerSecond, math.Max(1, q.UpdatesPerSecond), time.Now().UnixNano()),
 	}
+}
+
+// SetQuota sets the peer's quota (defaults filled in). It applies to the updates that
+// follow: services already kept stay until the peer's next full catalog.
+func (im *Importer) SetQuota(q config.Quota) {
+	q = q.WithDefaults()
+	im.mu.Lock()
+	defer im.mu.Unlock()
+	im.quota = q
+	im.changes.Set(q.UpdatesPerSecond, math.Max(1, q.UpdatesPerSecond), time.Now().UnixNano())
 }
 
 // Carry takes over what another importer of the same peer last heard (the catalog, its
@@ -74,10 +128,11 @@ func (im *Importer) Carry(from *Importer) {
 		services[k] = v
 	}
 	ingress := append([]string(nil), from.ingress...)
-	epoch, rev, withdrawn := from.epoch, from.rev, from.withdrawn
+	epoch, rev, withdrawn, md, refused := from.epoch, from.rev, from.withdrawn, from.mdBytes, from.refused
 	from.mu.Unlock()
 	im.mu.Lock()
 	im.services, im.ingress, im.epoch, im.rev, im.withdrawn = services, ingress, epoch, rev, withdrawn
+	im.mdBytes, im.refused = md, refused
 	im.stale = true
 	im.mu.Unlock()
 }
@@ -130,8 +185,39 @@ func (im *Importer) follow(ctx context.Context) error {
 			return err
 		}
 		im.apply(u)
-		im.onChange()
+		im.changed(ctx)
 	}
+}
+
+// changed calls onChange now if the quota of updates a second allows, else once, later,
+// for all the updates that arrive meanwhile (the catalog is current; only passing it on
+// to the routes and the registry is paced).
+func (im *Importer) changed(ctx context.Context) {
+	im.mu.Lock()
+	if im.pending {
+		im.refused.Updates++
+		im.mu.Unlock()
+		return
+	}
+	ok, wait := im.changes.Take(time.Now().UnixNano())
+	if ok {
+		im.mu.Unlock()
+		im.onChange()
+		return
+	}
+	im.pending = true
+	im.refused.Updates++
+	im.mu.Unlock()
+	t := time.AfterFunc(wait, func() {
+		if ctx.Err() != nil {
+			return
+		}
+		im.mu.Lock()
+		im.pending = false
+		im.mu.Unlock()
+		im.onChange()
+	})
+	context.AfterFunc(ctx, func() { t.Stop() })
 }
 
 func (im *Importer) apply(u *federationv1.CatalogUpdate) {
@@ -147,30 +233,118 @@ func (im *Importer) apply(u *federationv1.CatalogUpdate) {
 				im.withdrawn++
 			}
 		}
-		im.services = map[string]*federationv1.Service{}
-	}
-	for _, k := range u.GetRemoved() {
-		if _, ok := im.services[k]; ok {
-			im.withdrawn++
-			delete(im.services, k)
+		// Services kept before stay first in line; the rest are taken in key order.
+		prev := im.services
+		im.services, im.mdBytes = map[string]*federationv1.Service{}, 0
+		im.refusedKeys, im.refusedMore, im.refused.Sample = nil, 0, nil
+		ups := slices.Clone(u.GetUpserted())
+		slices.SortStableFunc(ups, func(a, b *federationv1.Service) int {
+			_, ka := prev[ServiceKey(a)]
+			_, kb := prev[ServiceKey(b)]
+			switch {
+			case ka && !kb:
+				return -1
+			case kb && !ka:
+				return 1
+			}
+			return strings.Compare(ServiceKey(a), ServiceKey(b))
+		})
+		for _, s := range ups {
+			im.keepLocked(s)
+		}
+	} else {
+		for _, k := range u.GetRemoved() {
+			delete(im.refusedKeys, k)
+			if s, ok := im.services[k]; ok {
+				im.withdrawn++
+				im.mdBytes -= metadataBytes(s)
+				delete(im.services, k)
+			}
+		}
+		for _, s := range u.GetUpserted() {
+			im.keepLocked(s)
 		}
 	}
-	for _, s := range u.GetUpserted() {
-		im.services[ServiceKey(s)] = s
+	im.refused.Services = len(im.refusedKeys) + im.refusedMore
+	ingress := u.GetIngress()
+	im.refused.Ingress = 0
+	if n := im.quota.Instances; len(ingress) > n {
+		im.refused.Ingress = len(ingress) - n
+		ingress = slices.Sorted(slices.Values(ingress))[:n]
 	}
-	im.ingress = append([]string(nil), u.GetIngress()...)
+	im.ingress = append([]string(nil), ingress...)
 	im.epoch, im.rev = u.GetEpoch(), u.GetRevision()
 	if im.stale {
 		im.log.Info("peer catalog current", "revision", im.rev, "services", len(im.services))
 	}
 	im.stale, im.lastErr = false, ""
+	if r := im.refused; r.Services != im.loggedRefused.Services || r.Ingress != im.loggedRefused.Ingress {
+		if r.Services > 0 || r.Ingress > 0 {
+			im.log.Warn("peer catalog over its quota: the excess is refused and not imported",
+				"services", len(im.services), "refused_services", r.Services, "first_refused", r.Sample,
+				"refused_ingress", r.Ingress, "quota_services", im.quota.Services,
+				"quota_metadata_bytes", im.quota.MetadataBytes, "quota_instances", im.quota.Instances)
+		} else {
+			im.log.Info("peer catalog within its quota again", "services", len(im.services))
+		}
+		im.loggedRefused = r
+	}
+}
+
+// keepLocked keeps s (a new service or a new version of one kept) unless the quota of
+// services or of metadata bytes refuses it.
+func (im *Importer) keepLocked(s *federationv1.Service) {
+	k := ServiceKey(s)
+	size := metadataBytes(s)
+	old, had := im.services[k]
+	grow := size
+	if had {
+		grow -= metadataBytes(old)
+	}
+	if (!had && len(im.services) >= im.quota.Services) || im.mdBytes+grow > im.quota.MetadataBytes {
+		if had {
+			// A kept service that grew beyond the quota: the old version stays.
+			return
+		}
+		switch {
+		case im.refusedKeys[k]:
+		case len(im.refusedKeys) < maxRefusedTracked:
+			if im.refusedKeys == nil {
+				im.refusedKeys = map[string]bool{}
+			}
+			im.refusedKeys[k] = true
+			if len(im.refused.Sample) < refusedSample {
+				im.refused.Sample = append(im.refused.Sample, k)
+			}
+		default:
+			im.refusedMore++
+		}
+		return
+	}
+	delete(im.refusedKeys, k)
+	im.services[k] = s
+	im.mdBytes += grow
+}
+
+// metadataBytes is what a service's metadata and methods take.
+func metadataBytes(s *federationv1.Service) int64 {
+	n := 0
+	for k, v := range s.GetMetadata() {
+		n += len(k) + len(v)
+	}
+	for _, m := range s.GetMethods() {
+		n += len(m)
+	}
+	return int64(n)
 }
 
 // Import returns the catalog as last heard.
 func (im *Importer) Import() Import {
 	im.mu.Lock()
 	defer im.mu.Unlock()
-	out := Import{Peer: im.peer, Ingress: append([]string(nil), im.ingress...), Stale: im.stale, Epoch: im.epoch, Revision: im.rev, LastErr: im.lastErr, Withdrawn: im.withdrawn}
+	out := Import{Peer: im.peer, Ingress: append([]string(nil), im.ingress...), Stale: im.stale, Epoch: im.epoch, Revision: im.rev, LastErr: im.lastErr, Withdrawn: im.withdrawn,
+		Quota: im.quota, Refused: im.refused}
+	out.Refused.Sample = slices.Clone(im.refused.Sample)
 	for _, s := range im.services {
 		out.Services = append(out.Services, s)
 	}

@@ -9,6 +9,10 @@ var (
 		"Services imported from a peer domain.", []string{"peer"}, nil)
 	fedWithdrawnDesc = prometheus.NewDesc("strait_federation_withdrawn_total",
 		"Services a peer domain withdrew (removed from this domain's imports).", []string{"peer"}, nil)
+	fedRefusedDesc = prometheus.NewDesc("strait_federation_refused",
+		"What a peer's quota keeps out of this domain, in its catalog as last heard: services (beyond the quota of services or metadata bytes) and ingress instances.", []string{"peer", "kind"}, nil)
+	fedCoalescedDesc = prometheus.NewDesc("strait_federation_updates_coalesced_total",
+		"Catalog updates of a peer passed on later, together, over its quota of updates a second.", []string{"peer"}, nil)
 )
 
 // federationCollector reports each peer's import state at scrape time.
@@ -18,6 +22,8 @@ func (f federationCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- fedStaleDesc
 	ch <- fedServicesDesc
 	ch <- fedWithdrawnDesc
+	ch <- fedRefusedDesc
+	ch <- fedCoalescedDesc
 }
 
 func (f federationCollector) Collect(ch chan<- prometheus.Metric) {
@@ -29,5 +35,8 @@ func (f federationCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(fedStaleDesc, prometheus.GaugeValue, stale, p)
 		ch <- prometheus.MustNewConstMetric(fedServicesDesc, prometheus.GaugeValue, float64(len(im.Services)), p)
 		ch <- prometheus.MustNewConstMetric(fedWithdrawnDesc, prometheus.CounterValue, float64(im.Withdrawn), p)
+		ch <- prometheus.MustNewConstMetric(fedRefusedDesc, prometheus.GaugeValue, float64(im.Refused.Services), p, "services")
+		ch <- prometheus.MustNewConstMetric(fedRefusedDesc, prometheus.GaugeValue, float64(im.Refused.Ingress), p, "ingress")
+		ch <- prometheus.MustNewConstMetric(fedCoalescedDesc, prometheus.CounterValue, float64(im.Refused.Updates), p)
 	}
 }

@@ -91,6 +91,7 @@ func (c *Server) syncImporters(ctx context.Context, d *config.Domain, baseDir st
 	for _, p := range d.Peers {
 		old := c.importers[p.Domain]
 		if old != nil && old.key == importerKey(p, baseDir) {
+			old.im.SetQuota(p.Quota)
 			continue
 		}
 		if err := c.startImporterLocked(ctx, d.Domain, p, baseDir, svid, old); err != nil {
@@ -152,6 +153,7 @@ func (c *Server) startImporterLocked(ctx context.Context, self string, p config.
 		c.cp.Refresh()
 		c.republish()
 	}, c.log.With("component", "importer"))
+	im.SetQuota(p.Quota)
 	if carry != nil {
 		im.Carry(carry.im)
 	}

@@ -172,7 +172,8 @@ func Start(o ServerOptions) (c *Server, err error) {
 			for _, s := range im.Services {
 				svcs = append(svcs, ServiceKey(s))
 			}
-			imports[p] = map[string]any{"services": svcs, "ingress": im.Ingress, "stale": im.Stale, "withdrawn": im.Withdrawn, "epoch": im.Epoch, "revision": im.Revision, "lastError": im.LastErr}
+			imports[p] = map[string]any{"services": svcs, "ingress": im.Ingress, "stale": im.Stale, "withdrawn": im.Withdrawn, "epoch": im.Epoch, "revision": im.Revision, "lastError": im.LastErr,
+				"quota": im.Quota, "refused": im.Refused}
 		}
 		return map[string]any{"version": c.cp.Version(), "domain": c.cp.Domain(), "members": members, "imports": imports}
 	})

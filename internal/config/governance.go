@@ -222,14 +222,14 @@ func (o OutlierDetection) WithDefaults() OutlierDetection {
 // never written to the registry; what fits keeps working.
 type Quota struct {
 	// Services is the most services (name, version, group, protocol) imported.
-	Services int `yaml:"services"`
+	Services int `yaml:"services" json:"services"`
 	// Instances is the most ingress instances listed for the peer.
-	Instances int `yaml:"instances"`
+	Instances int `yaml:"instances" json:"instances"`
 	// MetadataBytes bounds the metadata of all its services together.
-	MetadataBytes int64 `yaml:"metadataBytes"`
+	MetadataBytes int64 `yaml:"metadataBytes" json:"metadataBytes"`
 	// UpdatesPerSecond is how many catalog updates a second are applied; more are
 	// coalesced (the latest wins).
-	UpdatesPerSecond float64 `yaml:"updatesPerSecond"`
+	UpdatesPerSecond float64 `yaml:"updatesPerSecond" json:"updatesPerSecond"`
 }
 
 // Quota defaults: safe for a ZooKeeper ensemble with its default 1 MiB node limit and a
