@@ -16,6 +16,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -67,6 +68,8 @@ type state struct {
 	// sets caches the relay's provider sets per service, built on first use.
 	sets  atomic.Pointer[map[setKey]*balance.Set]
 	setMu sync.Mutex
+	// ejector returns the outlier state of a service's providers (nil: none).
+	ejector func(service string) *governance.Ejector
 }
 
 // Gateway is one ingress instance.
@@ -87,7 +90,12 @@ type Gateway struct {
 	govObs governance.Observer
 	// share is how many live instances of the cluster share cluster-wide rate limits.
 	share atomic.Int64
-	cp    proxy.Upstream
+	// ejectors hold the outlier state of each service's provider endpoints (by service
+	// name, copy on write), kept across configurations; ejectCfg is their rule.
+	ejectors atomic.Pointer[map[string]*governance.Ejector]
+	ejectMu  sync.Mutex
+	ejectCfg atomic.Pointer[governance.EjectConfig]
+	cp       proxy.Upstream
 	// relay and pool are the fast path (nil with DataPath "http"): the relay serves the
 	// tunnel connections of peer egress instances, pool holds h2c connections to providers.
 	relay *relay.Server
@@ -128,9 +136,10 @@ func New(c Config) (*Gateway, error) {
 	g.dubbo = dubbopool.New(dubbopool.Options{DialTimeout: l.DialTimeout.D(), Logger: g.log})
 	g.govObs = c.Governance
 	g.share.Store(1)
+	g.ejectors.Store(&map[string]*governance.Ejector{})
 	g.core = gateway.New(gateway.Options{Kind: g, Tunnel: true, Observer: g.obs, Logger: g.log,
 		Limits: func() *config.Limits { return &g.state.Load().limits }})
-	g.state.Store(newState(nil, map[spiffeid.TrustDomain]string{}, l))
+	g.state.Store(newState(nil, map[spiffeid.TrustDomain]string{}, l, nil))
 	// The handshake admits a peer only if its trust domain is a configured peer and its
 	// certificate chains to that trust domain's own bundle; both follow Apply.
 	tlsConf := identity.ServerConfig(c.SVID, g.bundles, nil, tunnel.ALPN)
@@ -235,7 +244,7 @@ func (g *Gateway) Apply(cfg *xdsres.GatewayConfig) error {
 		g.bundles.Add(b)
 	}
 	g.applyGovernance(cfg)
-	g.state.Store(newState(cfg, peers, cfg.Limits.WithDefaults()))
+	g.state.Store(newState(cfg, peers, cfg.Limits.WithDefaults(), g.ejector))
 	for _, b := range g.bundles.Bundles() {
 		if _, ok := peers[b.TrustDomain()]; !ok {
 			g.bundles.Remove(b.TrustDomain())
@@ -349,6 +358,7 @@ func (g *Gateway) Decide(c gateway.Call) gateway.Decision {
 		Code: codes.OK, Call: c, Peer: src,
 		Set: set, Pool: g.pool, Transport: g.h2c, Scheme: "http",
 		Retry: gov.Retries(), Budget: gov.Budget(c.Service.Name), Limits: &st.limits, Gov: gov,
+		Endpoint: g,
 		Deadline: export.Deadline,
 	}
 	switch c.Protocol {
@@ -410,9 +420,58 @@ func (g *Gateway) SetClusterSize(n int) {
 // Governance is the policies in force (nil before the first Apply).
 func (g *Gateway) Governance() *governance.Policies { return g.gov.Load() }
 
-// applyGovernance compiles the policies of cfg, carrying over the state of those in force.
+// applyGovernance compiles the policies of cfg, carrying over the state of those in
+// force; at the ingress breakers are kept per provider endpoint. A changed outlier rule
+// starts its counts afresh.
 func (g *Gateway) applyGovernance(cfg *xdsres.GatewayConfig) {
 	p := governance.Compile(cfg.Governance, g.gov.Load(), g.govObs)
+	p.BreakPerEndpoint()
 	p.SetShare(int(g.share.Load()))
 	g.gov.Store(p)
+	o := cfg.Governance.OutlierDetection.WithDefaults()
+	ec := governance.EjectConfig{ConsecutiveErrors: o.ConsecutiveErrors, BaseEjection: o.BaseEjection.D(), MaxEjection: o.MaxEjection.D(), MaxEjectionPercent: o.MaxEjectionPercent}
+	if old := g.ejectCfg.Load(); old == nil || *old != ec {
+		g.ejectCfg.Store(&ec)
+		g.ejectMu.Lock()
+		g.ejectors.Store(&map[string]*governance.Ejector{})
+		g.ejectMu.Unlock()
+	}
+}
+
+// ejector returns the outlier state of service's providers.
+func (g *Gateway) ejector(service string) *governance.Ejector {
+	if e, ok := (*g.ejectors.Load())[service]; ok {
+		return e
+	}
+	g.ejectMu.Lock()
+	defer g.ejectMu.Unlock()
+	old := *g.ejectors.Load()
+	if e, ok := old[service]; ok {
+		return e
+	}
+	e := governance.NewEjector(*g.ejectCfg.Load())
+	next := make(map[string]*governance.Ejector, len(old)+1)
+	for k, v := range old {
+		next[k] = v
+	}
+	next[strings.Clone(service)] = e
+	g.ejectors.Store(&next)
+	return e
+}
+
+// EndpointDone counts a call's outcome on the provider endpoint that served it: outlier
+// detection (consecutive failures eject it for a growing time, never more than the
+// rule's share of the service's endpoints) and the per-endpoint breakers. An ejected
+// endpoint or one whose breaker is open is kept out of picks meanwhile.
+func (g *Gateway) EndpointDone(ep *balance.Endpoint, service string, failed bool, elapsed time.Duration) {
+	now := time.Now().UnixNano()
+	st := g.ejector(service).Endpoint(ep.Addr)
+	if st.Record(now, failed) {
+		d := time.Duration(st.Until() - now)
+		ep.MarkDown(d)
+		g.log.Warn("provider ejected after consecutive failures", "service", service, "instance", ep.Addr, "for", d.String())
+	}
+	if d := g.gov.Load().EndpointDone(service, ep.Addr, now, failed, elapsed); d > 0 {
+		ep.MarkDown(d)
+	}
 }

@@ -3,12 +3,14 @@ package ingress
 import (
 	"crypto/tls"
 	"strings"
+	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/strait-mesh/strait/internal/balance"
 	"github.com/strait-mesh/strait/internal/config"
 	"github.com/strait-mesh/strait/internal/gateway"
+	"github.com/strait-mesh/strait/internal/governance"
 	"github.com/strait-mesh/strait/internal/identity"
 	"github.com/strait-mesh/strait/internal/mesh"
 	"github.com/strait-mesh/strait/internal/xdsres"
@@ -33,8 +35,8 @@ type setKey struct {
 // maxCachedSets bounds the cache of provider sets (the keys come from callers).
 const maxCachedSets = 4096
 
-func newState(cfg *xdsres.GatewayConfig, peers map[spiffeid.TrustDomain]string, l config.Limits) *state {
-	st := &state{cfg: cfg, peers: peers, limits: l}
+func newState(cfg *xdsres.GatewayConfig, peers map[spiffeid.TrustDomain]string, l config.Limits, ejector func(string) *governance.Ejector) *state {
+	st := &state{cfg: cfg, peers: peers, limits: l, ejector: ejector}
 	m := map[setKey]*balance.Set{}
 	st.sets.Store(&m)
 	return st
@@ -59,6 +61,7 @@ func (st *state) set(k mesh.ServiceKey, p mesh.Protocol) *balance.Set {
 		addrs[i] = e.Address
 	}
 	s := balance.NewSet(addrs)
+	st.ejected(k.Name, s)
 	if len(old) >= maxCachedSets {
 		return s
 	}
@@ -81,3 +84,19 @@ func (g *Gateway) RelayStats() (relayed, fallback uint64) {
 }
 
 var _ gateway.Kind = (*Gateway)(nil)
+
+// ejected keeps the endpoints of s that are ejected (outlier detection) out of picks
+// for the rest of their ejection, and tells the service's ejector the set's size.
+func (st *state) ejected(service string, s *balance.Set) {
+	if st.ejector == nil {
+		return
+	}
+	e := st.ejector(service)
+	e.SetSize(s.Len())
+	now := time.Now().UnixNano()
+	s.Each(func(ep *balance.Endpoint) {
+		if es := e.Endpoint(ep.Addr); es.Ejected(now) {
+			ep.MarkDown(time.Duration(es.Until() - now))
+		}
+	})
+}

@@ -42,6 +42,13 @@ func NewSet(addrs []string) *Set {
 	return s
 }
 
+// Each calls f with each endpoint.
+func (s *Set) Each(f func(*Endpoint)) {
+	for _, e := range s.eps {
+		f(e)
+	}
+}
+
 // Len is the number of endpoints.
 func (s *Set) Len() int { return len(s.eps) }
 

@@ -385,8 +385,18 @@ func (c *Core) forwardDubbo(ctx context.Context, d *Decision, req *dubbowire.Buf
 	var tried *balance.Endpoint
 	for attempt := 0; ; attempt++ {
 		ep := d.Set.Pick(tried)
+		began := time.Now()
 		resp, err := up.Exchange(ctx, ep.Addr, req, deadline)
 		ep.Done()
+		if d.Endpoint != nil {
+			failed := err != nil
+			if resp != nil {
+				if rh, perr := dubbowire.ParseHeader(resp.B); perr != nil || governance.Failed(dubboCode(rh.Status())) {
+					failed = true
+				}
+			}
+			d.Endpoint.EndpointDone(ep, call.Service.Name, failed, time.Since(began))
+		}
 		if err == nil {
 			if resp == nil {
 				return nil, codes.OK

@@ -92,6 +92,8 @@ type Decision struct {
 	// Deadline is the route's: a default for calls that carry none, a maximum for those
 	// that do.
 	Deadline routing.Deadline
+	// Endpoint, if set, is told each call's outcome on the endpoint that served it.
+	Endpoint governance.EndpointObserver
 	// Gov are the gateway kind's governance policies: the core admits a call it forwards
 	// against them once, on the data path that serves it (nil: none).
 	Gov *governance.Policies
@@ -234,7 +236,8 @@ func (c *Core) Route(r *relay.Request) relay.Decision {
 	if d.Code != codes.OK || d.Pool == nil || d.Local != nil || d.Set == nil || d.Set.Len() == 0 {
 		return relay.Decision{}
 	}
-	rd := relay.Decision{Pool: d.Pool, Set: d.Set, Protocol: string(d.Call.Protocol), Peer: d.Peer, Retry: d.Retry, Budget: d.Budget}
+	rd := relay.Decision{Pool: d.Pool, Set: d.Set, Protocol: string(d.Call.Protocol), Peer: d.Peer, Retry: d.Retry, Budget: d.Budget,
+		Endpoint: d.Endpoint, Service: d.Call.Service.Name}
 	if d.Metadata {
 		rd.Add[0] = hpack.HeaderField{Name: "strait-protocol", Value: string(d.Call.Protocol)}
 		rd.Add[1] = hpack.HeaderField{Name: "strait-service", Value: d.Call.Service.Name}
@@ -329,8 +332,12 @@ func (c *Core) serve(w http.ResponseWriter, r *http.Request, d *Decision) (outco
 	var tried *balance.Endpoint
 	for attempt := 0; ; attempt++ {
 		ep := d.Set.Pick(tried)
+		began := time.Now()
 		outcome, err := proxy.Forward(ctx, w, r, call.Call, proxy.Upstream{Transport: d.Transport, Scheme: d.Scheme, Addr: ep.Addr}, true, meta)
 		ep.Done()
+		if d.Endpoint != nil {
+			d.Endpoint.EndpointDone(ep, call.Service.Name, err != nil || failedOutcome(outcome), time.Since(began))
+		}
 		if err == nil {
 			return outcome
 		}

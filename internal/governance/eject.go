@@ -137,6 +137,9 @@ func (e *Ejector) SetSize(n int) { e.size.Store(int64(max(n, 0))) }
 // Addr returns the endpoint's address.
 func (s *EjectState) Addr() string { return s.addr }
 
+// Until is when the endpoint's ejection ends (unix ns; in the past when it is not ejected).
+func (s *EjectState) Until() int64 { return s.until.Load() }
+
 // Ejected reports whether the endpoint is ejected at now (ns).
 func (s *EjectState) Ejected(now int64) bool { return now < s.until.Load() }
 

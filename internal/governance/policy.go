@@ -13,6 +13,7 @@ import (
 
 	"google.golang.org/grpc/codes"
 
+	"github.com/strait-mesh/strait/internal/balance"
 	"github.com/strait-mesh/strait/internal/config"
 )
 
@@ -102,6 +103,13 @@ func (t *Ticket) release() {
 	t.ng = 0
 }
 
+// EndpointObserver is told the outcome of each call on the endpoint that served it (the
+// ingress' outlier detection and per-endpoint breakers). It is called on the data path
+// and must not block.
+type EndpointObserver interface {
+	EndpointDone(ep *balance.Endpoint, service string, failed bool, elapsed time.Duration)
+}
+
 // Observer is told about refusals and breaker transitions (metrics, logs). Its methods
 // are called on the data path and must not block.
 type Observer interface {
@@ -132,14 +140,55 @@ type Policies struct {
 	retries config.Retries
 	budgets atomic.Pointer[map[string]*RetryBudget]
 	budgetM sync.Mutex
+	// perEndpoint: breakers are kept per provider endpoint (the ingress): Admit does not
+	// apply them; EndpointDone counts the outcomes and says when to keep an endpoint out.
+	perEndpoint bool
 	// share divides the rate of cluster-wide limits: the live instances of the
 	// gateway's cluster.
 	share atomic.Int64
 }
 
-// Empty reports whether p has no policy (a nil p has none).
+// Empty reports whether p has no policy that Admit applies (a nil p has none).
 func (p *Policies) Empty() bool {
-	return p == nil || len(p.limits)+len(p.gates)+len(p.breakers) == 0
+	if p == nil {
+		return true
+	}
+	n := len(p.limits) + len(p.gates)
+	if !p.perEndpoint {
+		n += len(p.breakers)
+	}
+	return n == 0
+}
+
+// BreakPerEndpoint makes p keep its breakers per provider endpoint (the ingress) rather
+// than per (peer, service). Call it before p is used.
+func (p *Policies) BreakPerEndpoint() { p.perEndpoint = true }
+
+// EndpointBreakers reports whether p keeps breakers per endpoint and has some.
+func (p *Policies) EndpointBreakers() bool { return p != nil && p.perEndpoint && len(p.breakers) > 0 }
+
+// EndpointDone counts a call's outcome in the per-endpoint breakers of service (see
+// BreakPerEndpoint) and returns how long to keep the endpoint out of picks: an open
+// breaker's remaining time, 0 for none. The first calls to finish after a breaker's
+// OpenFor are its probes: their success closes it, a failure opens it again.
+func (p *Policies) EndpointDone(service, addr string, now int64, failed bool, elapsed time.Duration) (down time.Duration) {
+	if !p.EndpointBreakers() {
+		return 0
+	}
+	for _, b := range p.breakers {
+		if !b.match.head("", service) {
+			continue
+		}
+		br := b.breaker(addr, service)
+		ok, probe := br.Allow(now)
+		if ok {
+			br.Record(now, failed, elapsed, probe)
+		}
+		if br.State() == Open {
+			down = max(down, b.cfg.OpenFor.D())
+		}
+	}
+	return down
 }
 
 // Compile builds the policies of one gateway kind from its decoded configuration. The
@@ -399,7 +448,7 @@ func (p *Policies) entry(peer, service string) *entry {
 		}
 	}
 	for i, b := range p.breakers {
-		if b.match.head(k[0], k[1]) {
+		if !p.perEndpoint && b.match.head(k[0], k[1]) {
 			e.breakers[i] = b.breaker(k[0], k[1])
 		}
 	}

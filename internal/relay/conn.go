@@ -98,6 +98,9 @@ type stream struct {
 	// cannot be reached tries another.
 	retry  bool
 	budget *governance.RetryBudget
+	// epObs is told the outcome on the endpoint that served it (service svc).
+	epObs governance.EndpointObserver
+	svc   string
 
 	// A stream whose next hop has no connection yet waits for one (a dial, off the read
 	// loop); what the caller sends meanwhile is kept in wait. Guarded by amu; waiting is
@@ -148,6 +151,9 @@ func (s *stream) finish(lp *loop) {
 		elapsed := time.Since(s.start)
 		if s.ticket.Held() {
 			s.ticket.Done(governance.Failed(codes.Code(code)), elapsed)
+		}
+		if s.epObs != nil && s.ep != nil {
+			s.epObs.EndpointDone(s.ep, s.svc, governance.Failed(codes.Code(code)), elapsed)
 		}
 		s.srv.obs.CallEnded()
 		s.srv.obs.Observe(s.proto, s.peer, codes.Code(code).String(), elapsed)

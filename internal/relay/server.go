@@ -70,6 +70,10 @@ type Decision struct {
 	// one other endpoint, within Budget (nil: unbounded).
 	Retry  bool
 	Budget *governance.RetryBudget
+	// Endpoint, if set, is told the outcome of the stream on the endpoint that served it,
+	// with Service.
+	Endpoint governance.EndpointObserver
+	Service  string
 	// ReplaceTimeout drops the request's grpc-timeout: the router adds the one to
 	// forward among Add (its route's deadline).
 	ReplaceTimeout bool
@@ -348,6 +352,7 @@ func (s *Server) newStream(lp *loop, c *conn, f *headerBlock) {
 	st.ticket = d.Ticket
 	st.skipTimeout = d.ReplaceTimeout
 	st.retry, st.budget = d.Retry, d.Budget
+	st.epObs, st.svc = d.Endpoint, d.Service
 	if d.Budget != nil {
 		d.Budget.Deposit(st.start.UnixNano())
 	}

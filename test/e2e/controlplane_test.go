@@ -262,8 +262,11 @@ func TestControlplaneRestartUnderLoad(t *testing.T) {
 	moreOK(t, &l.ok, 50, "50 calls without a controlplane")
 	var cp *controlplane.Server
 	// The same address: the port may take a moment to be free again.
+	// Its registry's data lives as long as the topology it joins (not the test's temporary
+	// directory: etcd would find its files gone and end the process).
+	dataDir := filepath.Join(topo.Dir, "alpha", "etcd-restarted")
 	wait.ForNil(t, 30*time.Second, "the controlplane restarted on "+addr, func() (err error) {
-		cp, err = controlplane.Start(controlplane.ServerOptions{Domain: d, XDS: addr, DataDir: filepath.Join(t.TempDir(), "etcd")})
+		cp, err = controlplane.Start(controlplane.ServerOptions{Domain: d, XDS: addr, DataDir: dataDir})
 		return err
 	})
 	topo.ReplaceControlplane(cp)

@@ -8,12 +8,15 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/grpc/status"
 
 	"github.com/strait-mesh/strait/internal/config"
+	"github.com/strait-mesh/strait/internal/mesh"
 	"github.com/strait-mesh/strait/launch/demo"
+	"github.com/strait-mesh/strait/test/ports"
 	"github.com/strait-mesh/strait/test/wait"
 )
 
@@ -268,4 +271,50 @@ func inflight(t *testing.T, i int) int {
 		}
 	}
 	return 0
+}
+
+// TestOutlierEjection: beta's registry lists a second provider of the gRPC sample that
+// fails every call (INTERNAL). With outlier detection (3 consecutive failures), each
+// ingress instance ejects it after its third failure in a row: a few calls fail at first,
+// then every call succeeds on the good provider.
+func TestOutlierEjection(t *testing.T) {
+	ln := ports.Listen(t)
+	bad := grpc.NewServer(grpc.UnknownServiceHandler(func(any, grpc.ServerStream) error {
+		return status.Error(codes.Internal, "broken provider")
+	}))
+	go bad.Serve(ln)
+	t.Cleanup(bad.Stop)
+	inst := mesh.Instance{Service: mesh.ServiceKey{Name: demo.GRPCService}, Protocol: mesh.ProtocolGRPC, Address: ln.Addr().String()}
+	ctx := context.Background()
+	if err := topo.BetaRegistry.Register(ctx, inst); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = topo.BetaRegistry.Deregister(context.Background(), inst) })
+	setDomains(t, topo, nil, func(b *config.Domain) {
+		b.Governance.OutlierDetection = config.OutlierDetection{ConsecutiveErrors: 3, BaseEjection: config.Duration(time.Minute)}
+	})
+	wait.For(t, 30*time.Second, "both providers on every ingress", func() bool {
+		for _, g := range topo.Gateways {
+			if ig := g.Ingress(); ig != nil && len(ig.Endpoints(mesh.ServiceKey{Name: demo.GRPCService}, mesh.ProtocolGRPC)) < 2 {
+				return false
+			}
+		}
+		return true
+	})
+	tc := testgrpc.NewTestServiceClient(dialEgress(t, 0))
+	failed, lastFailure := 0, -1
+	for i := range 100 {
+		if _, err := tc.EmptyCall(ctx, &testgrpc.Empty{}); err != nil {
+			if status.Code(err) != codes.Internal {
+				t.Fatalf("call %d: %v", i, err)
+			}
+			failed++
+			lastFailure = i
+		}
+	}
+	t.Logf("%d of 100 calls failed, the last at call %d", failed, lastFailure)
+	// Each of the 2 ingress instances sees at most 3 failures in a row before it ejects.
+	if failed > 2*3+2 || lastFailure >= 50 {
+		t.Fatalf("%d calls failed, the last at %d: the failing provider was not ejected", failed, lastFailure)
+	}
 }
