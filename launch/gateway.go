@@ -421,6 +421,13 @@ func (g *Gateway) debugConfig() any {
 	out["routes"] = routes
 	out["peers"] = peers
 	out["limits"] = cfg.Limits
+	gov := map[string]any{"policies": cfg.Governance}
+	if g.eg != nil {
+		gov["breakers"] = g.eg.Governance().Breakers()
+	} else {
+		gov["breakers"] = g.ig.Governance().Breakers()
+	}
+	out["governance"] = gov
 	if g.ig != nil {
 		prov := map[string][]string{}
 		for c, is := range cfg.Providers {

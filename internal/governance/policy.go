@@ -506,11 +506,17 @@ func (c *matcher) rest(call *Call) bool {
 	return c.m.Caller == call.Caller
 }
 
-// BreakerState is one breaker's state, for /debug.
+// BreakerState is one breaker's state, for /debug: its policy, what it breaks (a peer and
+// a service; at the ingress a provider endpoint's address and its service), its state
+// and the counts of its window.
 type BreakerState struct {
-	Policy, Peer, Service string
-	State                 string
-	Calls, Errors, Slow   int64
+	Policy  string `json:"policy"`
+	Peer    string `json:"peer"`
+	Service string `json:"service"`
+	State   string `json:"state"`
+	Calls   int64  `json:"calls"`
+	Errors  int64  `json:"errors"`
+	Slow    int64  `json:"slow"`
 }
 
 // Breakers lists the state of every breaker.

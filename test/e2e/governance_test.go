@@ -2,6 +2,8 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
+	"net/http"
 	"slices"
 	"strconv"
 	"strings"
@@ -197,6 +199,21 @@ func TestBreakerOpensAndCloses(t *testing.T) {
 		if g.Egress() != nil {
 			m += metricsText(t, g)
 		}
+	}
+	// /debug/config lists the breaker, closed again, with its window's counts.
+	resp, err := http.Get("http://" + egressGateways()[0].AdminAddr() + "/debug/config")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dbg struct {
+		Governance struct {
+			Breakers []struct{ Policy, Peer, Service, State string }
+		}
+	}
+	err = json.NewDecoder(resp.Body).Decode(&dbg)
+	resp.Body.Close()
+	if err != nil || len(dbg.Governance.Breakers) != 1 || dbg.Governance.Breakers[0].Policy != "sample" || dbg.Governance.Breakers[0].State != "closed" {
+		t.Errorf("/debug/config breakers: %+v (%v)", dbg.Governance.Breakers, err)
 	}
 	for _, want := range []string{`strait_breaker_refused_total{peer="beta",policy="sample",role="egress"}`, `strait_breaker_transitions_total{policy="sample",role="egress",to="open"}`, `strait_breaker_transitions_total{policy="sample",role="egress",to="closed"}`} {
 		if !strings.Contains(m, want) {
