@@ -60,9 +60,10 @@ bench-config:
 # gRPC-mode and HTTP/1.1 JSON, HTTP/1.1; 1 KiB and 64 KiB), open loop at 1,000 calls/s and
 # closed-loop maximum; installs nginx and haproxy if missing. About 10 minutes; QUICK=1 for
 # a short run (under 3 minutes). Writes loadtest/results/latest.json, latest.svg and pprof
-# profiles. Uses up.sh's fixed ports (on a shared machine: flock /tmp/strait-ports.lock).
+# profiles. GOVERN=1 configures ten non-limiting governance policies on each hop. Uses
+# up.sh's fixed ports (on a shared machine: flock /tmp/strait-ports.lock).
 bench:
-	QUICK=$(QUICK) bash loadtest/bench.sh
+	QUICK=$(QUICK) GOVERN=$(GOVERN) bash loadtest/bench.sh
 
 # bench-sync: catalog propagation over 100 changes (a provider registered in beta's
 # registry → callable by alpha's consumer), then catalog scale: 10,000 services with

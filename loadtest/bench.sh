@@ -116,6 +116,37 @@ field() { sed -n "s/.*\"$1\":\"\\([^\"]*\\)\".*/\\1/p" "$STRAIT_STATE/beta-sampl
 GRPC=$(field grpc) TRIPLE=$(field triple) HTTP=$(field http)
 [ -n "$GRPC" ] && [ -n "$TRIPLE" ] && [ -n "$HTTP" ] || die "no provider addresses in beta-samples-1.out"
 
+if [ -n "${GOVERN:-}" ]; then
+  # GOVERN=1: ten governance policies on each side that match every call but never limit
+  # (the cost of deciding them); compare with a run without.
+  say "configuring ten non-limiting governance policies on alpha's egress and beta's ingress"
+  for side in alpha:egress beta:ingress; do
+    f="$STRAIT_STATE/${side%%:*}.yaml" gw=${side##*:}
+    cat "$f" - > "$f.new" <<YAML
+governance:
+  rateLimits:
+    - {name: bench-rl-1, gateway: $gw, rate: 10000000, burst: 10000000}
+    - {name: bench-rl-2, gateway: $gw, by: [peer], rate: 10000000, burst: 10000000}
+    - {name: bench-rl-3, gateway: $gw, by: [peer, method], rate: 10000000, burst: 10000000}
+    - {name: bench-rl-4, gateway: $gw, match: {service: "*"}, rate: 10000000, burst: 10000000, scope: local}
+  concurrency:
+    - {name: bench-cc-1, gateway: $gw, max: 1000000}
+    - {name: bench-cc-2, gateway: $gw, match: {service: "*"}, max: 1000000}
+    - {name: bench-cc-3, gateway: $gw, match: {method: Nope}, max: 1}
+  breakers:
+    - {name: bench-br-1, gateway: $gw, errorRatio: 0.99, minCalls: 1000000}
+    - {name: bench-br-2, gateway: $gw, slowRatio: 0.99, slowCall: 10s, minCalls: 1000000}
+    - {name: bench-br-3, gateway: $gw, errorCount: 1000000}
+YAML
+    mv "$f.new" "$f"
+  done
+  for _ in $(seq 1 600); do # 30 s
+    curl -fsS http://127.0.0.1:17111/debug/config 2>/dev/null | grep -q bench-br-3 && break
+    sleep 0.05
+  done
+  curl -fsS http://127.0.0.1:17111/debug/config | grep -q bench-br-3 || die "alpha's egress did not take the governance policies"
+fi
+
 say "starting the dubbo-go provider, exporting it from beta"
 # Beta exports EchoService with protocol dubbo: the line is added to the domain file beta's
 # controlplane runs (up.sh's copy in the state directory), which it watches and applies.
@@ -213,6 +244,7 @@ cat > "$WORK/targets.json" <<EOF
 EOF
 
 say "measuring (nginx $("$NGINX" -v 2>&1 | sed 's|.*/||'), HAProxy $("$HAPROXY" -v | sed -n '1s/HAProxy version \([^ ]*\).*/\1/p'), $(nproc) cores)"
+# GOVERN=1: ten non-limiting governance policies on each hop (see above).
 # BENCH_ARGS: more flags for loadtest/bench, e.g. "-targets direct,haproxy -only grpc-unary:65536".
 # shellcheck disable=SC2086
 "$WORK/bench" -config "$WORK/targets.json" -load "$WORK/load" -out "$OUT" \
