@@ -107,6 +107,9 @@ func startGateway(gw *config.Gateway, ln net.Listener, log *slog.Logger) (g *Gat
 		}
 	}()
 	g.metrics = admin.NewGatewayMetrics(g.admin.Registry(), gw.Role)
+	if err := g.admin.Registry().Register(retryCollector{g}); err != nil {
+		return nil, fmt.Errorf("%s: metrics: %w", gw.Role, err)
+	}
 	if ln != nil {
 		g.ln = ln
 	} else if g.ln, err = net.Listen("tcp", gw.Listen); err != nil {
@@ -458,4 +461,28 @@ func (o govObserver) BreakerChanged(policy, peer, service string, from, to gover
 		level = slog.LevelWarn
 	}
 	o.log.Log(context.Background(), level, "breaker "+to.String(), "policy", policy, "peer", peer, "service", service, "from", from.String())
+}
+
+var retriesDesc = prometheus.NewDesc("strait_retries_total",
+	"Calls that never reached their next hop, by next-hop cluster (a peer at the egress, a service at the ingress) and result: retried within the retry budget, or refused by it; and the calls counted into the budget (result calls).",
+	[]string{"role", "cluster", "result"}, nil)
+
+// retryCollector reports the retry budgets' counts at scrape time.
+type retryCollector struct{ g *Gateway }
+
+func (c retryCollector) Describe(ch chan<- *prometheus.Desc) { ch <- retriesDesc }
+
+func (c retryCollector) Collect(ch chan<- prometheus.Metric) {
+	var gov *governance.Policies
+	switch {
+	case c.g.eg != nil:
+		gov = c.g.eg.Governance()
+	case c.g.ig != nil:
+		gov = c.g.ig.Governance()
+	}
+	for k, st := range gov.Budgets() {
+		ch <- prometheus.MustNewConstMetric(retriesDesc, prometheus.CounterValue, float64(st.Calls), c.g.cfg.Role, k, "calls")
+		ch <- prometheus.MustNewConstMetric(retriesDesc, prometheus.CounterValue, float64(st.Retries), c.g.cfg.Role, k, "retried")
+		ch <- prometheus.MustNewConstMetric(retriesDesc, prometheus.CounterValue, float64(st.Refused), c.g.cfg.Role, k, "over_budget")
+	}
 }

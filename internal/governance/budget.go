@@ -41,6 +41,19 @@ type RetryBudget struct {
 	last  atomic.Int64
 	mu    sync.Mutex // serializes Set and moving last on
 	slots [budgetSlots]atomic.Int64
+	// calls, retries and refused count Deposit, granted Withdraw and refused Withdraw
+	// calls since the budget was made (metrics, tests).
+	calls, retries, refused atomic.Uint64
+}
+
+// BudgetStats are a retry budget's counts since it was made.
+type BudgetStats struct {
+	Calls, Retries, Refused uint64
+}
+
+// Stats returns the calls deposited, the retries granted and those refused.
+func (r *RetryBudget) Stats() BudgetStats {
+	return BudgetStats{Calls: r.calls.Load(), Retries: r.retries.Load(), Refused: r.refused.Load()}
 }
 
 type budgetConf struct {
@@ -98,6 +111,7 @@ func (r *RetryBudget) MinPerSecond() int { return r.conf.Load().min }
 
 // Deposit counts one call at now (ns): call it once per call, not per retry.
 func (r *RetryBudget) Deposit(now int64) {
+	r.calls.Add(1)
 	s := r.slot(now)
 	if d := r.conf.Load().deposit; d != 0 {
 		s.Add(d)
@@ -112,6 +126,7 @@ func (r *RetryBudget) Withdraw(now int64) bool {
 	for {
 		b := r.balance.Load()
 		if b < retryUnit {
+			r.refused.Add(1)
 			return false
 		}
 		if r.balance.CompareAndSwap(b, b-retryUnit) {
@@ -121,6 +136,7 @@ func (r *RetryBudget) Withdraw(now int64) bool {
 	// Between the CAS and this add a slot may expire: the balance and the slots differ
 	// for an instant, never for good (the expiry subtracts what it swaps out).
 	s.Add(-retryUnit)
+	r.retries.Add(1)
 	return true
 }
 

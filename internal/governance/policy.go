@@ -292,6 +292,18 @@ func (p *Policies) Budget(key string) *RetryBudget {
 	return b
 }
 
+// Budgets returns the counts of every retry budget, by next-hop cluster.
+func (p *Policies) Budgets() map[string]BudgetStats {
+	if p == nil {
+		return nil
+	}
+	out := map[string]BudgetStats{}
+	for k, b := range *p.budgets.Load() {
+		out[k] = b.Stats()
+	}
+	return out
+}
+
 // budgetTTL is the window of retry budgets (Linkerd's ttl).
 const budgetTTL = 10 * time.Second
 

@@ -259,3 +259,54 @@ func TestLimitChangeUnderLoad(t *testing.T) {
 		t.Fatalf("%d refused under the old limit; %.0f/s admitted under the new one, want 50/s ±20%%", before, got)
 	}
 }
+
+// TestRetryBudgetWhenAllDown: both of beta's ingress instances are gone, so no call of
+// alpha's reaches a next hop. Each call tries one instance and, within the retry budget
+// (20% of calls plus a reserve of 10 a second over 10 s), one other: over 300 calls the
+// retries stay within the budget, the rest are refused by it, and every call fails fast
+// with UNAVAILABLE. strait_retries_total counts both.
+func TestRetryBudgetWhenAllDown(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a topology")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	tp, err := demo.StartTopology(ctx, demo.TopologyOptions{Egress: 1, Ingress: 2, DataPath: topo.DataPath()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(tp.Close)
+	c := testgrpc.NewTestServiceClient(dialAddr(t, tp.Egress[0]))
+	if _, err := c.EmptyCall(ctx, &testgrpc.Empty{}); err != nil {
+		t.Fatal(err)
+	}
+	for _, g := range tp.Gateways[:2] {
+		sctx, scancel := context.WithTimeout(ctx, 10*time.Second)
+		err := g.Shutdown(sctx)
+		scancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	egress := tp.Gateways[2].Egress()
+	before := egress.Governance().Budget("beta").Stats()
+	const n = 300
+	outcomes, lat := paced(ctx, n, 100, func(ctx context.Context) error { _, err := c.EmptyCall(ctx, &testgrpc.Empty{}); return err })
+	after := egress.Governance().Budget("beta").Stats()
+	for i, o := range outcomes {
+		if o != codes.Unavailable {
+			t.Fatalf("call %d: %v, want UNAVAILABLE", i, o)
+		}
+	}
+	calls, retried, refused := after.Calls-before.Calls, after.Retries-before.Retries, after.Refused-before.Refused
+	// The budget: 20% of the calls plus the reserve (10/s over the 10 s window).
+	limit := uint64(0.2*float64(calls)) + 10*10 + 1
+	t.Logf("%d calls, %d next-hop attempts: %d retried, %d refused by the budget (at most %d may retry); p99 %v",
+		calls, calls+retried, retried, refused, limit, p99(lat))
+	if calls != n || retried == 0 || retried > limit || refused == 0 {
+		t.Fatalf("%d calls, %d retried, %d refused: want %d calls, 1 to %d retried, the rest refused", calls, retried, refused, n, limit)
+	}
+	if m := metricsText(t, tp.Gateways[2]); !strings.Contains(m, `strait_retries_total{cluster="beta",result="over_budget",role="egress"}`) {
+		t.Error("strait_retries_total does not count the refused retries")
+	}
+}
