@@ -106,10 +106,13 @@ func (l *timedLoad) end() (ok int64, failures []time.Time, errs []string) {
 	return l.ok.Load(), l.failures, l.errs
 }
 
-// TestKillIngress: one ingress instance dies abruptly (kill -9) under load. Calls in flight
-// on it may fail; then every call succeeds again (how soon is logged, not asserted).
+// TestKillIngress: one ingress instance dies abruptly (kill -9) under 1,000 calls/s. Only
+// calls in flight on it may fail: the load has 8 workers, each with at most one call in
+// flight, so at most 8; the calls that follow, sent to it before anyone knows it is gone,
+// never reached it and are retried on the other instance. Then every call succeeds (how
+// soon is logged, not asserted).
 func TestKillIngress(t *testing.T) {
-	l := startTimedLoad(t, dialAllEgress(t), 400)
+	l := startTimedLoad(t, dialAllEgress(t), 1000)
 	moreOK(t, &l.ok, 50, "the load running")
 	idx := -1
 	for i, g := range topo.Gateways {
@@ -123,8 +126,8 @@ func TestKillIngress(t *testing.T) {
 	gone := wait.For(t, 30*time.Second, "beta's controlplane to see one ingress member less", func() bool {
 		return len(topo.BetaCP.Members("ingress")) == len(topo.Ingress)-1
 	})
-	// Recovered: 400 calls in a row (a second of load) succeeded after the last failure.
-	wait.For(t, 30*time.Second, "every call to succeed again", func() bool { return l.streak.Load() >= 400 })
+	// Recovered: 1,000 calls in a row (a second of load) succeeded after the last failure.
+	wait.For(t, 30*time.Second, "every call to succeed again", func() bool { return l.streak.Load() >= 1000 })
 	ok, failures, errs := l.end()
 	var last time.Duration
 	for _, f := range failures {
@@ -132,6 +135,9 @@ func TestKillIngress(t *testing.T) {
 	}
 	t.Logf("kill -9 of an ingress: seen by beta's controlplane after %v; %d calls ok, %d failed, the last %v after the kill; %v",
 		gone.Round(time.Millisecond), ok, len(failures), last.Round(time.Millisecond), errs)
+	if len(failures) > 8 {
+		t.Errorf("%d calls failed: more than were in flight (at most 8)", len(failures))
+	}
 	// Bring it back for the tests that follow.
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
