@@ -354,6 +354,11 @@ func (g *Gateway) Decide(c gateway.Call) gateway.Decision {
 		return gateway.Refuse(c, src, codes.Unavailable, fmt.Sprintf("strait: no live provider of %s in domain %s", c.Service.String(), g.domain))
 	}
 	gov := g.gov.Load()
+	if gov.EndpointBreakers() && set.AllDown(time.Now().UnixNano()) {
+		if name := gov.OpenForAll(c.Service.Name, set); name != "" {
+			return gateway.Refuse(c, src, codes.Unavailable, fmt.Sprintf("strait: breaker %q is open for every provider of %s in domain %s", name, c.Service.String(), g.domain))
+		}
+	}
 	d := gateway.Decision{
 		Code: codes.OK, Call: c, Peer: src,
 		Set: set, Pool: g.pool, Transport: g.h2c, Scheme: "http",

@@ -42,6 +42,17 @@ func NewSet(addrs []string) *Set {
 	return s
 }
 
+// AllDown reports whether every endpoint is kept out of picks at now (unix ns); false
+// for an empty set.
+func (s *Set) AllDown(now int64) bool {
+	for _, e := range s.eps {
+		if !e.down(now) {
+			return false
+		}
+	}
+	return len(s.eps) > 0
+}
+
 // Each calls f with each endpoint.
 func (s *Set) Each(f func(*Endpoint)) {
 	for _, e := range s.eps {

@@ -167,6 +167,30 @@ func (p *Policies) BreakPerEndpoint() { p.perEndpoint = true }
 // EndpointBreakers reports whether p keeps breakers per endpoint and has some.
 func (p *Policies) EndpointBreakers() bool { return p != nil && p.perEndpoint && len(p.breakers) > 0 }
 
+// OpenForAll returns the name of a per-endpoint breaker of service that is open for every
+// endpoint of s ("" for none): the ingress then fails the call at once.
+func (p *Policies) OpenForAll(service string, s *balance.Set) string {
+	if !p.EndpointBreakers() || s.Len() == 0 {
+		return ""
+	}
+	for _, b := range p.breakers {
+		if !b.match.head("", service) {
+			continue
+		}
+		all := true
+		s.Each(func(ep *balance.Endpoint) {
+			if all {
+				br, ok := b.keys.get(key{ep.Addr, service})
+				all = ok && br.State() == Open
+			}
+		})
+		if all {
+			return b.cfg.Name
+		}
+	}
+	return ""
+}
+
 // EndpointDone counts a call's outcome in the per-endpoint breakers of service (see
 // BreakPerEndpoint) and returns how long to keep the endpoint out of picks: an open
 // breaker's remaining time, 0 for none. The first calls to finish after a breaker's

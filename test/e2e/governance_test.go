@@ -335,3 +335,45 @@ func TestOutlierEjection(t *testing.T) {
 		t.Fatalf("%d calls failed, the last at %d: the failing provider was not ejected", failed, lastFailure)
 	}
 }
+
+// TestIngressBreakerPerEndpoint: beta's ingress keeps a breaker per provider endpoint. The
+// gRPC sample's only provider fails calls until the breaker of that endpoint opens on
+// each ingress instance; calls then fail at once with UNAVAILABLE naming it (every
+// endpoint's breaker is open). After openFor, good calls are its probes and close it.
+func TestIngressBreakerPerEndpoint(t *testing.T) {
+	setDomains(t, topo, nil, func(b *config.Domain) {
+		b.Governance.Breakers = append(b.Governance.Breakers, config.Breaker{
+			Name: "provider", Gateway: config.AtIngress, Match: config.Match{Service: demo.GRPCService},
+			ErrorCount: 3, MinCalls: 3, Window: config.Duration(5 * time.Second), OpenFor: config.Duration(500 * time.Millisecond), Probes: 1,
+		})
+	})
+	tc := testgrpc.NewTestServiceClient(dialEgress(t, 0))
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	failing := &testgrpc.SimpleRequest{ResponseStatus: &testgrpc.EchoStatus{Code: int32(codes.Internal), Message: "provider broke"}}
+	fromProvider, fromBreaker := 0, 0
+	for i := 0; i < 100 && fromBreaker < 5; i++ {
+		_, err := tc.UnaryCall(ctx, failing)
+		switch {
+		case status.Code(err) == codes.Internal:
+			fromProvider++
+		case status.Code(err) == codes.Unavailable && strings.Contains(err.Error(), `breaker "provider" is open for every provider`):
+			fromBreaker++
+		default:
+			t.Fatalf("call %d: %v", i, err)
+		}
+	}
+	t.Logf("%d failures from the provider, then %d refusals by the open breakers", fromProvider, fromBreaker)
+	// Each of the two ingress instances opens its own after 3 failures.
+	if fromBreaker < 5 || fromProvider > 2*3 {
+		t.Fatalf("%d provider failures, %d breaker refusals", fromProvider, fromBreaker)
+	}
+	wait.ForNil(t, 10*time.Second, "the breakers closing on good calls", func() error {
+		for range 4 {
+			if _, err := tc.UnaryCall(ctx, &testgrpc.SimpleRequest{}); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
