@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"io"
 	"net/http"
 	"slices"
 	"strconv"
@@ -376,4 +377,38 @@ func TestIngressBreakerPerEndpoint(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestBreakerOpensOnSlowCalls: alpha's egress breaks calls to beta's gRPC sample when 80%
+// of at least 5 calls take longer than 100ms. Streams that answer after 200ms open it;
+// then calls fail at once with UNAVAILABLE naming it.
+func TestBreakerOpensOnSlowCalls(t *testing.T) {
+	setDomains(t, topo, func(a *config.Domain) {
+		a.Governance.Breakers = append(a.Governance.Breakers, config.Breaker{
+			Name: "slow-sample", Match: config.Match{Service: demo.GRPCService},
+			SlowRatio: 0.8, SlowCall: config.Duration(100 * time.Millisecond), MinCalls: 5,
+			Window: config.Duration(10 * time.Second), OpenFor: config.Duration(time.Minute),
+		})
+	}, nil)
+	tc := testgrpc.NewTestServiceClient(dialEgress(t, 0))
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	slow := &testgrpc.StreamingOutputCallRequest{ResponseParameters: []*testgrpc.ResponseParameters{{Size: 1, IntervalUs: 200e3}}}
+	for i := range 5 {
+		st, err := tc.StreamingOutputCall(ctx, slow)
+		if err == nil {
+			for err == nil {
+				_, err = st.Recv()
+			}
+		}
+		if err != io.EOF {
+			t.Fatalf("slow call %d: %v", i, err)
+		}
+	}
+	start := time.Now()
+	_, err := tc.EmptyCall(ctx, &testgrpc.Empty{})
+	if status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), `breaker "slow-sample" is open`) {
+		t.Fatalf("after 5 slow calls: %v, want UNAVAILABLE naming the breaker", err)
+	}
+	t.Logf("refused in %v after 5 calls slower than 100ms", time.Since(start))
 }
