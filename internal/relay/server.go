@@ -398,7 +398,9 @@ func (st *stream) open(lp *loop, uc *conn, fields, add []hpack.HeaderField, end 
 		uc.release()
 		l0 := &st.legs[0]
 		st.code.Store(int32(codes.Unavailable))
-		l0.c.failLeg(lp, l0, false, codes.Unavailable, "strait: connection to next hop lost")
+		// Nothing of it went out: refused, as a next hop's GOAWAY would have it, so that
+		// the caller (gRPC's transparent retry) sends it again.
+		l0.c.resetLeg(lp, l0, http2.ErrCodeRefusedStream, true)
 		st.halves.Store(3)
 		st.finish(lp)
 		return false
