@@ -51,6 +51,22 @@ func pacedAt(ctx context.Context, n int, rate float64, call func(context.Context
 	return outcomes, lat, at
 }
 
+// ownTopology starts a topology of the test's own (alpha: one egress, beta: two ingress
+// instances; gamma too if asked), on the data path of the suite, closed at the test's
+// end. It skips the test with -short.
+func ownTopology(t *testing.T, ctx context.Context, gamma bool) *demo.Topology {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("starts a topology of its own")
+	}
+	tp, err := demo.StartTopology(ctx, demo.TopologyOptions{Gamma: gamma, Egress: 1, Ingress: 2, DataPath: topo.DataPath()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(tp.Close)
+	return tp
+}
+
 func p99(lat []time.Duration) time.Duration {
 	s := slices.Clone(lat)
 	slices.Sort(s)
@@ -64,16 +80,9 @@ func p99(lat []time.Duration) time.Duration {
 // excess, and what gamma gets through stays near the limit. Alpha's p99 with and without
 // the flood is logged (the ratio is a benchmark figure, not asserted here: make bench).
 func TestIsolationFromFlood(t *testing.T) {
-	if testing.Short() {
-		t.Skip("floods a topology")
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	tp, err := demo.StartTopology(ctx, demo.TopologyOptions{Gamma: true, Egress: 1, Ingress: 2, DataPath: topo.DataPath()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(tp.Close)
+	tp := ownTopology(t, ctx, true)
 	alpha := testgrpc.NewTestServiceClient(dialAddr(t, tp.Egress[0]))
 	gamma := testgrpc.NewTestServiceClient(dialAddr(t, tp.GammaEgress[0]))
 	empty := func(c testgrpc.TestServiceClient) func(context.Context) error {
@@ -142,16 +151,9 @@ func TestIsolationFromFlood(t *testing.T) {
 // holds the bursts); once one of them leaves (its gossip says so), the other admits the
 // whole 200/s ±10% from a second after it left.
 func TestClusterWideRateAccuracy(t *testing.T) {
-	if testing.Short() {
-		t.Skip("loads a topology")
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	tp, err := demo.StartTopology(ctx, demo.TopologyOptions{Egress: 1, Ingress: 2, DataPath: topo.DataPath()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(tp.Close)
+	tp := ownTopology(t, ctx, false)
 	const rate = 200
 	if _, err := tp.ChangeDomains(ctx, nil, func(b *config.Domain) {
 		b.Governance.RateLimits = []config.RateLimit{{Name: "shared", Match: config.Match{Service: demo.GRPCService}, Rate: rate, Burst: 20}}
@@ -181,7 +183,7 @@ func TestClusterWideRateAccuracy(t *testing.T) {
 
 	// One instance leaves; the other takes the whole rate within 5 s.
 	sctx, scancel := context.WithTimeout(ctx, 10*time.Second)
-	err = tp.Gateways[0].Shutdown(sctx)
+	err := tp.Gateways[0].Shutdown(sctx)
 	scancel()
 	if err != nil {
 		t.Fatal(err)
@@ -200,16 +202,9 @@ func TestClusterWideRateAccuracy(t *testing.T) {
 // was applied (the controlplane pushed it and both ingress instances acknowledged it),
 // the rate admitted is the new one.
 func TestLimitChangeUnderLoad(t *testing.T) {
-	if testing.Short() {
-		t.Skip("loads a topology")
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	tp, err := demo.StartTopology(ctx, demo.TopologyOptions{Egress: 1, Ingress: 2, DataPath: topo.DataPath()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(tp.Close)
+	tp := ownTopology(t, ctx, false)
 	limit := func(rate float64) func(*config.Domain) {
 		return func(b *config.Domain) {
 			b.Governance.RateLimits = []config.RateLimit{{Name: "live", Match: config.Match{Service: demo.GRPCService}, Rate: rate, Burst: 10}}
@@ -266,16 +261,9 @@ func TestLimitChangeUnderLoad(t *testing.T) {
 // retries stay within the budget, the rest are refused by it, and every call fails fast
 // with UNAVAILABLE. strait_retries_total counts both.
 func TestRetryBudgetWhenAllDown(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts a topology")
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	tp, err := demo.StartTopology(ctx, demo.TopologyOptions{Egress: 1, Ingress: 2, DataPath: topo.DataPath()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(tp.Close)
+	tp := ownTopology(t, ctx, false)
 	c := testgrpc.NewTestServiceClient(dialAddr(t, tp.Egress[0]))
 	if _, err := c.EmptyCall(ctx, &testgrpc.Empty{}); err != nil {
 		t.Fatal(err)

@@ -15,8 +15,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/go-zookeeper/zk"
-
 	"github.com/strait-mesh/strait/test/wait"
 )
 
@@ -256,20 +254,11 @@ func (e *env) appEntries(addr, app string) ([]appEntry, error) {
 
 // zkApps reads the instances of app from the ZooKeeper at addr, each with its MetadataInfo.
 func zkApps(addr, app string) ([]appEntry, error) {
-	conn, events, err := zk.Connect([]string{addr}, 10*time.Second, zk.WithLogger(zkQuiet{}))
+	conn, err := zkConnect(addr)
 	if err != nil {
-		return nil, fmt.Errorf("zookeeper %s: %w", addr, err)
+		return nil, err
 	}
 	defer conn.Close()
-	deadline := time.NewTimer(15 * time.Second)
-	defer deadline.Stop()
-	for conn.State() != zk.StateHasSession {
-		select {
-		case <-events:
-		case <-deadline.C:
-			return nil, fmt.Errorf("zookeeper %s: no session within 15s", addr)
-		}
-	}
 	dir := "/services/" + app
 	children, _, err := conn.Children(dir)
 	if err != nil {

@@ -221,24 +221,34 @@ type zkQuiet struct{}
 
 func (zkQuiet) Printf(string, ...any) {}
 
-// zkEntries reads the provider URLs of service under /dubbo/<service>/providers in the
-// ZooKeeper at addr.
-func zkEntries(addr, service string) ([]entry, error) {
+// zkConnect connects to the ZooKeeper at addr and waits (15 s at most) for its session:
+// Connect returns before it is established.
+func zkConnect(addr string) (*zk.Conn, error) {
 	conn, events, err := zk.Connect([]string{addr}, 10*time.Second, zk.WithLogger(zkQuiet{}))
 	if err != nil {
 		return nil, fmt.Errorf("zookeeper %s: %w", addr, err)
 	}
-	defer conn.Close()
-	// The first read waits for the session (Connect returns before it is established).
 	deadline := time.NewTimer(15 * time.Second)
 	defer deadline.Stop()
 	for conn.State() != zk.StateHasSession {
 		select {
 		case <-events:
 		case <-deadline.C:
+			conn.Close()
 			return nil, fmt.Errorf("zookeeper %s: no session within 15s", addr)
 		}
 	}
+	return conn, nil
+}
+
+// zkEntries reads the provider URLs of service under /dubbo/<service>/providers in the
+// ZooKeeper at addr.
+func zkEntries(addr, service string) ([]entry, error) {
+	conn, err := zkConnect(addr)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
 	dir := "/dubbo/" + service + "/providers"
 	children, _, err := conn.Children(dir)
 	if err != nil {
