@@ -67,9 +67,10 @@ bench:
 
 # bench-governance: the cluster-wide rate limit at the issue's scale: two ingress instances
 # share 2,000 calls/s under an offered 4,000/s, measured over 10 s, then one leaves (make
-# test runs the same at 200/s). Runtime ports; about a minute.
+# test runs the same at 200/s); and the isolation test, whose p99 with and without the
+# flood it logs. Runtime ports; about a minute.
 bench-governance:
-	STRAIT_GOV_RATE=2000 STRAIT_GOV_SECONDS=10 $(GO) test -count=1 -v -timeout 10m -run 'TestClusterWideRateAccuracy$$' ./test/e2e/
+	STRAIT_GOV_RATE=2000 STRAIT_GOV_SECONDS=10 $(GO) test -count=1 -v -timeout 10m -run 'TestClusterWideRateAccuracy$$|TestIsolationFromFlood$$' ./test/e2e/
 
 # bench-sync: catalog propagation over 100 changes (a provider registered in beta's
 # registry → callable by alpha's consumer), then catalog scale: 10,000 services with
