@@ -87,6 +87,10 @@ type Importer struct {
 	// change waits for its turn.
 	changes *governance.Bucket
 	pending bool
+	// cancelStream ends the stream being followed; resync, set with it, has Run follow
+	// again at once, asking for a full catalog (a changed quota).
+	cancelStream context.CancelFunc
+	resync       bool
 }
 
 // NewImporter returns an importer of peer's catalog for the domain self. onChange (may be
@@ -106,14 +110,24 @@ func NewImporter(self, peer string, client federationv1.FederationClient, onChan
 	}
 }
 
-// SetQuota sets the peer's quota (defaults filled in). It applies to the updates that
-// follow: services already kept stay until the peer's next full catalog.
+// SetQuota sets the peer's quota (defaults filled in). When it changes while something is
+// refused or kept beyond it, the importer asks the peer for its full catalog again and
+// applies the new quota to it (services kept before stay first).
 func (im *Importer) SetQuota(q config.Quota) {
 	q = q.WithDefaults()
 	im.mu.Lock()
 	defer im.mu.Unlock()
+	if q == im.quota {
+		return
+	}
 	im.quota = q
 	im.changes.Set(q.UpdatesPerSecond, math.Max(1, q.UpdatesPerSecond), time.Now().UnixNano())
+	if im.refused.Services > 0 || im.refused.Ingress > 0 || len(im.services) > q.Services || im.mdBytes > q.MetadataBytes || len(im.ingress) > q.Instances {
+		im.epoch, im.rev, im.resync = "", 0, true
+		if im.cancelStream != nil {
+			im.cancelStream()
+		}
+	}
 }
 
 // Carry takes over what another importer of the same peer last heard (the catalog, its
@@ -147,6 +161,12 @@ func (im *Importer) Run(ctx context.Context) {
 			return
 		}
 		im.mu.Lock()
+		if im.resync {
+			// Not a failure: the quota changed; follow again, from a full catalog.
+			im.resync = false
+			im.mu.Unlock()
+			continue
+		}
 		wasStale := im.stale
 		im.stale = true
 		if err != nil {
@@ -172,6 +192,14 @@ func (im *Importer) follow(ctx context.Context) error {
 	im.mu.Unlock()
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	im.mu.Lock()
+	im.cancelStream = cancel
+	if im.resync {
+		// The quota changed between two streams: this one starts from a full catalog.
+		req.Epoch, req.ResumeRevision = "", 0
+		im.resync = false
+	}
+	im.mu.Unlock()
 	stream, err := im.client.Catalog(sctx, req)
 	if err != nil {
 		return err

@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"slices"
@@ -15,7 +16,9 @@ import (
 	"google.golang.org/grpc/codes"
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/emptypb"
 
+	"github.com/strait-mesh/strait/controlplane"
 	"github.com/strait-mesh/strait/internal/config"
 	"github.com/strait-mesh/strait/internal/mesh"
 	"github.com/strait-mesh/strait/launch/demo"
@@ -411,4 +414,97 @@ func TestBreakerOpensOnSlowCalls(t *testing.T) {
 		t.Fatalf("after 5 slow calls: %v, want UNAVAILABLE naming the breaker", err)
 	}
 	t.Logf("refused in %v after 5 calls slower than 100ms", time.Since(start))
+}
+
+// TestFederationQuota: beta exports 300 services (one pattern export; their provider is a
+// gRPC server that answers any call) while alpha's quota of beta is 100 services. Alpha
+// keeps 100 and refuses 200: its registry lists only the 100, a kept one is called
+// through alpha's egress, a refused one is unknown there, and the controlplane's metrics
+// count the refusal.
+func TestFederationQuota(t *testing.T) {
+	ln := ports.Listen(t)
+	any := grpc.NewServer(grpc.UnknownServiceHandler(func(_ any, st grpc.ServerStream) error {
+		var m emptypb.Empty
+		if err := st.RecvMsg(&m); err != nil {
+			return err
+		}
+		return st.SendMsg(&m)
+	}))
+	go any.Serve(ln)
+	t.Cleanup(any.Stop)
+	ctx := context.Background()
+	const total, quota = 300, 100
+	var insts []mesh.Instance
+	for i := range total {
+		insts = append(insts, mesh.Instance{Service: mesh.ServiceKey{Name: fmt.Sprintf("com.flood.S%03d", i)}, Protocol: mesh.ProtocolGRPC, Address: ln.Addr().String()})
+	}
+	for _, in := range insts {
+		if err := topo.BetaRegistry.Register(ctx, in); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(func() {
+		for _, in := range insts {
+			_ = topo.BetaRegistry.Deregister(context.Background(), in)
+		}
+	})
+	setDomains(t, topo, func(a *config.Domain) {
+		for i := range a.Peers {
+			if a.Peers[i].Domain == "beta" {
+				a.Peers[i].Quota = config.Quota{Services: quota}
+			}
+		}
+	}, func(b *config.Domain) {
+		b.Exports = append(b.Exports, config.Export{Service: "com.flood.*", Protocol: mesh.ProtocolGRPC, To: []string{"alpha"}})
+	})
+	var im controlplane.Import
+	wait.ForNil(t, 30*time.Second, "alpha's import of beta within its quota", func() error {
+		im = topo.AlphaCP.Imports()["beta"]
+		// beta's own samples, imported before, stay among the 100.
+		if len(im.Services) != quota || im.Refused.Services < total-quota {
+			return fmt.Errorf("%d kept, %d refused", len(im.Services), im.Refused.Services)
+		}
+		return nil
+	})
+	// The registry: only what was kept.
+	wait.ForNil(t, 30*time.Second, "alpha's registry to list only the kept services", func() error {
+		all, err := topo.AlphaCP.Registry().List(ctx)
+		if err != nil {
+			return err
+		}
+		names := map[string]bool{}
+		for _, i := range all {
+			if strings.HasPrefix(i.Service.Name, "com.flood.") {
+				names[i.Service.Name] = true
+			}
+		}
+		kept := 0
+		for _, s := range im.Services {
+			if strings.HasPrefix(s.GetName(), "com.flood.") {
+				kept++
+			}
+		}
+		if len(names) != kept || names[fmt.Sprintf("com.flood.S%03d", total-1)] {
+			return fmt.Errorf("alpha's registry lists %d flood services, %d kept", len(names), kept)
+		}
+		return nil
+	})
+	t.Logf("alpha keeps %d services of beta (quota %d), refuses %d (sample %v)", len(im.Services), quota, im.Refused.Services, im.Refused.Sample)
+	cc := dialEgress(t, 0)
+	call := func(svc string) error {
+		return cc.Invoke(ctx, "/"+svc+"/Ping", &emptypb.Empty{}, &emptypb.Empty{})
+	}
+	wait.ForNil(t, 30*time.Second, "a kept service called through alpha's egress", func() error { return call("com.flood.S000") })
+	if err := call(fmt.Sprintf("com.flood.S%03d", total-1)); status.Code(err) != codes.Unimplemented {
+		t.Fatalf("a refused service: %v, want UNIMPLEMENTED (unknown at alpha's egress)", err)
+	}
+	resp, err := http.Get("http://" + topo.AlphaCP.AdminAddr() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(body), `strait_federation_refused{kind="services",peer="beta"}`) {
+		t.Error("the controlplane's metrics lack strait_federation_refused")
+	}
 }
