@@ -449,6 +449,7 @@ func TestFederationQuota(t *testing.T) {
 		}
 	})
 	setDomains(t, topo, func(a *config.Domain) {
+		a.Peers = slices.Clone(a.Peers) // the file in force shares the old slice
 		for i := range a.Peers {
 			if a.Peers[i].Domain == "beta" {
 				a.Peers[i].Quota = config.Quota{Services: quota}
