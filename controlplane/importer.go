@@ -236,7 +236,8 @@ func (im *Importer) changed(ctx context.Context) {
 	im.pending = true
 	im.refused.Updates++
 	im.mu.Unlock()
-	t := time.AfterFunc(wait, func() {
+	// The timer lives at most one pacing interval; after ctx ends it does nothing.
+	time.AfterFunc(wait, func() {
 		if ctx.Err() != nil {
 			return
 		}
@@ -245,7 +246,6 @@ func (im *Importer) changed(ctx context.Context) {
 		im.mu.Unlock()
 		im.onChange()
 	})
-	context.AfterFunc(ctx, func() { t.Stop() })
 }
 
 func (im *Importer) apply(u *federationv1.CatalogUpdate) {
