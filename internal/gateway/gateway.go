@@ -245,7 +245,7 @@ func (c *Core) Route(r *relay.Request) relay.Decision {
 	}
 	if dl := d.Deadline; dl.Default > 0 || dl.Max > 0 {
 		own, hasOwn := proxy.ParseGRPCTimeout(r.Timeout)
-		if t, ok := proxy.RouteDeadline(own, hasOwn && r.Timeout != "", dl.Default, dl.Max); ok && (!hasOwn || t != own) {
+		if t, ok := proxy.RouteDeadline(own, hasOwn, dl.Default, dl.Max); ok && (!hasOwn || t != own) {
 			rd.Add[rd.NAdd] = hpack.HeaderField{Name: "grpc-timeout", Value: proxy.EncodeGRPCTimeout(t)}
 			rd.NAdd++
 			rd.ReplaceTimeout = true
